@@ -1,0 +1,77 @@
+# runra_obs — PGXS build.
+#
+# One version source: EXTVERSION.  The install script is built by
+# concatenating extension/parts/*.sql in name order, so each subsystem owns
+# one part and nobody edits a generated file.
+#
+#   make              build runra_obs.so and the install script
+#   make install      install into the PostgreSQL that pg_config names
+#   make test         every test, on a private copy of PostgreSQL with the
+#                     extension installed into it (tmp_install/): no root
+#                     needed, nothing system-wide touched
+
+EXTENSION  = runra_obs
+EXTVERSION = 0.1.0
+MODULE_big = runra_obs
+
+PG_CONFIG ?= pg_config
+
+SRCS  = $(sort $(wildcard src/*.c src/*/*.c))
+OBJS  = $(SRCS:.c=.o)
+
+EXT_SCRIPT = extension/$(EXTENSION)--$(EXTVERSION).sql
+SQL_PARTS      = $(sort $(wildcard extension/parts/*.sql))
+DATA_built     = $(EXT_SCRIPT)
+DATA           = $(filter-out $(EXT_SCRIPT),$(wildcard extension/$(EXTENSION)--*--*.sql))
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib)
+PG_CFLAGS   = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
+SHLIB_LINK  = $(shell pkg-config --libs libmicrohttpd libcurl libcjson zlib) -L$(shell $(PG_CONFIG) --libdir) -lpq
+
+EXTRA_CLEAN = $(EXT_SCRIPT) tmp_install tmp_check results regression.diffs regression.out log
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXT_SCRIPT): $(SQL_PARTS) Makefile
+	@{ printf '%s\n' '-- Generated from extension/parts/*.sql by the Makefile; edit the parts.' \
+	     '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; \
+	   for f in $(SQL_PARTS); do printf '\n-- ==== %s\n' "$$f"; cat "$$f"; done; } > $@
+
+# ---------------------------------------------------------------------------
+# Tests.  A private copy of the server binaries lives in tmp_install/ (the
+# server finds its share and lib directories relative to its own binary, the
+# way PostgreSQL's own "make check" works), the extension is installed into
+# it with DESTDIR, and pg_regress and prove run against that copy.
+
+PG_BINDIR   := $(shell $(PG_CONFIG) --bindir)
+PG_SHAREDIR := $(shell $(PG_CONFIG) --sharedir)
+PG_LIBDIR_P := $(shell $(PG_CONFIG) --pkglibdir)
+PG_PGXSDIR  := $(abspath $(dir $(PGXS))../..)
+TMP_INSTALL := $(CURDIR)/tmp_install
+TMP_BINDIR  := $(TMP_INSTALL)$(PG_BINDIR)
+PG_REGRESS_BIN := $(PG_PGXSDIR)/src/test/regress/pg_regress
+REGRESS_TESTS  := $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+
+.PHONY: temp-install test regress-check tap-check bench
+
+temp-install: all
+	rm -rf $(TMP_INSTALL)
+	mkdir -p $(TMP_INSTALL)$(dir $(PG_BINDIR)) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
+	cp -a $(abspath $(PG_BINDIR)/..) $(TMP_INSTALL)$(dir $(abspath $(PG_BINDIR)/..))
+	cp -a $(PG_SHAREDIR) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
+	$(MAKE) install DESTDIR=$(TMP_INSTALL) >/dev/null
+
+regress-check: temp-install
+	$(PG_REGRESS_BIN) --bindir=$(TMP_BINDIR) --temp-instance=tmp_check/regress \
+	  --temp-config=test/regress.conf --inputdir=. --outputdir=tmp_check \
+	  --dbname=contrib_regression $(REGRESS_TESTS)
+
+tap-check: temp-install
+	rm -rf tmp_check/tap && mkdir -p tmp_check/tap
+	TESTDIR='$(CURDIR)/tmp_check/tap' PATH="$(TMP_BINDIR):$$PATH" \
+	  PG_REGRESS='$(PG_REGRESS_BIN)' PERL5LIB='$(PG_PGXSDIR)/src/test/perl:$(CURDIR)/t/lib' \
+	  RUNRA_OBS_SRC='$(CURDIR)' \
+	  prove $(PROVE_FLAGS) $(if $(PROVE_TESTS),$(PROVE_TESTS),t/*.pl)
+
+test: regress-check tap-check

@@ -1,0 +1,35 @@
+# scripts/lib.sh — shared by scripts/dev-start and scripts/test.
+#
+# ensure_packages installs, on Debian 12, whatever the build, the server and
+# the tests need and is not there yet.  It needs root only when something is
+# missing.
+
+RUNRA_PACKAGES=(
+    build-essential pkg-config
+    postgresql-15 postgresql-server-dev-15 libpq-dev
+    libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev zlib1g-dev
+    libipc-run-perl
+    curl
+)
+
+ensure_packages() {
+    local missing=()
+    local p
+    for p in "${RUNRA_PACKAGES[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${missing[*]} (run this script as root once, or apt-get install them)" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The unprivileged account PostgreSQL runs as when we are root.
+ensure_user() {
+    local user=$1
+    id "$user" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$user"
+}

@@ -1,0 +1,464 @@
+/*
+ * event_batch.c — queues validated events and writes them with COPY.
+ *
+ * Valid events are encoded as COPY BINARY tuples in memory and written by
+ * PostgreSQL's own COPY FROM machinery (BeginCopyFrom/CopyFrom with a data
+ * source callback).  That gives us, for free and exactly as COPY does it,
+ * partition routing, multi-insert buffering, index maintenance, defaults
+ * (id, ingested_at), constraints and triggers (including the transition
+ * tables that forwarding and rollups rely on).  Binary format means the
+ * timestamp needs no second parse and the JSON needs no COPY escaping.
+ *
+ * Before events are queued, the batch holds RowExclusiveLock on the table,
+ * so the set of partitions it checked timestamps against cannot change
+ * before the write: a validated event always finds its partition.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "commands/copy.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "store/event_batch_internal.h"
+#include "store/json_sanitize.h"
+
+/* a COPY is run whenever this much is queued, to bound memory */
+#define FLUSH_BYTES (64 * 1024 * 1024)
+
+static const char copy_binary_header[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+#define COPY_BINARY_HEADER_LEN 19
+
+/* One day partition's range, for checking timestamps before the write. */
+typedef struct PartitionRange
+{
+	TimestampTz lower;
+	TimestampTz upper;
+} PartitionRange;
+
+struct EventBatch
+{
+	char	   *source;			/* 'sql', 'jsonl', 'http', 'notify' */
+	Relation	events_rel;		/* sandbox_events, RowExclusiveLock held */
+	Oid			rejected_relid;
+	StringInfoData events;		/* COPY BINARY tuples for sandbox_events */
+	StringInfoData rejected;	/* COPY BINARY tuples for rejected_events */
+	int64		n_events;
+	int64		n_rejected;
+	TimestampTz oldest_allowed; /* now() - runra_obs.retention */
+	PartitionRange *ranges;		/* sorted, merged where adjacent */
+	int			n_ranges;
+	bool		has_default;	/* a DEFAULT partition takes anything */
+};
+
+/* ---- encoding COPY BINARY tuples ---- */
+
+static inline void
+put_int16(StringInfo buf, int16 v)
+{
+	uint16		n = pg_hton16((uint16) v);
+
+	appendBinaryStringInfo(buf, (char *) &n, 2);
+}
+
+static inline void
+put_int32(StringInfo buf, int32 v)
+{
+	uint32		n = pg_hton32((uint32) v);
+
+	appendBinaryStringInfo(buf, (char *) &n, 4);
+}
+
+static inline void
+put_int64(StringInfo buf, int64 v)
+{
+	uint64		n = pg_hton64((uint64) v);
+
+	appendBinaryStringInfo(buf, (char *) &n, 8);
+}
+
+static inline void
+put_text(StringInfo buf, const char *s, int len)
+{
+	put_int32(buf, len);
+	appendBinaryStringInfo(buf, s, len);
+}
+
+static void
+reset_copy_buffer(StringInfo buf)
+{
+	resetStringInfo(buf);
+	appendBinaryStringInfo(buf, copy_binary_header, COPY_BINARY_HEADER_LEN);
+}
+
+/* ---- the partition window ---- */
+
+/*
+ * Reads the table's day partitions into sorted, merged ranges.  Range
+ * bounds of a partitioned table are kept sorted in its PartitionBoundInfo;
+ * indexes[i + 1] >= 0 means datums[i] .. datums[i + 1] belongs to a
+ * partition.
+ */
+static void
+load_partition_ranges(EventBatch *batch)
+{
+	PartitionDesc desc = RelationGetPartitionDesc(batch->events_rel, true);
+	PartitionBoundInfo bounds = desc->boundinfo;
+
+	batch->n_ranges = 0;
+	batch->has_default = false;
+	if (bounds == NULL)
+		return;
+	batch->has_default = partition_bound_has_default(bounds);
+	batch->ranges = palloc(sizeof(PartitionRange) * Max(bounds->ndatums, 1));
+	for (int i = 0; i + 1 < bounds->ndatums; i++)
+	{
+		TimestampTz lower,
+					upper;
+
+		if (bounds->indexes[i + 1] < 0 ||
+			bounds->kind[i][0] != PARTITION_RANGE_DATUM_VALUE ||
+			bounds->kind[i + 1][0] != PARTITION_RANGE_DATUM_VALUE)
+			continue;
+		lower = DatumGetTimestampTz(bounds->datums[i][0]);
+		upper = DatumGetTimestampTz(bounds->datums[i + 1][0]);
+		if (batch->n_ranges > 0 && batch->ranges[batch->n_ranges - 1].upper == lower)
+			batch->ranges[batch->n_ranges - 1].upper = upper;
+		else
+			batch->ranges[batch->n_ranges++] = (PartitionRange) {lower, upper};
+	}
+}
+
+/* Is ts inside one of the partition ranges? */
+static bool
+has_partition_for(EventBatch *batch, TimestampTz ts)
+{
+	int			low = 0,
+				high = batch->n_ranges - 1;
+
+	while (low <= high)
+	{
+		int			mid = (low + high) / 2;
+
+		if (ts < batch->ranges[mid].lower)
+			high = mid - 1;
+		else if (ts >= batch->ranges[mid].upper)
+			low = mid + 1;
+		else
+			return true;
+	}
+	return batch->has_default;
+}
+
+/*
+ * NULL if an event at ts can be stored, else a phrase saying why not
+ * (it follows the quoted timestamp in the rejection reason).
+ */
+const char *
+event_batch_check_time(EventBatch *batch, TimestampTz ts)
+{
+	if (ts < batch->oldest_allowed)
+		return psprintf("is older than runra_obs.retention allows (oldest accepted: %s)",
+						timestamptz_to_str(batch->oldest_allowed));
+	if (has_partition_for(batch, ts))
+		return NULL;
+	if (batch->n_ranges == 0)
+		return "has no partition: runra_obs.sandbox_events has none (run runra_obs.run_maintenance())";
+	return psprintf("has no partition: partitions cover %s to %s (see runra_obs.premake)",
+					pstrdup(timestamptz_to_str(batch->ranges[0].lower)),
+					pstrdup(timestamptz_to_str(batch->ranges[batch->n_ranges - 1].upper)));
+}
+
+/* ---- queueing ---- */
+
+static Oid
+runra_relation_oid(const char *name)
+{
+	Oid			namespace = get_namespace_oid("runra_obs", false);
+	Oid			relid = get_relname_relid(name, namespace);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation runra_obs.%s does not exist", name),
+				 errhint("Is the runra_obs extension installed in database \"%s\"?",
+						 get_database_name(MyDatabaseId))));
+	return relid;
+}
+
+/*
+ * Starts a batch in the current memory context.  Call inside a transaction;
+ * locks sandbox_events (RowExclusiveLock, as INSERT does) until commit.
+ */
+EventBatch *
+event_batch_begin(const char *source)
+{
+	EventBatch *batch = palloc0(sizeof(EventBatch));
+
+	batch->source = pstrdup(source);
+	batch->events_rel = table_open(runra_relation_oid("sandbox_events"), RowExclusiveLock);
+	batch->rejected_relid = runra_relation_oid("rejected_events");
+	batch->oldest_allowed = GetCurrentTransactionStartTimestamp()
+		- (TimestampTz) runra_retention_s * USECS_PER_SEC;
+	load_partition_ranges(batch);
+	initStringInfo(&batch->events);
+	reset_copy_buffer(&batch->events);
+	initStringInfo(&batch->rejected);
+	reset_copy_buffer(&batch->rejected);
+	return batch;
+}
+
+/* Queues one valid event as a COPY BINARY tuple. */
+void
+event_batch_append(EventBatch *batch, const ValidEvent *event)
+{
+	StringInfo	buf = &batch->events;
+
+	put_int16(buf, 5);
+	put_int32(buf, 8);
+	put_int64(buf, event->created_at);
+	put_text(buf, event->sandbox_id, event->sandbox_id_len);
+	put_text(buf, event->event_type, event->event_type_len);
+	put_int32(buf, event->data_len + 1);
+	appendStringInfoChar(buf, 1);	/* jsonb binary format version */
+	appendBinaryStringInfo(buf, event->data, event->data_len);
+	if (event->trace_id)
+		put_text(buf, event->trace_id, 32);
+	else
+		put_int32(buf, -1);
+	batch->n_events++;
+}
+
+/* Queues a rejected event for runra_obs.rejected_events. */
+void
+event_batch_reject(EventBatch *batch, int position, const char *reason,
+				   const char *raw, int raw_len)
+{
+	StringInfo	buf = &batch->rejected;
+
+	put_int16(buf, 4);
+	put_text(buf, batch->source, strlen(batch->source));
+	put_int32(buf, 4);
+	put_int32(buf, position);
+	put_text(buf, reason, strlen(reason));
+	put_text(buf, raw, raw_len);
+	batch->n_rejected++;
+}
+
+/* ---- writing with COPY ---- */
+
+static const char *copy_source;
+static int	copy_source_len;
+static int	copy_source_pos;
+
+/* COPY's data source: hands out the queued tuples. */
+static int
+read_queued_tuples(void *outbuf, int minread, int maxread)
+{
+	int			n = Min(maxread, copy_source_len - copy_source_pos);
+
+	memcpy(outbuf, copy_source + copy_source_pos, n);
+	copy_source_pos += n;
+	return n;
+}
+
+/* Runs COPY rel (columns) FROM the buffer (FORMAT binary), as COPY would. */
+static uint64
+copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
+				 StringInfo buf)
+{
+	ParseState *pstate = make_parsestate(NULL);
+	ParseNamespaceItem *nsitem;
+	List	   *attnames = NIL;
+	CopyFromState cstate;
+	uint64		processed;
+
+	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
+										   NULL, false, false);
+	nsitem->p_rte->requiredPerms = ACL_INSERT;
+	for (int i = 0; i < ncolumns; i++)
+	{
+		AttrNumber	attnum = attnameAttNum(rel, columns[i], false);
+
+		nsitem->p_rte->insertedCols =
+			bms_add_member(nsitem->p_rte->insertedCols,
+						   attnum - FirstLowInvalidHeapAttributeNumber);
+		attnames = lappend(attnames, makeString(pstrdup(columns[i])));
+	}
+	ExecCheckRTPerms(pstate->p_rtable, true);
+
+	appendBinaryStringInfo(buf, "\377\377", 2);	/* end of COPY BINARY data */
+	copy_source = buf->data;
+	copy_source_len = buf->len;
+	copy_source_pos = 0;
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_queued_tuples,
+						   attnames,
+						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
+	processed = CopyFrom(cstate);
+	EndCopyFrom(cstate);
+	free_parsestate(pstate);
+	copy_source = NULL;
+	reset_copy_buffer(buf);
+	return processed;
+}
+
+static void
+write_events(EventBatch *batch)
+{
+	static const char *const columns[] =
+	{"created_at", "sandbox_id", "event_type", "data", "trace_id"};
+
+	if (batch->events.len > COPY_BINARY_HEADER_LEN)
+		copy_buffer_into(batch->events_rel, columns, lengthof(columns), &batch->events);
+}
+
+static void
+write_rejected(EventBatch *batch)
+{
+	static const char *const columns[] = {"source", "position", "reason", "raw"};
+	Relation	rel;
+
+	if (batch->rejected.len <= COPY_BINARY_HEADER_LEN)
+		return;
+	rel = table_open(batch->rejected_relid, RowExclusiveLock);
+	copy_buffer_into(rel, columns, lengthof(columns), &batch->rejected);
+	table_close(rel, NoLock);
+}
+
+/*
+ * Writes everything queued so far (valid and rejected events).  The batch
+ * can take more bodies afterwards, in the same transaction.
+ */
+void
+event_batch_write(EventBatch *batch)
+{
+	write_events(batch);
+	write_rejected(batch);
+}
+
+/* Writes what is queued and lets go of the table (the lock stays till commit). */
+void
+event_batch_finish(EventBatch *batch)
+{
+	event_batch_write(batch);
+	table_close(batch->events_rel, NoLock);
+	batch->events_rel = NULL;
+}
+
+/* Events queued and not yet written. */
+int64
+event_batch_pending(EventBatch *batch)
+{
+	return batch->n_events;
+}
+
+/* ---- bodies ---- */
+
+void
+event_body_result_init(EventBodyResult *result)
+{
+	memset(result, 0, sizeof(*result));
+	initStringInfo(&result->failures);
+	appendStringInfoChar(&result->failures, '[');
+}
+
+/* Closes the failures array (it was opened by event_body_result_init). */
+static void
+finish_result(EventBodyResult *result)
+{
+	appendStringInfoChar(&result->failures, ']');
+}
+
+/* Feeds each non-blank line of an NDJSON body to the parser on its own. */
+static void
+add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
+{
+	char	   *line = body;
+	char	   *end = body + len;
+	int			index = 0;
+
+	while (line < end)
+	{
+		char	   *newline = memchr(line, '\n', end - line);
+		char	   *line_end = newline ? newline : end;
+		int			line_len = line_end - line;
+		char	   *syntax_error;
+		char		saved;
+
+		if (line_len > 0 && line[line_len - 1] == '\r')
+			line_len--;			/* CRLF */
+		if (strspn(line, " \t") < (size_t) line_len)
+		{
+			saved = line[line_len];
+			line[line_len] = '\0';
+			if (!parse_event_body(batch, line, line_len, true, index, index + 1,
+								  result, &syntax_error))
+			{
+				char	   *reason = syntax_error;
+
+				appendStringInfo(&result->failures, "%s{\"index\":%d,\"line\":%d,\"error\":",
+								 result->failures.len > 1 ? "," : "", index, index + 1);
+				escape_json(&result->failures, reason);
+				appendStringInfoChar(&result->failures, '}');
+				result->failed++;
+				event_batch_reject(batch, index, reason, line, line_len);
+			}
+			line[line_len] = saved;
+		}
+		index++;
+		line = line_end + 1;
+	}
+}
+
+/*
+ * Validates a body and queues its events.  The body is repaired in place
+ * where JSONB could not hold its text (see json_sanitize.c).  For a JSON
+ * body that is not JSON at all, nothing of it is queued and
+ * result->body_error says what is wrong and where.
+ */
+void
+event_batch_add(EventBatch *batch, char *body, int len, EventBodyFormat format,
+				EventBodyResult *result)
+{
+	int			replaced;
+	int			events_mark = batch->events.len;
+	int			rejected_mark = batch->rejected.len;
+	int64		n_events_mark = batch->n_events;
+	int64		n_rejected_mark = batch->n_rejected;
+	char	   *syntax_error;
+
+	body = json_sanitize(body, &len, &replaced);
+	if (format == EVENT_BODY_NDJSON)
+		add_ndjson(batch, body, len, result);
+	else if (!parse_event_body(batch, body, len, false, 0, 0, result, &syntax_error))
+	{
+		/* undo what the part before the error queued */
+		batch->events.len = events_mark;
+		batch->rejected.len = rejected_mark;
+		batch->n_events = n_events_mark;
+		batch->n_rejected = n_rejected_mark;
+		result->ingested = result->failed = 0;
+		resetStringInfo(&result->failures);
+		appendStringInfoChar(&result->failures, '[');
+		result->body_error = true;
+		result->body_error_message = syntax_error;
+	}
+	finish_result(result);
+	if (batch->events.len + batch->rejected.len > FLUSH_BYTES)
+		event_batch_write(batch);
+}

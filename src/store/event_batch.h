@@ -1,0 +1,56 @@
+/*
+ * event_batch.h — the one way events get into runra_obs.sandbox_events.
+ *
+ * Every path (runra_obs.ingest(), ingest_jsonl(), HTTP, NOTIFY) hands raw
+ * request bodies to an EventBatch.  The batch validates each event with the
+ * same rules, queues the valid ones, and writes them all with PostgreSQL's
+ * COPY machinery (binary format, multi-insert, partition routing, indexes
+ * and triggers included) when event_batch_write() is called.  Rejected
+ * events go to runra_obs.rejected_events in the same transaction, so
+ * nothing that was sent is lost.
+ *
+ * Usage, inside a transaction with an active snapshot:
+ *
+ *     EventBatch *batch = event_batch_begin("http");
+ *     event_batch_add(batch, body, len, EVENT_BODY_JSON, &result);   (repeat)
+ *     event_batch_finish(batch);        (writes, closes the table)
+ *     ... commit; only now tell the client what `result` says ...
+ *
+ * event_batch_add never throws for bad input: a body that cannot be parsed
+ * at all sets result->body_error and leaves the batch as it was before the
+ * call, so other bodies of the same group commit are unaffected.  (The one
+ * exception is nesting so deep that the parser runs out of stack; that is
+ * an ERROR.)  Database failures in event_batch_write are ordinary ERRORs.
+ */
+#ifndef RUNRA_OBS_EVENT_BATCH_H
+#define RUNRA_OBS_EVENT_BATCH_H
+
+#include "lib/stringinfo.h"
+
+typedef struct EventBatch EventBatch;
+
+typedef enum EventBodyFormat
+{
+	EVENT_BODY_JSON,			/* one event object, or an array of them */
+	EVENT_BODY_NDJSON			/* one event object per line (JSONL) */
+} EventBodyFormat;
+
+typedef struct EventBodyResult
+{
+	int64		ingested;		/* valid events queued by this body */
+	int64		failed;			/* events rejected (kept in rejected_events) */
+	StringInfoData failures;	/* JSON array text: [{"index":i,"error":"..."}] */
+	bool		body_error;		/* the body could not be parsed at all */
+	char	   *body_error_message; /* then: what and where (line, column) */
+} EventBodyResult;
+
+extern EventBatch *event_batch_begin(const char *source);
+extern void event_batch_add(EventBatch *batch, char *body, int len,
+							EventBodyFormat format, EventBodyResult *result);
+extern void event_batch_write(EventBatch *batch);
+extern void event_batch_finish(EventBatch *batch);
+extern int64 event_batch_pending(EventBatch *batch);
+
+extern void event_body_result_init(EventBodyResult *result);
+
+#endif

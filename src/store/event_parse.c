@@ -1,0 +1,484 @@
+/*
+ * event_parse.c — reads event envelopes out of JSON text, in one pass.
+ *
+ * PostgreSQL's own JSON parser (common/jsonapi.h) walks the body and calls
+ * back here.  We look only at the envelope (timestamp, sandboxId, type,
+ * traceId, data) of each event, remember where its "data" object starts and
+ * ends, and check every number and the nesting depth on the way.  The data
+ * text itself is handed to the table as it is and becomes JSONB there, so
+ * it is parsed into a tree only once.
+ *
+ * A body is one event object or an array of them.  Each event is validated
+ * on its own; a bad event is rejected with a reason and its raw text, and
+ * the others are kept.
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "store/event_batch_internal.h"
+#include "store/event_fields.h"
+
+typedef enum EnvelopeField
+{
+	FIELD_NONE = -1,
+	FIELD_TIMESTAMP,
+	FIELD_SANDBOX_ID,
+	FIELD_TYPE,
+	FIELD_DATA,
+	FIELD_TRACE_ID,
+	FIELD_COUNT
+} EnvelopeField;
+
+static const char *const field_names[FIELD_COUNT] = {
+	"timestamp", "sandboxId", "type", "data", "traceId"
+};
+
+/* What kind of value an envelope field had. */
+typedef enum ValueKind
+{
+	VALUE_ABSENT = 0,
+	VALUE_STRING,
+	VALUE_NULL,
+	VALUE_OBJECT,
+	VALUE_OTHER
+} ValueKind;
+
+typedef struct EventParse
+{
+	JsonLexContext *lex;
+	EventBatch *batch;
+	EventBodyResult *result;
+	MemoryContext scratch;		/* reset after every event */
+	int			depth;			/* parser nesting depth; 0 = outside */
+	int			event_depth;	/* depth of event objects: 1 alone, 2 in an array */
+	int			index;			/* position of the current event */
+	int			line;			/* NDJSON line number, else 0 */
+	char	   *element_start;	/* raw text of the current array element */
+	bool		element_is_event;
+	char	   *event_start;
+	EnvelopeField field;		/* envelope field whose value is being read */
+	ValueKind	kind[FIELD_COUNT];
+	char	   *value[FIELD_COUNT]; /* de-escaped strings */
+	char	   *data_start;
+	char	   *data_end;
+	char	   *problem;		/* first structural problem of this event */
+} EventParse;
+
+/* Appends {"index":i[,"line":n],"<key>":"message"} to the failures array. */
+static void
+add_failure(EventParse *parse, const char *key, const char *message)
+{
+	StringInfo	out = &parse->result->failures;
+
+	appendStringInfoString(out, out->len > 1 ? ",{" : "{");
+	appendStringInfo(out, "\"index\":%d,", parse->index);
+	if (parse->line > 0)
+		appendStringInfo(out, "\"line\":%d,", parse->line);
+	escape_json(out, key);
+	appendStringInfoChar(out, ':');
+	escape_json(out, message);
+	appendStringInfoChar(out, '}');
+}
+
+/* Rejects the current event: reported to the caller, kept with its raw text. */
+static void
+reject_event(EventParse *parse, const char *reason, const char *raw, int raw_len)
+{
+	add_failure(parse, "error", reason);
+	parse->result->failed++;
+	event_batch_reject(parse->batch, parse->index, reason, raw, raw_len);
+}
+
+/* Notes the first structural problem of the event (unknown key, depth ...). */
+static void
+note_problem(EventParse *parse, const char *fmt, const char *arg)
+{
+	if (parse->problem == NULL)
+		parse->problem = psprintf(fmt, arg);
+}
+
+/* A user-supplied string, cut short enough to quote in an error message. */
+static const char *
+quoted(const char *s)
+{
+	if (strlen(s) <= 64)
+		return s;
+	return psprintf("%.*s...", pg_mbcliplen(s, strlen(s), 60), s);
+}
+
+/* The string value of a required envelope field, or NULL with a reason. */
+static const char *
+required_string(EventParse *parse, EnvelopeField field, const char **reason)
+{
+	switch (parse->kind[field])
+	{
+		case VALUE_STRING:
+			return parse->value[field];
+		case VALUE_ABSENT:
+			*reason = psprintf("%s is missing", field_names[field]);
+			return NULL;
+		default:
+			*reason = psprintf("%s must be a string", field_names[field]);
+			return NULL;
+	}
+}
+
+/* Validates the timestamp field and its place in the stored window. */
+static bool
+check_timestamp(EventParse *parse, TimestampTz *ts, const char **reason)
+{
+	const char *text = required_string(parse, FIELD_TIMESTAMP, reason);
+	const char *problem;
+
+	if (text == NULL)
+		return false;
+	if (!parse_iso8601_timestamp(text, ts, &problem))
+	{
+		*reason = psprintf("timestamp \"%s\" %s", quoted(text), problem);
+		return false;
+	}
+	if ((problem = event_batch_check_time(parse->batch, *ts)) != NULL)
+	{
+		*reason = psprintf("timestamp \"%s\" %s", quoted(text), problem);
+		return false;
+	}
+	return true;
+}
+
+/* Validates sandboxId and type; fills them into the event. */
+static bool
+check_identity(EventParse *parse, ValidEvent *event, const char **reason)
+{
+	const char *id = required_string(parse, FIELD_SANDBOX_ID, reason);
+	const char *type;
+
+	if (id == NULL || (*reason = check_sandbox_id(id, strlen(id))) != NULL)
+		return false;
+	type = required_string(parse, FIELD_TYPE, reason);
+	if (type == NULL)
+		return false;
+	if ((*reason = check_event_type(type, strlen(type))) != NULL)
+	{
+		*reason = psprintf("%s, not \"%s\"", *reason, quoted(type));
+		return false;
+	}
+	event->sandbox_id = id;
+	event->sandbox_id_len = strlen(id);
+	event->event_type = type;
+	event->event_type_len = strlen(type);
+	return true;
+}
+
+/* Fills in data: the object's text, {} when absent or null. */
+static bool
+check_data(EventParse *parse, ValidEvent *event, const char **reason)
+{
+	switch (parse->kind[FIELD_DATA])
+	{
+		case VALUE_ABSENT:
+		case VALUE_NULL:
+			event->data = "{}";
+			event->data_len = 2;
+			return true;
+		case VALUE_OBJECT:
+			event->data = parse->data_start;
+			event->data_len = parse->data_end - parse->data_start;
+			return true;
+		default:
+			*reason = "data must be a JSON object";
+			return false;
+	}
+}
+
+/*
+ * traceId is optional; a malformed one is reported as a warning and the
+ * event is kept without it (losing a whole event over a trace id would be
+ * worse).
+ */
+static void
+check_trace_id(EventParse *parse, ValidEvent *event, char *buffer)
+{
+	ValueKind	kind = parse->kind[FIELD_TRACE_ID];
+
+	event->trace_id = NULL;
+	if (kind == VALUE_ABSENT || kind == VALUE_NULL)
+		return;
+	if (kind == VALUE_STRING &&
+		normalize_trace_id(parse->value[FIELD_TRACE_ID],
+						   strlen(parse->value[FIELD_TRACE_ID]), buffer))
+	{
+		event->trace_id = buffer;
+		return;
+	}
+	add_failure(parse, "warning",
+				"traceId is not 32 hex digits (a W3C trace id); event stored without it");
+}
+
+/* The event object just ended: validate it and queue or reject it. */
+static void
+finish_event(EventParse *parse, char *raw_start, char *raw_end)
+{
+	ValidEvent	event;
+	const char *reason = parse->problem;
+	char		trace_id[EVENT_TRACE_ID_LEN + 1];
+
+	if (reason == NULL &&
+		check_timestamp(parse, &event.created_at, &reason) &&
+		check_identity(parse, &event, &reason) &&
+		check_data(parse, &event, &reason))
+	{
+		check_trace_id(parse, &event, trace_id);
+		event_batch_append(parse->batch, &event);
+		parse->result->ingested++;
+	}
+	else
+		reject_event(parse, reason, raw_start, raw_end - raw_start);
+}
+
+/* Clears what we know of the event that starts now. */
+static void
+start_event(EventParse *parse)
+{
+	MemoryContextReset(parse->scratch);
+	memset(parse->kind, 0, sizeof(parse->kind));
+	memset(parse->value, 0, sizeof(parse->value));
+	parse->problem = NULL;
+	parse->field = FIELD_NONE;
+	parse->event_start = parse->lex->token_start;
+}
+
+/* Depth of the current value inside its event (the event object is 1). */
+static void
+check_depth(EventParse *parse)
+{
+	int			depth_in_event = parse->depth - parse->event_depth + 1;
+
+	if (depth_in_event == runra_max_json_depth + 1)
+		note_problem(parse, "event is nested deeper than %s levels (runra_obs.max_json_depth)",
+					 psprintf("%d", runra_max_json_depth));
+}
+
+/* Records that the envelope field being read holds an object or array. */
+static void
+note_container_value(EventParse *parse, ValueKind kind)
+{
+	if (parse->depth == parse->event_depth + 1 && parse->field != FIELD_NONE)
+	{
+		parse->kind[parse->field] = kind;
+		if (parse->field == FIELD_DATA)
+			parse->data_start = parse->lex->token_start;
+	}
+}
+
+static void
+on_object_start(void *state)
+{
+	EventParse *parse = state;
+
+	parse->depth++;
+	if (parse->depth == parse->event_depth)
+	{
+		parse->element_is_event = true;
+		start_event(parse);
+	}
+	else if (parse->depth > parse->event_depth)
+	{
+		note_container_value(parse, VALUE_OBJECT);
+		check_depth(parse);
+	}
+}
+
+static void
+on_object_end(void *state)
+{
+	EventParse *parse = state;
+
+	if (parse->depth == parse->event_depth)
+		finish_event(parse, parse->event_start, parse->lex->prev_token_terminator);
+	parse->depth--;
+}
+
+static void
+on_array_start(void *state)
+{
+	EventParse *parse = state;
+
+	parse->depth++;
+	if (parse->depth > parse->event_depth)
+	{
+		note_container_value(parse, VALUE_OTHER);
+		check_depth(parse);
+	}
+}
+
+static void
+on_array_end(void *state)
+{
+	((EventParse *) state)->depth--;
+}
+
+static EnvelopeField
+lookup_field(const char *name)
+{
+	for (int f = 0; f < FIELD_COUNT; f++)
+		if (strcmp(name, field_names[f]) == 0)
+			return (EnvelopeField) f;
+	return FIELD_NONE;
+}
+
+static void
+on_field_start(void *state, char *fname, bool isnull)
+{
+	EventParse *parse = state;
+
+	if (parse->depth != parse->event_depth)
+		return;
+	parse->field = lookup_field(fname);
+	if (parse->field == FIELD_NONE)
+		note_problem(parse,
+					 "unknown field \"%s\" (an event has timestamp, sandboxId, type, data and traceId)",
+					 quoted(fname));
+	else if (isnull)
+		parse->kind[parse->field] = VALUE_NULL;
+}
+
+static void
+on_field_end(void *state, char *fname, bool isnull)
+{
+	EventParse *parse = state;
+
+	if (parse->depth != parse->event_depth)
+		return;
+	if (parse->field == FIELD_DATA)
+		parse->data_end = parse->lex->prev_token_terminator;
+	parse->field = FIELD_NONE;
+}
+
+static void
+on_scalar(void *state, char *token, JsonTokenType type)
+{
+	EventParse *parse = state;
+
+	if (type == JSON_TOKEN_NUMBER && !json_number_is_storable(token))
+		note_problem(parse,
+					 "number %s cannot be stored exactly (at most 1000 digits and an exponent within +-1000)",
+					 quoted(token));
+	if (parse->depth != parse->event_depth || parse->field == FIELD_NONE)
+		return;
+	if (type == JSON_TOKEN_STRING)
+	{
+		parse->kind[parse->field] = VALUE_STRING;
+		parse->value[parse->field] = token;
+	}
+	else if (type != JSON_TOKEN_NULL)
+		parse->kind[parse->field] = VALUE_OTHER;
+}
+
+static void
+on_element_start(void *state, bool isnull)
+{
+	EventParse *parse = state;
+
+	if (parse->depth != 1 || parse->event_depth != 2)
+		return;
+	parse->element_start = parse->lex->token_start;
+	parse->element_is_event = false;
+}
+
+/* An array element that was not an object is rejected as a whole. */
+static void
+on_element_end(void *state, bool isnull)
+{
+	EventParse *parse = state;
+
+	if (parse->depth != 1 || parse->event_depth != 2)
+		return;
+	if (!parse->element_is_event)
+	{
+		char	   *end = parse->lex->prev_token_terminator;
+
+		reject_event(parse, "an event must be a JSON object",
+					 parse->element_start, end - parse->element_start);
+	}
+	parse->index++;
+}
+
+/* The first character that is not JSON white space. */
+static char
+first_token_char(const char *body, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (!(body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+			return body[i];
+	return '\0';
+}
+
+/* "invalid JSON at line L, column C: <what the parser said>" */
+static char *
+describe_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
+{
+	int			column = pg_mbstrlen_with_len(lex->line_start,
+											  lex->token_start - lex->line_start) + 1;
+
+	return psprintf("invalid JSON at line %d, column %d: %s",
+					lex->line_number + line_offset, column,
+					json_errdetail(error, lex));
+}
+
+/*
+ * Parses one body (or one NDJSON line: one_event_only) and feeds each event
+ * to the batch.  Returns false, with *syntax_error set, when the text is not
+ * JSON at all; events already fed must then be discarded by the caller.
+ */
+bool
+parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
+				 int index, int line, EventBodyResult *result, char **syntax_error)
+{
+	EventParse	parse = {0};
+	JsonSemAction sem = {0};
+	JsonParseErrorType error;
+	char		first = first_token_char(body, len);
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (first != '{' && (first != '[' || one_event_only))
+	{
+		*syntax_error = pstrdup(one_event_only ? "each line must be one JSON object"
+								: "body must be a JSON object or an array of objects");
+		return false;
+	}
+	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, true);
+	parse.batch = batch;
+	parse.result = result;
+	parse.event_depth = (first == '[') ? 2 : 1;
+	parse.index = index;
+	parse.line = line;
+	parse.scratch = AllocSetContextCreate(outer, "runra_obs event", ALLOCSET_DEFAULT_SIZES);
+
+	sem.semstate = &parse;
+	sem.object_start = on_object_start;
+	sem.object_end = on_object_end;
+	sem.array_start = on_array_start;
+	sem.array_end = on_array_end;
+	sem.object_field_start = on_field_start;
+	sem.object_field_end = on_field_end;
+	sem.array_element_start = on_element_start;
+	sem.array_element_end = on_element_end;
+	sem.scalar = on_scalar;
+
+	/* the lexer's allocations for an event die with that event */
+	MemoryContextSwitchTo(parse.scratch);
+	error = pg_parse_json(parse.lex, &sem);
+	MemoryContextSwitchTo(outer);
+
+	*syntax_error = (error == JSON_SUCCESS) ? NULL
+		: describe_syntax_error(parse.lex, error, line > 0 ? line - 1 : 0);
+	MemoryContextDelete(parse.scratch);
+	return error == JSON_SUCCESS;
+}

@@ -1,0 +1,322 @@
+/*
+ * worker_common.c — the skeleton every runra_obs background worker stands on.
+ *
+ * Modelled on worker_spi: our own SIGTERM handler (the default one throws
+ * FATAL from inside the signal handler, which can unwind through library
+ * frames such as libmicrohttpd's), SIGHUP reload, and a per-worker slot in
+ * shared memory so runra_obs.worker_status can show what each worker does
+ * without asking it.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "guc.h"
+#include "worker/worker_common.h"
+
+volatile sig_atomic_t runra_got_sigterm = false;
+RunraWorkerSlot *MyRunraSlot = NULL;
+
+static RunraWorkerSlot *worker_slots = NULL;
+
+/* Asks the postmaster for room for the worker slots (shmem_request_hook). */
+void
+runra_worker_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(RunraWorkerSlot) * RUNRA_WORKER_SLOTS));
+}
+
+/* Creates or attaches to the worker slots (shmem_startup_hook). */
+void
+runra_worker_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	worker_slots = ShmemInitStruct("runra_obs worker slots",
+								   sizeof(RunraWorkerSlot) * RUNRA_WORKER_SLOTS,
+								   &found);
+	if (!found)
+	{
+		memset(worker_slots, 0, sizeof(RunraWorkerSlot) * RUNRA_WORKER_SLOTS);
+		for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
+		{
+			SpinLockInit(&worker_slots[i].mutex);
+			pg_atomic_init_u64(&worker_slots[i].events_ingested, 0);
+			pg_atomic_init_u64(&worker_slots[i].events_rejected, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Registers one static background worker.  Workers restart 5 seconds after a
+ * crash and start once recovery has finished, so they never try to write on
+ * a standby.
+ */
+void
+runra_register_worker(const char *type, const char *function, Datum arg,
+					  bool needs_database)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	if (needs_database)
+		worker.bgw_flags |= BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "runra_obs");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "runra_obs %s", type);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "runra_obs %s", type);
+	worker.bgw_main_arg = arg;
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Sets a flag and the latch: the main loop decides when to stop. */
+static void
+runra_sigterm_handler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	runra_got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Installs SIGTERM and SIGHUP handlers and unblocks signals. */
+void
+runra_worker_setup_signals(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, runra_sigterm_handler);
+	BackgroundWorkerUnblockSignals();
+}
+
+/* Frees the slot when the worker exits, however it exits. */
+static void
+release_slot(int code, Datum arg)
+{
+	RunraWorkerSlot *slot = MyRunraSlot;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->pid = 0;
+	SpinLockRelease(&slot->mutex);
+	MyRunraSlot = NULL;
+}
+
+/* Takes a free status slot for this worker; there are always enough. */
+void
+runra_worker_attach(const char *role)
+{
+	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
+	{
+		RunraWorkerSlot *slot = &worker_slots[i];
+		bool		taken = false;
+
+		SpinLockAcquire(&slot->mutex);
+		if (slot->pid == 0)
+		{
+			slot->pid = MyProcPid;
+			strlcpy(slot->role, role, sizeof(slot->role));
+			strlcpy(slot->state, "starting", sizeof(slot->state));
+			slot->started_at = GetCurrentTimestamp();
+			slot->last_error[0] = '\0';
+			slot->last_error_at = 0;
+			slot->last_maintenance[0] = '\0';
+			slot->last_maintenance_at = 0;
+			taken = true;
+		}
+		SpinLockRelease(&slot->mutex);
+		if (taken)
+		{
+			pg_atomic_write_u64(&slot->events_ingested, 0);
+			pg_atomic_write_u64(&slot->events_rejected, 0);
+			MyRunraSlot = slot;
+			on_shmem_exit(release_slot, (Datum) 0);
+			return;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("no free runra_obs worker status slot"),
+			 errdetail("At most %d runra_obs workers can run at once.", RUNRA_WORKER_SLOTS)));
+}
+
+/* Does the connected database have the extension (in a short transaction)? */
+static bool
+extension_is_installed(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	installed = OidIsValid(get_extension_oid("runra_obs", true));
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Waits until CREATE EXTENSION runra_obs has run in runra_obs.database,
+ * saying so once in the log rather than crash-looping.  Returns false when
+ * SIGTERM arrived first.
+ */
+bool
+runra_worker_wait_for_extension(void)
+{
+	bool		logged = false;
+
+	while (!runra_got_sigterm)
+	{
+		if (extension_is_installed())
+			return true;
+		if (!logged)
+			ereport(LOG,
+					(errmsg("runra_obs worker waiting for CREATE EXTENSION runra_obs in database \"%s\"",
+							runra_database)));
+		logged = true;
+		runra_worker_set_state("waiting for extension");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		runra_worker_reload_if_needed();
+	}
+	return false;
+}
+
+/* Re-reads postgresql.conf after SIGHUP. */
+void
+runra_worker_reload_if_needed(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* Shows what the worker is doing in worker_status and pg_stat_activity. */
+void
+runra_worker_set_state(const char *state)
+{
+	if (MyRunraSlot == NULL)
+		return;
+	SpinLockAcquire(&MyRunraSlot->mutex);
+	strlcpy(MyRunraSlot->state, state, sizeof(MyRunraSlot->state));
+	SpinLockRelease(&MyRunraSlot->mutex);
+	pgstat_report_activity(STATE_RUNNING, state);
+}
+
+/* Remembers the last error for worker_status. */
+void
+runra_worker_report_error(const char *message)
+{
+	if (MyRunraSlot == NULL)
+		return;
+	SpinLockAcquire(&MyRunraSlot->mutex);
+	strlcpy(MyRunraSlot->last_error, message, sizeof(MyRunraSlot->last_error));
+	MyRunraSlot->last_error_at = GetCurrentTimestamp();
+	SpinLockRelease(&MyRunraSlot->mutex);
+}
+
+/* Remembers the outcome of the last maintenance run for worker_status. */
+void
+runra_worker_report_maintenance(const char *summary, bool failed)
+{
+	if (MyRunraSlot == NULL)
+		return;
+	SpinLockAcquire(&MyRunraSlot->mutex);
+	strlcpy(MyRunraSlot->last_maintenance, summary, sizeof(MyRunraSlot->last_maintenance));
+	MyRunraSlot->last_maintenance_at = GetCurrentTimestamp();
+	SpinLockRelease(&MyRunraSlot->mutex);
+	if (failed)
+		runra_worker_report_error(summary);
+}
+
+/* Adds to the worker's event counters (committed events only). */
+void
+runra_worker_count_events(uint64 ingested, uint64 rejected)
+{
+	if (MyRunraSlot == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&MyRunraSlot->events_ingested, ingested);
+	pg_atomic_fetch_add_u64(&MyRunraSlot->events_rejected, rejected);
+}
+
+static Datum
+timestamp_or_null(TimestampTz ts, bool *isnull)
+{
+	*isnull = (ts == 0);
+	return TimestampTzGetDatum(ts);
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s[0] == '\0');
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+/* Copies one slot under its lock and turns it into a result row. */
+static void
+emit_slot_row(Tuplestorestate *store, TupleDesc desc, RunraWorkerSlot *shared)
+{
+	RunraWorkerSlot copy;
+	Datum		values[9];
+	bool		nulls[9] = {0};
+
+	SpinLockAcquire(&shared->mutex);
+	memcpy(&copy, shared, sizeof(copy));
+	SpinLockRelease(&shared->mutex);
+	if (copy.pid == 0)
+		return;
+	values[0] = Int32GetDatum(copy.pid);
+	values[1] = CStringGetTextDatum(copy.role);
+	values[2] = CStringGetTextDatum(copy.state);
+	values[3] = timestamp_or_null(copy.started_at, &nulls[3]);
+	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->events_ingested));
+	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->events_rejected));
+	values[6] = text_or_null(copy.last_error, &nulls[6]);
+	values[7] = timestamp_or_null(copy.last_maintenance_at, &nulls[7]);
+	values[8] = text_or_null(copy.last_maintenance, &nulls[8]);
+	tuplestore_putvalues(store, desc, values, nulls);
+}
+
+PG_FUNCTION_INFO_V1(runra_worker_status);
+
+/* runra_obs.worker_status(): one row per running runra_obs worker. */
+Datum
+runra_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (worker_slots == NULL)
+		PG_RETURN_VOID();		/* not preloaded: no workers */
+	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
+		emit_slot_row(rsinfo->setResult, rsinfo->setDesc, &worker_slots[i]);
+	PG_RETURN_VOID();
+}

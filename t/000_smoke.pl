@@ -1,0 +1,23 @@
+# Smoke test: the library preloads, the extension installs in a cluster
+# started the production way, and an event goes in through SQL.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('smoke');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'runra_obs'\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+
+my $result = $node->safe_psql('postgres', q{
+    SELECT ingested, failed FROM runra_obs.ingest(jsonb_build_object(
+        'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'sandboxId', 'sb_smoke', 'type', 'sandbox.created'))});
+is($result, '1|0', 'an event goes in through runra_obs.ingest()');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM runra_obs.sandbox_events'),
+   '1', 'and is stored');
+$node->stop;
+done_testing();
