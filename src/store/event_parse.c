@@ -166,7 +166,8 @@ check_identity(EventParse *parse, ValidEvent *event, const char **reason)
 		return false;
 	if ((*reason = check_event_type(type, strlen(type))) != NULL)
 	{
-		*reason = psprintf("%s, not \"%s\"", *reason, quoted(type));
+		if (strlen(type) <= EVENT_TYPE_MAX)
+			*reason = psprintf("%s, not \"%s\"", *reason, quoted(type));
 		return false;
 	}
 	event->sandbox_id = id;
@@ -424,8 +425,9 @@ first_token_char(const char *body, int len)
 static char *
 describe_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
 {
-	int			column = pg_mbstrlen_with_len(lex->line_start,
-											  lex->token_start - lex->line_start) + 1;
+	/* at the end of the input the lexer leaves token_start NULL */
+	char	   *where = lex->token_start ? lex->token_start : lex->token_terminator;
+	int			column = pg_mbstrlen_with_len(lex->line_start, where - lex->line_start) + 1;
 
 	return psprintf("invalid JSON at line %d, column %d: %s",
 					lex->line_number + line_offset, column,
