@@ -17,6 +17,7 @@ INSERT INTO cases VALUES
   ('zero trace id dropped',   '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"00000000000000000000000000000000"}'),
   ('NUL escape replaced',     '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_nul","type":"exec.completed","data":{"stdout":"a\u0000b"}}'),
   ('lone surrogates replaced','{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_sur","type":"exec.completed","data":{"stdout":"\ud800x\udc00","ok":"\ud83d\ude00"}}'),
+  ('escaped key and value',   '{"time\u0073tamp" : "TODAYT01:00:00Z" , "sandboxId":"sb_\u00e9\"q\\","type"  :"exec.started"}'),
   ('no zone',                 '{"timestamp":"TODAYT01:00:00","sandboxId":"sb_1","type":"exec.started"}'),
   ('not a date',              '{"timestamp":"yesterday","sandboxId":"sb_1","type":"exec.started"}'),
   ('impossible date',         '{"timestamp":"2026-02-30T01:00:00Z","sandboxId":"sb_1","type":"exec.started"}'),

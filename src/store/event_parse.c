@@ -64,6 +64,7 @@ typedef struct EventParse
 	bool		element_is_event;
 	char	   *event_start;
 	EnvelopeField field;		/* envelope field whose value is being read */
+	char	   *value_start;	/* where that field's value starts */
 	ValueKind	kind[FIELD_COUNT];
 	char	   *value[FIELD_COUNT]; /* de-escaped strings */
 	char	   *data_start;
@@ -325,6 +326,52 @@ on_array_end(void *state)
 	((EventParse *) state)->depth--;
 }
 
+/*
+ * The value of the JSON string token text[0..len) (quotes included).  The
+ * parser runs without de-escaping (which would copy every string of every
+ * event character by character), so the few strings we need are read here:
+ * copied as they are, or, when they hold an escape, de-escaped by the lexer.
+ */
+static char *
+json_string_value(char *token, int len)
+{
+	JsonLexContext *lex;
+
+	if (memchr(token, '\\', len) == NULL)
+		return pnstrdup(token + 1, len - 2);
+	lex = makeJsonLexContextCstringLen(token, len, PG_UTF8, true);
+	if (json_lex(lex) != JSON_SUCCESS)
+		return pnstrdup(token + 1, len - 2);	/* cannot happen: parsed already */
+	return lex->strval->data;
+}
+
+/*
+ * The key of the field whose value starts now.  The parser has just read
+ * the colon after it; the key is the string token before that colon.
+ */
+static char *
+current_key(EventParse *parse)
+{
+	char	   *input = parse->lex->input;
+	char	   *close = parse->lex->prev_token_terminator - 2;	/* before ':' */
+	char	   *open;
+
+	while (close > input && *close != '"')
+		close--;				/* white space between key and colon */
+	for (open = close - 1; open > input; open--)
+	{
+		int			backslashes = 0;
+
+		if (*open != '"')
+			continue;
+		while (open - backslashes - 1 >= input && open[-backslashes - 1] == '\\')
+			backslashes++;
+		if (backslashes % 2 == 0)
+			break;
+	}
+	return json_string_value(open, close + 1 - open);
+}
+
 static EnvelopeField
 lookup_field(const char *name)
 {
@@ -341,7 +388,9 @@ on_field_start(void *state, char *fname, bool isnull)
 
 	if (parse->depth != parse->event_depth)
 		return;
+	fname = current_key(parse);
 	parse->field = lookup_field(fname);
+	parse->value_start = parse->lex->token_start;
 	if (parse->field == FIELD_NONE)
 		note_problem(parse,
 					 "unknown field \"%s\" (an event has timestamp, sandboxId, type, data and traceId)",
@@ -367,6 +416,7 @@ on_scalar(void *state, char *token, JsonTokenType type)
 {
 	EventParse *parse = state;
 
+	/* token is NULL for strings: the parser does not de-escape them */
 	if (type == JSON_TOKEN_NUMBER && !json_number_is_storable(token))
 		note_problem(parse,
 					 "number %s cannot be stored exactly (at most 1000 digits and an exponent within +-1000)",
@@ -376,7 +426,9 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	if (type == JSON_TOKEN_STRING)
 	{
 		parse->kind[parse->field] = VALUE_STRING;
-		parse->value[parse->field] = token;
+		parse->value[parse->field] =
+			json_string_value(parse->value_start,
+							  parse->lex->prev_token_terminator - parse->value_start);
 	}
 	else if (type != JSON_TOKEN_NULL)
 		parse->kind[parse->field] = VALUE_OTHER;
@@ -455,7 +507,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 								: "body must be a JSON object or an array of objects");
 		return false;
 	}
-	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, true);
+	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, false);
 	parse.batch = batch;
 	parse.result = result;
 	parse.event_depth = (first == '[') ? 2 : 1;
