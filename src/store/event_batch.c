@@ -302,17 +302,31 @@ copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
 	}
 	ExecCheckRTPerms(pstate->p_rtable, true);
 
+	/* a trigger on the table that ingests again would clobber the source */
+	if (copy_source != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("runra_obs cannot ingest events from inside its own write"),
+				 errdetail("A trigger on %s called a runra_obs ingest function.",
+						   RelationGetRelationName(rel))));
 	appendBinaryStringInfo(buf, "\377\377", 2);	/* end of COPY BINARY data */
 	copy_source = buf->data;
 	copy_source_len = buf->len;
 	copy_source_pos = 0;
-	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_queued_tuples,
-						   attnames,
-						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
-	processed = CopyFrom(cstate);
-	EndCopyFrom(cstate);
+	PG_TRY();
+	{
+		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_queued_tuples,
+							   attnames,
+							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
+		processed = CopyFrom(cstate);
+		EndCopyFrom(cstate);
+	}
+	PG_FINALLY();
+	{
+		copy_source = NULL;
+	}
+	PG_END_TRY();
 	free_parsestate(pstate);
-	copy_source = NULL;
 	reset_copy_buffer(buf);
 	return processed;
 }
