@@ -169,6 +169,7 @@ BEGIN
     RETURN 'runra_obs.' || quote_ident(name);
 END
 $$;
+REVOKE ALL ON FUNCTION runra_obs._create_day_partition(timestamptz) FROM PUBLIC;
 
 CREATE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
 RETURNS TABLE (action text, object text, detail text)
@@ -284,4 +285,6 @@ CREATE VIEW runra_obs.worker_status AS SELECT * FROM runra_obs.worker_status();
 COMMENT ON FUNCTION runra_obs.worker_status() IS 'The runra_obs background workers now running';
 COMMENT ON VIEW runra_obs.worker_status IS
     'Each runra_obs background worker: pid, role, state, counters, last error, last maintenance';
+REVOKE ALL ON FUNCTION runra_obs.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs.worker_status() TO runra_obs_reader;
 GRANT SELECT ON runra_obs.worker_status TO runra_obs_reader;

@@ -1,0 +1,50 @@
+-- House rules that every part of the extension must keep, checked over the
+-- whole catalog so a new object cannot forget them.
+
+-- Every public object (not starting with an underscore) has a COMMENT.
+SELECT kind, name AS missing_comment
+FROM (
+    SELECT 'relation' AS kind, c.oid::regclass::text AS name,
+           obj_description(c.oid, 'pg_class') AS comment
+    FROM pg_class AS c
+    WHERE c.relnamespace = 'runra_obs'::regnamespace
+      AND c.relkind IN ('r', 'p', 'v', 'm')
+      AND NOT c.relispartition
+      AND c.relname NOT LIKE '\_%'
+    UNION ALL
+    SELECT 'function', p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc')
+    FROM pg_proc AS p
+    WHERE p.pronamespace = 'runra_obs'::regnamespace
+      AND p.proname NOT LIKE '\_%'
+      AND p.prorettype <> 'trigger'::regtype
+) AS objects
+WHERE comment IS NULL
+ORDER BY 1, 2;
+
+-- SECURITY DEFINER functions pin their search_path.
+SELECT p.oid::regprocedure AS definer_without_search_path
+FROM pg_proc AS p
+WHERE p.pronamespace = 'runra_obs'::regnamespace
+  AND p.prosecdef
+  AND NOT EXISTS (SELECT FROM unnest(p.proconfig) AS c WHERE c LIKE 'search_path=%');
+
+-- No function is executable by PUBLIC unless it is meant for everyone:
+-- what PUBLIC may run is listed here, so a change to it is a visible diff.
+SELECT p.oid::regprocedure AS public_function
+FROM pg_proc AS p
+WHERE p.pronamespace = 'runra_obs'::regnamespace
+  AND has_function_privilege('public', p.oid, 'EXECUTE')
+  AND p.prorettype <> 'trigger'::regtype
+ORDER BY 1::text;
+
+-- What the two roles can read and write: a change is a visible diff, and
+-- neither may read a table that holds secrets.
+SELECT c.oid::regclass AS relation,
+       has_table_privilege('runra_obs_reader', c.oid, 'SELECT') AS reader_select,
+       has_table_privilege('runra_obs_writer', c.oid, 'SELECT') AS writer_select,
+       has_table_privilege('runra_obs_writer', c.oid, 'INSERT') AS writer_insert
+FROM pg_class AS c
+WHERE c.relnamespace = 'runra_obs'::regnamespace
+  AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND NOT c.relispartition
+ORDER BY 1::text;
