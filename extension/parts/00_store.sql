@@ -186,6 +186,7 @@ DECLARE
     day       timestamptz;
     part      record;
     removed   bigint;
+    parent_busy boolean := false;
 BEGIN
     -- one maintenance at a time; a second caller waits for the first
     PERFORM pg_advisory_xact_lock(hashtext('runra_obs.run_maintenance'));
@@ -214,14 +215,22 @@ BEGIN
         SELECT p.partition, p.upper FROM runra_obs.partitions AS p
         WHERE p.upper <= oldest ORDER BY p.lower
     LOOP
-        BEGIN
-            EXECUTE format('DROP TABLE %s', part.partition);
-            action := 'dropped';
-            detail := format('all events before %s are past runra_obs.retention', part.upper);
-        EXCEPTION WHEN lock_not_available THEN
+        IF parent_busy THEN
+            -- every attempt queues an exclusive lock request that stalls
+            -- writers while it waits: after one timeout, try no more
             action := 'skipped';
-            detail := SQLERRM;
-        END;
+            detail := 'not tried: an earlier drop could not get its lock';
+        ELSE
+            BEGIN
+                EXECUTE format('DROP TABLE %s', part.partition);
+                action := 'dropped';
+                detail := format('all events before %s are past runra_obs.retention', part.upper);
+            EXCEPTION WHEN lock_not_available THEN
+                action := 'skipped';
+                detail := SQLERRM;
+                parent_busy := true;
+            END;
+        END IF;
         object := part.partition::text;
         RETURN NEXT;
     END LOOP;
