@@ -45,5 +45,18 @@ INSERT INTO runra_obs.rejected_events (received_at, source, position, reason, ra
 VALUES (now() - interval '30 days', 'sql', 0, 'test', '{}');
 SELECT action, detail FROM runra_obs.run_maintenance() WHERE action = 'expired';
 
+-- back to the default window for the tests that follow
 RESET runra_obs.premake;
 RESET runra_obs.retention;
+SELECT action, count(*) FROM runra_obs.run_maintenance() GROUP BY action;
+DO $$
+DECLARE p record;
+BEGIN
+    FOR p IN SELECT partition FROM runra_obs.partitions
+             WHERE lower >= date_trunc('day', now() + interval '3 days', 'UTC') + interval '1 day'
+    LOOP
+        EXECUTE format('DROP TABLE %s', p.partition);
+    END LOOP;
+END
+$$;
+SELECT count(*) BETWEEN 33 AND 35 AS default_window_again FROM runra_obs.partitions;

@@ -44,8 +44,8 @@ CREATE SEQUENCE runra_obs.sandbox_events_id_seq AS bigint CACHE 1000;
 CREATE TABLE runra_obs.sandbox_events (
     id          bigint      NOT NULL DEFAULT nextval('runra_obs.sandbox_events_id_seq'),
     created_at  timestamptz NOT NULL,
-    sandbox_id  text        COLLATE "C" NOT NULL,
-    event_type  text        COLLATE "C" NOT NULL,
+    sandbox_id  text        NOT NULL,
+    event_type  text        NOT NULL,
     data        jsonb       NOT NULL DEFAULT '{}',
     trace_id    text,
     ingested_at timestamptz NOT NULL DEFAULT now(),
@@ -62,9 +62,6 @@ CREATE TABLE runra_obs.sandbox_events (
 
 ALTER SEQUENCE runra_obs.sandbox_events_id_seq OWNED BY runra_obs.sandbox_events.id;
 
--- Identifiers compare byte-wise (COLLATE "C" above): linguistic order means
--- nothing for sandbox ids and event types, and byte comparison makes every
--- index insert and lookup cheaper.
 -- Every API function asks for one event type in a time window.
 CREATE INDEX sandbox_events_type_time_idx
     ON runra_obs.sandbox_events (event_type, created_at);
