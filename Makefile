@@ -65,7 +65,7 @@ temp-install: all
 regress-check: temp-install
 	$(PG_REGRESS_BIN) --bindir=$(TMP_BINDIR) --temp-instance=tmp_check/regress \
 	  --temp-config=test/regress.conf --inputdir=. --outputdir=tmp_check \
-	  --dbname=contrib_regression $(REGRESS_TESTS)
+	  --no-locale --dbname=contrib_regression $(REGRESS_TESTS)
 
 tap-check: temp-install
 	rm -rf tmp_check/tap && mkdir -p tmp_check/tap

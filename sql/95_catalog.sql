@@ -19,7 +19,7 @@ FROM (
       AND p.prorettype <> 'trigger'::regtype
 ) AS objects
 WHERE comment IS NULL
-ORDER BY 1, 2 COLLATE "C";
+ORDER BY kind, name COLLATE "C";
 
 -- SECURITY DEFINER functions pin their search_path.
 SELECT p.oid::regprocedure AS definer_without_search_path
@@ -35,7 +35,7 @@ FROM pg_proc AS p
 WHERE p.pronamespace = 'runra_obs'::regnamespace
   AND has_function_privilege('public', p.oid, 'EXECUTE')
   AND p.prorettype <> 'trigger'::regtype
-ORDER BY 1::text COLLATE "C";
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- What the two roles can read and write: a change is a visible diff, and
 -- neither may read a table that holds secrets.
@@ -47,4 +47,4 @@ FROM pg_class AS c
 WHERE c.relnamespace = 'runra_obs'::regnamespace
   AND c.relkind IN ('r', 'p', 'v', 'm')
   AND NOT c.relispartition
-ORDER BY 1::text COLLATE "C";
+ORDER BY c.oid::regclass::text COLLATE "C";
