@@ -53,6 +53,11 @@ TMP_BINDIR  := $(TMP_INSTALL)$(PG_BINDIR)
 PG_REGRESS_BIN := $(PG_PGXSDIR)/src/test/regress/pg_regress
 REGRESS_TESTS  := $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 
+# Test clusters are UTF8 (the extension requires it) and sort the same on
+# every machine, whatever the caller's locale.
+export LANG   := C.UTF-8
+export LC_ALL := C.UTF-8
+
 .PHONY: temp-install test regress-check tap-check bench
 
 temp-install: all
@@ -65,7 +70,7 @@ temp-install: all
 regress-check: temp-install
 	$(PG_REGRESS_BIN) --bindir=$(TMP_BINDIR) --temp-instance=tmp_check/regress \
 	  --temp-config=test/regress.conf --inputdir=. --outputdir=tmp_check \
-	  --no-locale --dbname=contrib_regression $(REGRESS_TESTS)
+	  --dbname=contrib_regression $(REGRESS_TESTS)
 
 tap-check: temp-install
 	rm -rf tmp_check/tap && mkdir -p tmp_check/tap
