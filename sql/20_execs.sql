@@ -97,4 +97,21 @@ $$;
 -- duration above 0 ms: 9.
 SELECT count(*) FROM runra_obs.slow_execs(0, NULL, NULL);
 
+-- A timeout's command comes from the latest exec.started of its sandbox in
+-- the window: sb_z started "long job" at 10:33 (and sb_w "other job" at
+-- 10:34), and sb_z timed out at 10:35.  Over [10:30, 11:00) that timeout is
+-- "long job"'s, while sb_x's timeout at 10:30 has its start (10:25) outside
+-- the window: command unknown (NULL).  Over [10:34, 11:00) sb_z's start is
+-- outside the window too.
+SELECT ingested, failed FROM runra_obs.ingest(jsonb_build_array(
+    pg_temp.ev(pg_temp.t('10:33'), 'sb_z', 'exec.started', '{"command": "long job"}'),
+    pg_temp.ev(pg_temp.t('10:34'), 'sb_w', 'exec.started', '{"command": "other job"}'),
+    pg_temp.ev(pg_temp.t('10:35'), 'sb_z', 'exec.timed_out', '{"timeoutMs": 60000}')));
+SELECT command, failures, timeouts, last_error
+FROM runra_obs.top_failing_commands(pg_temp.t('10:30'), pg_temp.t('11:00'))
+WHERE timeouts > 0;
+SELECT command, failures, timeouts, last_error
+FROM runra_obs.top_failing_commands(pg_temp.t('10:34'), pg_temp.t('11:00'))
+WHERE timeouts > 0;
+
 ROLLBACK;

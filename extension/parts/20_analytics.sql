@@ -89,11 +89,8 @@ COMMENT ON FUNCTION runra_obs._bucket(interval, timestamptz) IS
 
 -- Every finished execution in the window: one row per exec.completed,
 -- exec.failed and exec.timed_out (exec.started is not counted, or every
--- command would count twice).  exec.failed and exec.timed_out name no
--- command in the event model; for an event without one, the command is the
--- one of the latest exec.started of the same sandbox in the window at or
--- before it (the lookup runs only for such events).
-CREATE FUNCTION runra_obs._exec_outcomes(from_time timestamptz, to_time timestamptz)
+-- command would count twice), with the command the event names.
+CREATE FUNCTION runra_obs._exec_events(from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (event_id bigint, "time" timestamptz, sandbox_id text, event_type text,
                command text, duration_ms numeric, exit_code numeric, failed boolean,
                error text)
@@ -103,7 +100,7 @@ BEGIN ATOMIC
            e.created_at,
            e.sandbox_id,
            e.event_type,
-           coalesce(e.data ->> 'command', started.command),
+           e.data ->> 'command',
            runra_obs._number(e.data -> 'durationMs'),
            runra_obs._number(e.data -> 'exitCode'),
            runra_obs._exec_failed(e.event_type, e.data),
@@ -116,24 +113,61 @@ BEGIN ATOMIC
                     END
            END
     FROM runra_obs.sandbox_events AS e
-    LEFT JOIN LATERAL (
-        SELECT s.data ->> 'command' AS command
-        FROM runra_obs.sandbox_events AS s
-        WHERE e.data ->> 'command' IS NULL
-          AND s.sandbox_id = e.sandbox_id
-          AND s.event_type = 'exec.started'
-          AND s.created_at >= coalesce(from_time, '-infinity')
-          AND s.created_at < coalesce(to_time, 'infinity')
-          AND s.created_at <= e.created_at
-        ORDER BY s.created_at DESC, s.id DESC
-        LIMIT 1
-    ) AS started ON true
     WHERE e.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
       AND e.created_at >= coalesce(from_time, '-infinity')
       AND e.created_at < coalesce(to_time, 'infinity');
 END;
+COMMENT ON FUNCTION runra_obs._exec_events(timestamptz, timestamptz) IS
+    'Every finished execution (exec.completed, exec.failed, exec.timed_out) in [from_time, to_time) with the command it names, its duration, exit code, and whether it failed';
+
+-- The same executions, each with a command: exec.failed and exec.timed_out
+-- name none in the event model, so an event without one gets the command of
+-- the latest exec.started of the same sandbox in the window before it.
+-- Done as one sort of the window's exec events per sandbox (a running count
+-- of exec.started numbers the runs, the run's first row is its
+-- exec.started), not as a lookup per event: a correlated subquery is costed
+-- as if it ran for every row, which switches on JIT compilation at hundreds
+-- of milliseconds per query.
+CREATE FUNCTION runra_obs._exec_outcomes(from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (event_id bigint, "time" timestamptz, sandbox_id text, event_type text,
+               command text, duration_ms numeric, exit_code numeric, failed boolean,
+               error text)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT named.event_id, named."time", named.sandbox_id, named.event_type, named.command,
+           named.duration_ms, named.exit_code, named.failed, named.error
+    FROM (
+        SELECT runs.event_id, runs."time", runs.sandbox_id, runs.event_type, runs.started_command,
+               coalesce(runs.command,
+                        nullif(first_value(runs.started_command)
+                                   OVER (PARTITION BY runs.sandbox_id, runs.run
+                                         ORDER BY runs."time", runs.event_id), '')) AS command,
+               runs.duration_ms, runs.exit_code, runs.failed, runs.error
+        FROM (
+            SELECT x.*,
+                   count(x.started_command) OVER (PARTITION BY x.sandbox_id
+                                                  ORDER BY x."time", x.event_id) AS run
+            FROM (
+                SELECT t.event_id, t."time", t.sandbox_id, t.event_type, t.command,
+                       NULL::text AS started_command,
+                       t.duration_ms, t.exit_code, t.failed, t.error
+                FROM runra_obs._exec_events(from_time, to_time) AS t
+                UNION ALL
+                SELECT s.id, s.created_at, s.sandbox_id, s.event_type, NULL,
+                       coalesce(s.data ->> 'command', ''),
+                       NULL, NULL, NULL, NULL
+                FROM runra_obs.sandbox_events AS s
+                WHERE s.event_type = 'exec.started'
+                  AND s.created_at >= coalesce(from_time, '-infinity')
+                  AND s.created_at < coalesce(to_time, 'infinity')
+            ) AS x
+        ) AS runs
+    ) AS named
+    -- exec.started rows only named the runs; they are not executions
+    WHERE named.started_command IS NULL;
+END;
 COMMENT ON FUNCTION runra_obs._exec_outcomes(timestamptz, timestamptz) IS
-    'Every finished execution (exec.completed, exec.failed, exec.timed_out) in [from_time, to_time) with its command, duration, exit code, and whether it failed';
+    'The executions of _exec_events, with the command of the latest exec.started of the sandbox in the window for those that name none';
 
 CREATE FUNCTION runra_obs.slow_execs(threshold_ms numeric DEFAULT 5000,
                                      from_time timestamptz DEFAULT now() - interval '24 hours',
@@ -144,7 +178,7 @@ RETURNS TABLE ("time" timestamptz, sandbox_id text, command text,
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT o."time", o.sandbox_id, o.command, o.duration_ms, o.exit_code
-    FROM runra_obs._exec_outcomes(from_time, to_time) AS o
+    FROM runra_obs._exec_events(from_time, to_time) AS o
     WHERE o.event_type = 'exec.completed'
       AND o.duration_ms > threshold_ms
     ORDER BY o."time" DESC, o.event_id DESC
@@ -192,7 +226,7 @@ BEGIN ATOMIC
                count(*) FILTER (WHERE o.failed) AS failures,
                coalesce(nullif(current_setting('runra_obs.error_rate_threshold', true), '')::double precision,
                         0.05) AS threshold
-        FROM runra_obs._exec_outcomes(from_time, to_time) AS o
+        FROM runra_obs._exec_events(from_time, to_time) AS o
         GROUP BY 1
     ) AS per_bucket
     ORDER BY per_bucket."time";
@@ -527,6 +561,7 @@ REVOKE ALL ON FUNCTION
     runra_obs._number(jsonb),
     runra_obs._exec_failed(text, jsonb),
     runra_obs._bucket(interval, timestamptz),
+    runra_obs._exec_events(timestamptz, timestamptz),
     runra_obs._exec_outcomes(timestamptz, timestamptz),
     runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
     runra_obs.exec_latency(timestamptz, timestamptz),
@@ -540,6 +575,7 @@ GRANT EXECUTE ON FUNCTION
     runra_obs._number(jsonb),
     runra_obs._exec_failed(text, jsonb),
     runra_obs._bucket(interval, timestamptz),
+    runra_obs._exec_events(timestamptz, timestamptz),
     runra_obs._exec_outcomes(timestamptz, timestamptz),
     runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
     runra_obs.exec_latency(timestamptz, timestamptz),
