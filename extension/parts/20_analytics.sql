@@ -350,30 +350,34 @@ RETURNS TABLE ("time" timestamptz, sandbox_id text, resource text,
                used_mb numeric, limit_mb numeric, used_pct numeric)
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT e.created_at,
-           e.sandbox_id,
+    SELECT sample."time",
+           sample.sandbox_id,
            sample.resource,
            sample.used_mb,
            sample.limit_mb,
            round(sample.used_mb * 100 / sample.limit_mb, 2)
-    FROM runra_obs.sandbox_events AS e
-    CROSS JOIN LATERAL (
-        SELECT 'memory' AS resource,
-               runra_obs._number(e.data -> 'memoryUsedMb') AS used_mb,
-               runra_obs._number(e.data -> 'memoryLimitMb') AS limit_mb
-        WHERE e.event_type = 'resource.memory'
-        UNION ALL
-        SELECT 'disk',
-               runra_obs._number(e.data -> 'diskUsedMb'),
-               runra_obs._number(e.data -> 'diskLimitMb')
-        WHERE e.event_type = 'resource.disk'
+    FROM (
+        SELECT e.id,
+               e.created_at AS "time",
+               e.sandbox_id,
+               CASE e.event_type WHEN 'resource.memory' THEN 'memory' ELSE 'disk' END AS resource,
+               runra_obs._number(CASE e.event_type
+                                     WHEN 'resource.memory' THEN e.data -> 'memoryUsedMb'
+                                     ELSE e.data -> 'diskUsedMb'
+                                 END) AS used_mb,
+               runra_obs._number(CASE e.event_type
+                                     WHEN 'resource.memory' THEN e.data -> 'memoryLimitMb'
+                                     ELSE e.data -> 'diskLimitMb'
+                                 END) AS limit_mb
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.event_type IN ('resource.memory', 'resource.disk')
+          AND e.created_at >= coalesce(from_time, '-infinity')
+          AND e.created_at < coalesce(to_time, 'infinity')
+        OFFSET 0   -- evaluate each _number() once per sample, not once per use
     ) AS sample
-    WHERE e.event_type IN ('resource.memory', 'resource.disk')
-      AND e.created_at >= coalesce(from_time, '-infinity')
-      AND e.created_at < coalesce(to_time, 'infinity')
-      AND sample.limit_mb > 0
+    WHERE sample.limit_mb > 0
       AND sample.used_mb * 100 > threshold_pct * sample.limit_mb
-    ORDER BY e.created_at DESC, e.id DESC;
+    ORDER BY sample."time" DESC, sample.id DESC;
 END;
 COMMENT ON FUNCTION runra_obs.resource_alerts(numeric, timestamptz, timestamptz) IS
     'resource.memory and resource.disk samples in [from_time, to_time) using more than threshold_pct percent of their limit, newest first';
@@ -482,14 +486,16 @@ SELECT s.sandbox_id,
        s.runtime_ms,
        s.execs,
        s.exec_failures,
-       coalesce(c.runtime_cost, 0) AS runtime_cost,
-       coalesce(c.storage_cost, 0) AS storage_cost,
-       coalesce(c.total_cost, 0) AS total_cost,
-       c.reported_total_cost,
+       s.runtime_cost,
+       s.storage_cost,
+       s.runtime_cost + s.storage_cost AS total_cost,
+       s.reported_total_cost,
        s.first_event_at,
        s.last_event_at,
-       last_event.event_type AS last_event_type
+       s.last_event_type
 FROM (
+    -- one pass over the sandbox's events; the ordered aggregates pick the
+    -- first (or latest) of a kind, ties broken by arrival order (id)
     SELECT e.sandbox_id,
            min(e.created_at) FILTER (WHERE e.event_type = 'sandbox.created') AS created_at,
            (array_agg(e.data ->> 'image' ORDER BY e.created_at, e.id)
@@ -508,23 +514,22 @@ FROM (
                 FILTER (WHERE e.event_type = 'sandbox.terminated'))[1] AS runtime_ms,
            count(*) FILTER (WHERE e.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')) AS execs,
            count(*) FILTER (WHERE runra_obs._exec_failed(e.event_type, e.data)) AS exec_failures,
+           -- the same sums as cost_per_sandbox(), over all time
+           coalesce(sum(runra_obs._number(e.data -> 'cost'))
+                        FILTER (WHERE e.event_type = 'cost.runtime'), 0) AS runtime_cost,
+           coalesce(sum(runra_obs._number(e.data -> 'cost'))
+                        FILTER (WHERE e.event_type = 'cost.storage'), 0) AS storage_cost,
+           sum(runra_obs._number(e.data -> 'sandboxCost'))
+               FILTER (WHERE e.event_type = 'cost.total') AS reported_total_cost,
            (array_agg(e.event_type ORDER BY e.created_at DESC, e.id DESC)
                 FILTER (WHERE e.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.paused',
                                                'sandbox.resumed', 'sandbox.terminated')))[1] AS last_lifecycle,
            min(e.created_at) AS first_event_at,
-           max(e.created_at) AS last_event_at
+           max(e.created_at) AS last_event_at,
+           (array_agg(e.event_type ORDER BY e.created_at DESC, e.id DESC))[1] AS last_event_type
     FROM runra_obs.sandbox_events AS e
     GROUP BY e.sandbox_id
-) AS s
-LEFT JOIN runra_obs.cost_per_sandbox(NULL, NULL) AS c ON c.sandbox_id = s.sandbox_id
-LEFT JOIN LATERAL (
-    SELECT l.event_type
-    FROM runra_obs.sandbox_events AS l
-    WHERE l.sandbox_id = s.sandbox_id
-      AND l.created_at = s.last_event_at
-    ORDER BY l.id DESC
-    LIMIT 1
-) AS last_event ON true;
+) AS s;
 
 COMMENT ON VIEW runra_obs.sandbox_summary IS
     'One row per sandbox: lifecycle times, pauses, termination, runtime, executions and failures, cost, last event and current state';
