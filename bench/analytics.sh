@@ -87,12 +87,8 @@ BEGIN
 END
 \$\$;
 
-CREATE TEMP TABLE runs (name text, hour_ms numeric, day_ms numeric);
-INSERT INTO runs
-SELECT name,
-       pg_temp.ms(format(query, 'now() - interval ''2 hours''', 'now() - interval ''1 hour''')),
-       pg_temp.ms(format(query, 'now() - interval ''24 hours''', 'now()'))
-FROM (VALUES
+CREATE TEMP TABLE queries (name text, query text);
+INSERT INTO queries VALUES
     ('seed: slow executions',
      'SELECT sandbox_id, data->>''command'', data->>''durationMs'' FROM runra_obs.sandbox_events
       WHERE event_type = ''exec.completed'' AND (data->>''durationMs'')::int > 5000
@@ -107,21 +103,44 @@ FROM (VALUES
     ('exec_latency', 'SELECT * FROM runra_obs.exec_latency(%s, %s)'),
     ('error_rate', 'SELECT * FROM runra_obs.error_rate(%s, %s)'),
     ('top_failing_commands', 'SELECT * FROM runra_obs.top_failing_commands(%s, %s)'),
+    ('hand-written resource alert',
+     'SELECT created_at, sandbox_id FROM runra_obs.sandbox_events
+      WHERE event_type IN (''resource.memory'', ''resource.disk'') AND created_at >= %s AND created_at < %s
+        AND CASE event_type
+                WHEN ''resource.memory'' THEN (data->>''memoryUsedMb'')::numeric * 100 > 90 * (data->>''memoryLimitMb'')::numeric
+                ELSE (data->>''diskUsedMb'')::numeric * 100 > 90 * (data->>''diskLimitMb'')::numeric
+            END
+      ORDER BY created_at DESC'),
     ('resource_alerts', 'SELECT * FROM runra_obs.resource_alerts(90, %s, %s)'),
-    ('agent_activity', 'SELECT * FROM runra_obs.agent_activity WHERE invoked_at >= %s AND invoked_at < %s')
-) AS q(name, query);
+    ('agent_activity', 'SELECT * FROM runra_obs.agent_activity WHERE invoked_at >= %s AND invoked_at < %s');
+
+-- Each query over the hour before the last, and over the last 24 hours,
+-- with JIT as the server has it (PostgreSQL's default: on) and without.
+CREATE TEMP TABLE runs (name text, hour_ms numeric, day_ms numeric, hour_nojit_ms numeric, day_nojit_ms numeric);
+INSERT INTO runs (name, hour_ms, day_ms)
+SELECT name,
+       pg_temp.ms(format(query, 'now() - interval ''2 hours''', 'now() - interval ''1 hour''')),
+       pg_temp.ms(format(query, 'now() - interval ''24 hours''', 'now()'))
+FROM queries;
+SET jit = off;
+UPDATE runs SET hour_nojit_ms = pg_temp.ms(format(q.query, 'now() - interval ''2 hours''', 'now() - interval ''1 hour''')),
+                day_nojit_ms = pg_temp.ms(format(q.query, 'now() - interval ''24 hours''', 'now()'))
+FROM queries AS q WHERE q.name = runs.name;
 
 \echo
-\echo 'milliseconds per call ($EVENTS events over $DAYS days, $REPS calls each)'
-SELECT name, hour_ms AS "1 hour", day_ms AS "24 hours",
-       round(day_ms / nullif(hour_ms, 0), 1) AS "24 h / 1 h"
+\echo 'milliseconds per call ($EVENTS events over $DAYS days, $REPS calls each; jit: server default, then off)'
+SELECT name, hour_ms AS "1 h", day_ms AS "24 h",
+       hour_nojit_ms AS "1 h, no jit", day_nojit_ms AS "24 h, no jit",
+       round(day_nojit_ms / nullif(hour_nojit_ms, 0), 1) AS "24 h / 1 h, no jit"
 FROM runs;
-\echo 'the API against the seed''s own queries over the same 24 hours:'
-SELECT round((SELECT day_ms FROM runs WHERE name = 'slow_execs')
-             / (SELECT day_ms FROM runs WHERE name = 'seed: slow executions'), 2) AS "slow_execs / seed",
-       round((SELECT day_ms FROM runs WHERE name = 'cost_per_sandbox')
-             / (SELECT day_ms FROM runs WHERE name = 'seed: cost per sandbox'), 2) AS "cost_per_sandbox / seed";
-\echo 'sandbox_summary for one sandbox, and for all 1000:'
+\echo 'the API against hand-written queries over the same 24 hours (jit off):'
+SELECT round((SELECT day_nojit_ms FROM runs WHERE name = 'slow_execs')
+             / (SELECT day_nojit_ms FROM runs WHERE name = 'seed: slow executions'), 2) AS "slow_execs / seed",
+       round((SELECT day_nojit_ms FROM runs WHERE name = 'cost_per_sandbox')
+             / (SELECT day_nojit_ms FROM runs WHERE name = 'seed: cost per sandbox'), 2) AS "cost_per_sandbox / seed",
+       round((SELECT day_nojit_ms FROM runs WHERE name = 'resource_alerts')
+             / (SELECT day_nojit_ms FROM runs WHERE name = 'hand-written resource alert'), 2) AS "resource_alerts / hand-written";
+\echo 'sandbox_summary for one sandbox, and for all 1000 (jit off):'
 SELECT pg_temp.ms('SELECT * FROM runra_obs.sandbox_summary WHERE sandbox_id = ''sb_7''') AS one_ms,
        pg_temp.ms('SELECT * FROM runra_obs.sandbox_summary') AS all_ms;
 EOF

@@ -39,7 +39,7 @@ CREATE TEMP TABLE api_functions AS
 SELECT p.oid, p.proname
 FROM pg_proc AS p
 WHERE p.pronamespace = 'runra_obs'::regnamespace
-  AND p.proname IN ('_number', '_exec_failed', '_bucket', '_exec_events', '_exec_outcomes', 'slow_execs',
+  AND p.proname IN ('_number', '_exec_failed', '_bucket', '_exec_events', '_exec_outcomes', '_cost_events', 'slow_execs',
                     'exec_latency', 'error_rate', 'top_failing_commands', 'cost_per_sandbox',
                     'cost_over_time', 'resource_alerts');
 

@@ -273,6 +273,27 @@ COMMENT ON FUNCTION runra_obs.top_failing_commands(timestamptz, timestamptz, int
 -- their sums add up across sandboxes, buckets and windows.
 -- ---------------------------------------------------------------------------
 
+-- Every cost event in the window, its cost in the column of its kind (NULL
+-- in the others, and where the value is not a number).
+CREATE FUNCTION runra_obs._cost_events(from_time timestamptz, to_time timestamptz)
+RETURNS TABLE ("time" timestamptz, sandbox_id text, runtime_cost numeric, storage_cost numeric,
+               reported_total_cost numeric, runtime_ms numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT e.created_at,
+           e.sandbox_id,
+           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs._number(e.data -> 'cost') END,
+           CASE WHEN e.event_type = 'cost.storage' THEN runra_obs._number(e.data -> 'cost') END,
+           CASE WHEN e.event_type = 'cost.total' THEN runra_obs._number(e.data -> 'sandboxCost') END,
+           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs._number(e.data -> 'durationMs') END
+    FROM runra_obs.sandbox_events AS e
+    WHERE e.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
+      AND e.created_at >= coalesce(from_time, '-infinity')
+      AND e.created_at < coalesce(to_time, 'infinity');
+END;
+COMMENT ON FUNCTION runra_obs._cost_events(timestamptz, timestamptz) IS
+    'Every cost.runtime, cost.storage and cost.total event in [from_time, to_time), its cost in the column of its kind';
+
 CREATE FUNCTION runra_obs.cost_per_sandbox(from_time timestamptz DEFAULT now() - interval '24 hours',
                                            to_time timestamptz DEFAULT now())
 RETURNS TABLE (sandbox_id text, runtime_cost numeric, storage_cost numeric,
@@ -286,20 +307,13 @@ BEGIN ATOMIC
            sums.runtime_ms,
            sums.reported_total_cost
     FROM (
-        SELECT e.sandbox_id,
-               coalesce(sum(runra_obs._number(e.data -> 'cost'))
-                            FILTER (WHERE e.event_type = 'cost.runtime'), 0) AS runtime_cost,
-               coalesce(sum(runra_obs._number(e.data -> 'cost'))
-                            FILTER (WHERE e.event_type = 'cost.storage'), 0) AS storage_cost,
-               coalesce(sum(runra_obs._number(e.data -> 'durationMs'))
-                            FILTER (WHERE e.event_type = 'cost.runtime'), 0) AS runtime_ms,
-               sum(runra_obs._number(e.data -> 'sandboxCost'))
-                   FILTER (WHERE e.event_type = 'cost.total') AS reported_total_cost
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
-          AND e.created_at >= coalesce(from_time, '-infinity')
-          AND e.created_at < coalesce(to_time, 'infinity')
-        GROUP BY e.sandbox_id
+        SELECT c.sandbox_id,
+               coalesce(sum(c.runtime_cost), 0) AS runtime_cost,
+               coalesce(sum(c.storage_cost), 0) AS storage_cost,
+               coalesce(sum(c.runtime_ms), 0) AS runtime_ms,
+               sum(c.reported_total_cost) AS reported_total_cost
+        FROM runra_obs._cost_events(from_time, to_time) AS c
+        GROUP BY c.sandbox_id
     ) AS sums
     ORDER BY 4 DESC, sums.sandbox_id;
 END;
@@ -320,18 +334,12 @@ BEGIN ATOMIC
            sums.reported_total_cost,
            sums.sandboxes
     FROM (
-        SELECT runra_obs._bucket(bucket, e.created_at) AS "time",
-               coalesce(sum(runra_obs._number(e.data -> 'cost'))
-                            FILTER (WHERE e.event_type = 'cost.runtime'), 0) AS runtime_cost,
-               coalesce(sum(runra_obs._number(e.data -> 'cost'))
-                            FILTER (WHERE e.event_type = 'cost.storage'), 0) AS storage_cost,
-               sum(runra_obs._number(e.data -> 'sandboxCost'))
-                   FILTER (WHERE e.event_type = 'cost.total') AS reported_total_cost,
-               count(DISTINCT e.sandbox_id) AS sandboxes
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
-          AND e.created_at >= coalesce(from_time, '-infinity')
-          AND e.created_at < coalesce(to_time, 'infinity')
+        SELECT runra_obs._bucket(bucket, c."time") AS "time",
+               coalesce(sum(c.runtime_cost), 0) AS runtime_cost,
+               coalesce(sum(c.storage_cost), 0) AS storage_cost,
+               sum(c.reported_total_cost) AS reported_total_cost,
+               count(DISTINCT c.sandbox_id) AS sandboxes
+        FROM runra_obs._cost_events(from_time, to_time) AS c
         GROUP BY 1
     ) AS sums
     ORDER BY sums."time";
@@ -568,6 +576,7 @@ REVOKE ALL ON FUNCTION
     runra_obs._bucket(interval, timestamptz),
     runra_obs._exec_events(timestamptz, timestamptz),
     runra_obs._exec_outcomes(timestamptz, timestamptz),
+    runra_obs._cost_events(timestamptz, timestamptz),
     runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
     runra_obs.exec_latency(timestamptz, timestamptz),
     runra_obs.error_rate(timestamptz, timestamptz, interval),
@@ -582,6 +591,7 @@ GRANT EXECUTE ON FUNCTION
     runra_obs._bucket(interval, timestamptz),
     runra_obs._exec_events(timestamptz, timestamptz),
     runra_obs._exec_outcomes(timestamptz, timestamptz),
+    runra_obs._cost_events(timestamptz, timestamptz),
     runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
     runra_obs.exec_latency(timestamptz, timestamptz),
     runra_obs.error_rate(timestamptz, timestamptz, interval),
