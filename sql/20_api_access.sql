@@ -58,6 +58,9 @@ SELECT f.oid::regprocedure::text AS uncommented
 FROM api_functions AS f
 WHERE obj_description(f.oid, 'pg_proc') IS NULL
 UNION ALL
+SELECT 'runra_obs._execution'
+WHERE obj_description('runra_obs._execution'::regtype, 'pg_type') IS NULL
+UNION ALL
 SELECT c.oid::regclass::text
 FROM pg_class AS c
 WHERE c.oid IN ('runra_obs.agent_activity'::regclass, 'runra_obs.sandbox_summary'::regclass)

@@ -87,13 +87,26 @@ COMMENT ON FUNCTION runra_obs._bucket(interval, timestamptz) IS
 -- Executions.
 -- ---------------------------------------------------------------------------
 
+-- One finished execution, as _exec_events and _exec_outcomes return it.
+CREATE TYPE runra_obs._execution AS (
+    event_id    bigint,       -- id of the exec.completed, exec.failed or exec.timed_out
+    "time"      timestamptz,
+    sandbox_id  text,
+    event_type  text,
+    command     text,
+    duration_ms numeric,      -- durationMs, NULL when it is not a number
+    exit_code   numeric,      -- exitCode, NULL when it is not a number
+    failed      boolean,
+    error       text          -- what went wrong, NULL for a success
+);
+COMMENT ON TYPE runra_obs._execution IS
+    'One finished execution: its event, command, duration, exit code, whether it failed and why';
+
 -- Every finished execution in the window: one row per exec.completed,
 -- exec.failed and exec.timed_out (exec.started is not counted, or every
 -- command would count twice), with the command the event names.
 CREATE FUNCTION runra_obs._exec_events(from_time timestamptz, to_time timestamptz)
-RETURNS TABLE (event_id bigint, "time" timestamptz, sandbox_id text, event_type text,
-               command text, duration_ms numeric, exit_code numeric, failed boolean,
-               error text)
+RETURNS SETOF runra_obs._execution
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT e.id,
@@ -129,9 +142,7 @@ COMMENT ON FUNCTION runra_obs._exec_events(timestamptz, timestamptz) IS
 -- as if it ran for every row, which switches on JIT compilation at hundreds
 -- of milliseconds per query.
 CREATE FUNCTION runra_obs._exec_outcomes(from_time timestamptz, to_time timestamptz)
-RETURNS TABLE (event_id bigint, "time" timestamptz, sandbox_id text, event_type text,
-               command text, duration_ms numeric, exit_code numeric, failed boolean,
-               error text)
+RETURNS SETOF runra_obs._execution
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT named.event_id, named."time", named.sandbox_id, named.event_type, named.command,
@@ -570,34 +581,28 @@ COMMENT ON COLUMN runra_obs.sandbox_summary.last_event_type IS 'Type of the late
 -- The helpers are granted too: a function called inside an inlined function
 -- or a view is checked against the caller.
 -- ---------------------------------------------------------------------------
-REVOKE ALL ON FUNCTION
-    runra_obs._number(jsonb),
-    runra_obs._exec_failed(text, jsonb),
-    runra_obs._bucket(interval, timestamptz),
-    runra_obs._exec_events(timestamptz, timestamptz),
-    runra_obs._exec_outcomes(timestamptz, timestamptz),
-    runra_obs._cost_events(timestamptz, timestamptz),
-    runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
-    runra_obs.exec_latency(timestamptz, timestamptz),
-    runra_obs.error_rate(timestamptz, timestamptz, interval),
-    runra_obs.top_failing_commands(timestamptz, timestamptz, integer),
-    runra_obs.cost_per_sandbox(timestamptz, timestamptz),
-    runra_obs.cost_over_time(timestamptz, timestamptz, interval),
-    runra_obs.resource_alerts(numeric, timestamptz, timestamptz)
-FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-    runra_obs._number(jsonb),
-    runra_obs._exec_failed(text, jsonb),
-    runra_obs._bucket(interval, timestamptz),
-    runra_obs._exec_events(timestamptz, timestamptz),
-    runra_obs._exec_outcomes(timestamptz, timestamptz),
-    runra_obs._cost_events(timestamptz, timestamptz),
-    runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer),
-    runra_obs.exec_latency(timestamptz, timestamptz),
-    runra_obs.error_rate(timestamptz, timestamptz, interval),
-    runra_obs.top_failing_commands(timestamptz, timestamptz, integer),
-    runra_obs.cost_per_sandbox(timestamptz, timestamptz),
-    runra_obs.cost_over_time(timestamptz, timestamptz, interval),
-    runra_obs.resource_alerts(numeric, timestamptz, timestamptz)
-TO runra_obs_reader;
+DO $$
+DECLARE
+    api regprocedure;
+BEGIN
+    FOREACH api IN ARRAY ARRAY[
+        'runra_obs._number(jsonb)',
+        'runra_obs._exec_failed(text, jsonb)',
+        'runra_obs._bucket(interval, timestamptz)',
+        'runra_obs._exec_events(timestamptz, timestamptz)',
+        'runra_obs._exec_outcomes(timestamptz, timestamptz)',
+        'runra_obs._cost_events(timestamptz, timestamptz)',
+        'runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer)',
+        'runra_obs.exec_latency(timestamptz, timestamptz)',
+        'runra_obs.error_rate(timestamptz, timestamptz, interval)',
+        'runra_obs.top_failing_commands(timestamptz, timestamptz, integer)',
+        'runra_obs.cost_per_sandbox(timestamptz, timestamptz)',
+        'runra_obs.cost_over_time(timestamptz, timestamptz, interval)',
+        'runra_obs.resource_alerts(numeric, timestamptz, timestamptz)']::regprocedure[]
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', api);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO runra_obs_reader', api);
+    END LOOP;
+END
+$$;
 GRANT SELECT ON runra_obs.agent_activity, runra_obs.sandbox_summary TO runra_obs_reader;
