@@ -37,7 +37,9 @@
 -- A JSON value as a number, or NULL when it is not one.  JSON numbers are
 -- taken as they are; strings holding a plain decimal number ("5000", as the
 -- seed's own queries accept with ::int) too; anything else is NULL.  The
--- exponent is limited to three digits so no string can overflow numeric.
+-- pattern is strict (ASCII digits, no spaces, no NaN or Infinity, an
+-- exponent of at most three digits) so that every string it lets through
+-- converts: a cast that could fail would fail the whole query.
 CREATE FUNCTION runra_obs._number(value jsonb)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -45,8 +47,8 @@ BEGIN ATOMIC
     SELECT CASE jsonb_typeof(value)
                WHEN 'number' THEN value::numeric
                WHEN 'string' THEN
-                   CASE WHEN value #>> '{}' ~ '^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?\s*$'
-                        THEN btrim(value #>> '{}')::numeric
+                   CASE WHEN value #>> '{}' ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$'
+                        THEN (value #>> '{}')::numeric
                    END
            END;
 END;
