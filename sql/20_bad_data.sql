@@ -17,6 +17,7 @@ FROM (VALUES ('5000'::jsonb),          -- a JSON number
              ('"NaN"'),
              ('"Infinity"'),
              ('"0x10"'),
+             ('"5x5"'),              -- only a dot separates decimals
              ('"１２"'),               -- full-width digits
              ('".5"'),
              ('""'),
