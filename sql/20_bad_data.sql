@@ -1,0 +1,28 @@
+-- The analyst's SQL API reads numbers out of event data with
+-- runra_obs._number(): what counts as a number, and what is skipped (NULL)
+-- without failing the query.
+SELECT input, runra_obs._number(input) AS number
+FROM (VALUES ('5000'::jsonb),          -- a JSON number
+             ('4521.75'),
+             ('-1.5e3'),
+             ('1e40'),                 -- a JSON number keeps its value, however large
+             ('"5000"'),               -- a string holding a plain decimal number
+             ('"0.004"'),
+             ('"-2"'),
+             ('"5e3"'),
+             ('"1e1000"'),             -- exponent of four digits: not taken
+             ('" 5000"'),              -- spaces: not taken
+             ('"5000 ms"'),
+             ('"fast"'),
+             ('"NaN"'),
+             ('"Infinity"'),
+             ('"0x10"'),
+             ('"5x5"'),              -- only a dot separates decimals
+             ('"１２"'),               -- full-width digits
+             ('".5"'),
+             ('""'),
+             ('true'),
+             ('null'),
+             ('{"ms": 3}'),
+             ('[1]'),
+             (NULL)) AS t(input);
