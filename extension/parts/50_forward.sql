@@ -147,6 +147,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     wanted  boolean := EXISTS (SELECT FROM runra_obs.destinations);
     present boolean := EXISTS (SELECT FROM pg_trigger
@@ -192,6 +193,7 @@ RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     v jsonb := config -> key;
     ok boolean;
@@ -236,6 +238,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     common  text[] := '{batchSize,flushIntervalMs,maxRetryMs,timeoutMs,eventTypes}';
     allowed text[];
@@ -325,6 +328,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     types text[] := coalesce(event_types,
                              ARRAY(SELECT jsonb_array_elements_text(config -> 'eventTypes')));
@@ -352,6 +356,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     dest integer;
 BEGIN
@@ -382,6 +387,7 @@ RETURNS runra_obs.destinations
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     d runra_obs.destinations;
 BEGIN
@@ -401,6 +407,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     d runra_obs.destinations := runra_obs._destination(name);
     merged jsonb;
@@ -448,6 +455,7 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     d runra_obs.destinations := runra_obs._destination(name);
 BEGIN
@@ -466,6 +474,7 @@ RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     name text := format('on:%s:%s', event_pattern, handler::oid);
 BEGIN
@@ -485,6 +494,7 @@ RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
     dest integer := CASE WHEN destination IS NOT NULL
                          THEN (runra_obs._destination(destination)).id END;
