@@ -37,6 +37,7 @@ typedef struct ForwardEvent
 	char	   *event_type;		/* NULL when the event is no longer stored */
 	Jsonb	   *data;
 	char	   *trace_id;		/* NULL when the event had none */
+	char	   *sandbox_trace_id;	/* md5(sandbox_id) in hex: OTLP's fallback */
 } ForwardEvent;
 
 /* A request on the wire (HTTP destinations only). */
@@ -118,8 +119,7 @@ extern SendOutcome axiom_read_answer(const char *body, InFlight *req,
 									 char **error);
 extern void otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n);
 extern SendOutcome otlp_read_answer(const char *body, char **error, int *rejected);
-extern void otlp_span_id(int64 event_id, const char *sandbox_id, char *out);
-extern void otlp_trace_id(const char *sandbox_id, char *out);
+extern void otlp_span_id(int64 event_id, char *out);
 
 /* jsonl.c */
 extern void jsonl_encode_event(StringInfo out, ForwardEvent *ev);

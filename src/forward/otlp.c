@@ -8,6 +8,7 @@
  *
  *   name               event type
  *   traceId            the event's traceId, else md5(sandbox id) in hex
+ *                      (never all zeros: that would take a collision)
  *   spanId             16 hex digits derived from the event id, so a span
  *                      sent twice is recognisably the same span
  *   startTimeUnixNano  the event time
@@ -21,7 +22,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "common/md5.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -30,23 +30,9 @@
 
 static void append_any_value(StringInfo out, JsonbValue *v);
 
-/* 32 hex digits derived from the sandbox id (for events without a trace). */
-void
-otlp_trace_id(const char *sandbox_id, char *out)
-{
-	const char *errstr;
-
-	if (!pg_md5_hash(sandbox_id, strlen(sandbox_id), out, &errstr))
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not derive a trace id: %s", errstr)));
-	if (strspn(out, "0") == 32)
-		out[31] = '1';			/* the all-zero id is invalid */
-}
-
 /* 16 hex digits from the event id (splitmix64: well spread, never zero here). */
 void
-otlp_span_id(int64 event_id, const char *sandbox_id, char *out)
+otlp_span_id(int64 event_id, char *out)
 {
 	uint64		z = (uint64) event_id + UINT64CONST(0x9E3779B97F4A7C15);
 
@@ -272,11 +258,9 @@ append_span(StringInfo out, ForwardEvent *ev)
 	char	   *failure = failure_message(ev);
 	bool		first = false;
 
-	if (ev->trace_id)
-		strlcpy(trace, ev->trace_id, sizeof(trace));
-	else
-		otlp_trace_id(ev->sandbox_id, trace);
-	otlp_span_id(ev->event_id, ev->sandbox_id, span);
+	/* md5 is computed by the fetch query: it needs a resource owner */
+	strlcpy(trace, ev->trace_id ? ev->trace_id : ev->sandbox_trace_id, sizeof(trace));
+	otlp_span_id(ev->event_id, span);
 	appendStringInfo(out, "{\"traceId\":\"%s\",\"spanId\":\"%s\",\"name\":", trace, span);
 	json_append_string(out, ev->event_type);
 	appendStringInfo(out, ",\"kind\":1,\"startTimeUnixNano\":\"" INT64_FORMAT

@@ -51,7 +51,7 @@ static const char *const load_sql =
 /* The head of one destination's queue with the events it points at. */
 static const char *const fetch_sql =
 "SELECT o.event_id, o.created_at, o.queued_at, o.sandbox_id,"
-"       e.event_type, e.data, e.trace_id"
+"       e.event_type, e.data, e.trace_id, md5(o.sandbox_id)"
 " FROM (SELECT * FROM runra_obs.outbox"
 "       WHERE destination_id = $1 ORDER BY event_id LIMIT $5) AS o"
 " LEFT JOIN runra_obs.sandbox_events AS e"
@@ -306,6 +306,7 @@ copy_event(ForwardEvent *ev, HeapTuple tup, MemoryContext into)
 	d = col(tup, 6, &isnull);
 	ev->data = isnull ? NULL : DatumGetJsonbPCopy(d);
 	ev->trace_id = col_text(tup, 7);
+	ev->sandbox_trace_id = col_text(tup, 8);
 	MemoryContextSwitchTo(old);
 }
 
