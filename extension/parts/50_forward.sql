@@ -30,7 +30,7 @@ CREATE TABLE runra_obs.destinations (
     handler_role      name,
     created_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT destinations_name_check
-        CHECK (name ~ '^[A-Za-z0-9_.:()@/-]{1,200}$'),
+        CHECK (name ~ '^[[:graph:]][[:print:]]{0,199}$'),
     CONSTRAINT destinations_provider_check
         CHECK (provider IN ('axiom', 'otel', 'jsonl', 'function')),
     CONSTRAINT destinations_batch_size_check CHECK (batch_size BETWEEN 1 AND 10000),
@@ -311,8 +311,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF (SELECT p.proargtypes::oid[] FROM pg_proc AS p WHERE p.oid = handler)
-       IS DISTINCT FROM ARRAY['runra_obs.sandbox_events'::regtype::oid] THEN
+    IF NOT EXISTS (SELECT FROM pg_proc AS p
+                   WHERE p.oid = handler AND p.pronargs = 1
+                     AND p.proargtypes[0] = 'runra_obs.sandbox_events'::regtype) THEN
         RAISE EXCEPTION 'handler % must take exactly one argument of type runra_obs.sandbox_events', handler
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Declare it as f(e runra_obs.sandbox_events).';

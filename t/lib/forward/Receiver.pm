@@ -7,8 +7,9 @@
 # With no BODY, a 200 carries an Axiom-style body ({"ingested":n,
 # "failed":0,...}, n counted from the request's JSON array) on Axiom's
 # path and "{}" elsewhere.  Each request is logged, one JSON object a line,
-# in requests.jsonl: time, path, headers (lowercased), status answered and
-# the body (gunzipped when Content-Encoding is gzip) unless log_bodies => 0.
+# in requests.jsonl once answered: arrival time, path, headers (lowercased), status answered and
+# the body (gunzipped when Content-Encoding is gzip) unless log_bodies => 0;
+# arrivals() counts requests as soon as they are read.
 package forward::Receiver;
 
 use strict;
@@ -66,6 +67,16 @@ sub requests
 	}
 	close $fh;
 	return @r;
+}
+
+# How many requests have arrived (answered or not yet).
+sub arrivals
+{
+	my $self = shift;
+	open my $fh, '<', "$self->{dir}/arrivals" or return 0;
+	my @lines = <$fh>;
+	close $fh;
+	return scalar @lines;
 }
 
 sub stop
@@ -142,6 +153,9 @@ sub _serve
 		my $req = _read_request($conn);
 		next unless $req;
 		my $t = time;
+		open my $arrived, '>>', "$self->{dir}/arrivals" or die $!;
+		print $arrived "$t\n";
+		close $arrived;
 		my $body = $req->{body};
 		if (($req->{headers}{'content-encoding'} // '') eq 'gzip')
 		{
