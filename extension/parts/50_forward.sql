@@ -188,7 +188,9 @@ $$;
 
 -- Raises a clear error unless config[key] is a JSON value of the wanted kind.
 CREATE FUNCTION runra_obs._check_option(provider text, config jsonb, key text,
-                                        kind text, required boolean DEFAULT false)
+                                        kind text, required boolean DEFAULT false,
+                                        low numeric DEFAULT 0,
+                                        high numeric DEFAULT 9223372036854775807)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -208,7 +210,7 @@ BEGIN
     ok := CASE kind
         WHEN 'text' THEN jsonb_typeof(v) = 'string' AND v #>> '{}' <> ''
         WHEN 'integer' THEN jsonb_typeof(v) = 'number' AND (v::numeric) = trunc(v::numeric)
-                            AND v::numeric BETWEEN 0 AND 9223372036854775807
+                            AND v::numeric BETWEEN low AND high
         WHEN 'positive' THEN jsonb_typeof(v) = 'number' AND v::numeric > 0
         WHEN 'string map' THEN jsonb_typeof(v) = 'object'
              AND NOT EXISTS (SELECT FROM jsonb_each(v) AS e
@@ -222,7 +224,7 @@ BEGIN
     IF NOT ok THEN
         RAISE EXCEPTION 'option "%" of % destination must be %', key, provider,
             CASE kind WHEN 'text' THEN 'a non-empty string'
-                      WHEN 'integer' THEN 'a whole number of at least 0'
+                      WHEN 'integer' THEN format('a whole number from %s to %s', low, high)
                       WHEN 'positive' THEN 'a number above 0'
                       WHEN 'string map' THEN 'an object of header names and one-line string values'
                       ELSE 'an object whose values are strings, numbers or booleans' END
@@ -248,13 +250,13 @@ BEGIN
         RAISE EXCEPTION 'config must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    allowed := common || CASE provider
+    allowed := CASE provider
         WHEN 'axiom'    THEN '{dataset,token,url}'::text[]
         WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes}'::text[]
         WHEN 'jsonl'    THEN '{filePath,maxFileSizeMb,maxFiles}'::text[]
         WHEN 'function' THEN '{handler}'::text[]
-    END;
-    IF allowed IS NULL THEN
+    END || common;
+    IF provider IS NULL OR provider NOT IN ('axiom', 'otel', 'jsonl', 'function') THEN
         RAISE EXCEPTION 'unknown provider "%"', provider
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A provider is axiom, otel, jsonl or function.';
@@ -266,10 +268,10 @@ BEGIN
                       HINT = format('Options of %s: %s.', provider, array_to_string(allowed, ', '));
         END IF;
     END LOOP;
-    PERFORM runra_obs._check_option(provider, config, 'batchSize', 'integer'),
-            runra_obs._check_option(provider, config, 'flushIntervalMs', 'integer'),
+    PERFORM runra_obs._check_option(provider, config, 'batchSize', 'integer', false, 1, 10000),
+            runra_obs._check_option(provider, config, 'flushIntervalMs', 'integer', false, 0, 3600000),
             runra_obs._check_option(provider, config, 'maxRetryMs', 'integer'),
-            runra_obs._check_option(provider, config, 'timeoutMs', 'integer');
+            runra_obs._check_option(provider, config, 'timeoutMs', 'integer', false, 100, 600000);
     IF config ? 'eventTypes' AND jsonb_typeof(config -> 'eventTypes') <> 'array' THEN
         RAISE EXCEPTION 'option "eventTypes" of % destination must be an array of patterns', provider
             USING ERRCODE = 'invalid_parameter_value';
@@ -286,11 +288,7 @@ BEGIN
     WHEN 'jsonl' THEN
         PERFORM runra_obs._check_option(provider, config, 'filePath', 'text', true),
                 runra_obs._check_option(provider, config, 'maxFileSizeMb', 'positive'),
-                runra_obs._check_option(provider, config, 'maxFiles', 'integer');
-        IF (config ->> 'maxFiles')::numeric < 1 THEN
-            RAISE EXCEPTION 'option "maxFiles" of jsonl destination must be at least 1'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
+                runra_obs._check_option(provider, config, 'maxFiles', 'integer', false, 1, 1000);
     WHEN 'function' THEN
         PERFORM runra_obs._check_option(provider, config, 'handler', 'text', true);
     END CASE;
@@ -430,23 +428,27 @@ COMMENT ON FUNCTION runra_obs.change_destination(text, jsonb, text[]) IS
 
 CREATE FUNCTION runra_obs.pause_destination(name text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     UPDATE runra_obs.destinations SET enabled = false
-    WHERE id = (runra_obs._destination(name)).id
+    WHERE id = (runra_obs._destination(pause_destination.name)).id;
+END
 $$;
 COMMENT ON FUNCTION runra_obs.pause_destination(text) IS
     'Stops delivering to a destination; its events keep being queued';
 
 CREATE FUNCTION runra_obs.resume_destination(name text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     UPDATE runra_obs.destinations SET enabled = true
-    WHERE id = (runra_obs._destination(name)).id;
-    SELECT runra_obs._forward_wake();
+    WHERE id = (runra_obs._destination(resume_destination.name)).id;
+    PERFORM runra_obs._forward_wake();
+END
 $$;
 COMMENT ON FUNCTION runra_obs.resume_destination(text) IS
     'Resumes delivering to a paused destination, starting with what queued meanwhile';
