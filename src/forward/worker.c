@@ -29,11 +29,16 @@
 
 PGDLLEXPORT void runra_forward_main(Datum arg);
 
-/* the outbox is re-read at most this often when woken repeatedly */
+/*
+ * Wake-ups from committing inserts re-read the outbox at most this often
+ * (under heavy ingest every commit wakes us); a finished delivery re-reads
+ * it at once, so a long queue drains batch after batch without pauses.
+ */
 #define MIN_RELOAD_MS 10
 
 static List *destinations = NIL;
-static bool reload_wanted = true;
+static bool reload_wanted = true;	/* woken: re-read soon */
+static bool reload_now = true;	/* a delivery finished: re-read now */
 
 /* Counts delivered and dead-lettered events in the worker's status slot. */
 void
@@ -176,7 +181,7 @@ start_delivery(Destination *dest)
 
 	n = drop_missing_events(dest, events, n);
 	dest->queued = 0;			/* unknown until the next look */
-	reload_wanted = true;
+	reload_now = true;
 	if (n == 0)
 		return;
 	runra_worker_set_state("delivering");
@@ -270,7 +275,7 @@ settle_finished(void)
 	while ((dest = transport_next_done(&code, &status)) != NULL)
 	{
 		settle_request(dest, code, status);
-		reload_wanted = true;
+		reload_now = true;
 	}
 }
 
@@ -317,11 +322,11 @@ forward_turn(MemoryContext turn_cxt, TimestampTz *last_load, TimestampTz *next_p
 	MemoryContextReset(turn_cxt);
 	MemoryContextSwitchTo(turn_cxt);
 	runra_worker_reload_if_needed();
-	if ((reload_wanted && now >= TimestampTzPlusMilliseconds(*last_load, MIN_RELOAD_MS)) ||
-		now >= *next_poll)
+	if (reload_now || now >= *next_poll ||
+		(reload_wanted && now >= TimestampTzPlusMilliseconds(*last_load, MIN_RELOAD_MS)))
 	{
 		destinations = outbox_load_destinations(destinations, TopMemoryContext);
-		reload_wanted = false;
+		reload_wanted = reload_now = false;
 		*last_load = now;
 		*next_poll = TimestampTzPlusMilliseconds(now, runra_forward_poll_interval_ms);
 	}
@@ -331,7 +336,9 @@ forward_turn(MemoryContext turn_cxt, TimestampTz *last_load, TimestampTz *next_p
 	wait_ms = ms_until(*next_poll, now);
 	if (next_due != 0)
 		wait_ms = Min(wait_ms, ms_until(next_due, now));
-	if (reload_wanted)
+	if (reload_now)
+		wait_ms = 0;
+	else if (reload_wanted)
 		wait_ms = Min(wait_ms, ms_until(TimestampTzPlusMilliseconds(*last_load, MIN_RELOAD_MS), now));
 	transport_wait(wait_ms, &latch_set);
 	if (latch_set)

@@ -140,7 +140,7 @@ sub _answer_body
 {
 	my ($req, $body) = @_;
 	return '{}' unless $req->{path} =~ m{/v1/datasets/.*/ingest$};
-	my $n = eval { scalar @{ decode_json($body) } } // 0;
+	my $n = () = $body =~ /\{"_time":/g;	# cheaper than parsing a 1000-event batch
 	return encode_json({ ingested => $n, failed => 0, failures => [], processedBytes => length $body });
 }
 
