@@ -22,6 +22,7 @@ SELECT runra_obs.add_destination('x', 'axiom', '{"dataset": "d", "token": "t", "
 SELECT runra_obs.add_destination('x', 'axiom', '{"token": "t"}');
 SELECT runra_obs.add_destination('x', 'axiom', '{"dataset": "d", "token": 42}');
 SELECT runra_obs.add_destination('x', 'axiom', '{"dataset": "d", "token": "t", "url": "ftp://x"}');
+SELECT runra_obs.add_destination('x', 'axiom', '{"dataset": "a/../b", "token": "t"}');
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "headers": {"api-key": 1}}');
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "headers": {"a": "b\nInjected: 1"}}');
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "resourceAttributes": {"a": [1]}}');

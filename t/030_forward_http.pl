@@ -144,5 +144,11 @@ like(status_of($node, 'ot', 'last_error'), qr/rejected 1 spans: span too big/,
 	'otlp: partialSuccess reported as last_error');
 is(scalar(grep { $_->{body} =~ /sb_3/ } $otel->requests), 1, 'otlp: partialSuccess is not retried');
 
+is($node->safe_psql('postgres', q{
+	SELECT format('%s/%s', events_ingested, events_rejected) FROM runra_obs.worker_status WHERE role = 'forward'}),
+	$node->safe_psql('postgres', q{
+	SELECT format('%s/%s', sum(sent), sum(dead_lettered)) FROM runra_obs.forward_status}),
+	'worker_status counts delivered and dead-lettered events');
+
 $node->stop;
 done_testing();

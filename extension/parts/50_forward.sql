@@ -292,6 +292,12 @@ BEGIN
     WHEN 'function' THEN
         PERFORM runra_obs._check_option(provider, config, 'handler', 'text', true);
     END CASE;
+    IF provider = 'axiom' AND config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
+        RAISE EXCEPTION 'option "dataset" of axiom destination must be a dataset name, not "%"',
+            config ->> 'dataset'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A dataset name has letters, digits, ".", "_" and "-"; it goes into the ingest URL.';
+    END IF;
     IF provider IN ('axiom', 'otel') AND
        coalesce(config ->> 'url', config ->> 'endpoint', 'https://') !~ '^https?://' THEN
         RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL',

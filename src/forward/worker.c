@@ -121,8 +121,10 @@ deliver_function(Destination *dest, ForwardEvent *events, int n)
 	int64	   *failed;
 	int			n_failed;
 	char	   *error;
+	int			delivered;
 
-	(void) handler_deliver(dest, batch_ids(events, n, false), n, &error, &failed, &n_failed);
+	delivered = handler_deliver(dest, batch_ids(events, n, false), n, &error, &failed, &n_failed);
+	runra_forward_count(delivered, 0);
 	if (n_failed > 0)
 	{
 		outbox_fail(dest, failed, n_failed, error, false);
