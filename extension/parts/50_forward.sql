@@ -432,30 +432,34 @@ $$;
 COMMENT ON FUNCTION runra_obs.change_destination(text, jsonb, text[]) IS
     'Changes options of a destination (keys given replace the old ones, null removes one); event_types too when given';
 
-CREATE FUNCTION runra_obs.pause_destination(name text)
+-- Pauses (false) or resumes (true) the destination called `name`.
+CREATE FUNCTION runra_obs._set_enabled(name text, enabled boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE runra_obs.destinations SET enabled = false
-    WHERE id = (runra_obs._destination(pause_destination.name)).id;
+    UPDATE runra_obs.destinations AS d SET enabled = _set_enabled.enabled
+    WHERE d.id = (runra_obs._destination(_set_enabled.name)).id;
+    IF _set_enabled.enabled THEN
+        PERFORM runra_obs._forward_wake();
+    END IF;
 END
 $$;
+
+CREATE FUNCTION runra_obs.pause_destination(name text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT runra_obs._set_enabled($1, false) $$;
 COMMENT ON FUNCTION runra_obs.pause_destination(text) IS
     'Stops delivering to a destination; its events keep being queued';
 
 CREATE FUNCTION runra_obs.resume_destination(name text)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    UPDATE runra_obs.destinations SET enabled = true
-    WHERE id = (runra_obs._destination(resume_destination.name)).id;
-    PERFORM runra_obs._forward_wake();
-END
-$$;
+AS $$ SELECT runra_obs._set_enabled($1, true) $$;
 COMMENT ON FUNCTION runra_obs.resume_destination(text) IS
     'Resumes delivering to a paused destination, starting with what queued meanwhile';
 

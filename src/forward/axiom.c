@@ -22,24 +22,9 @@ axiom_encode(StringInfo out, ForwardEvent *events, int n)
 	appendStringInfoChar(out, '[');
 	for (int i = 0; i < n; i++)
 	{
-		ForwardEvent *ev = &events[i];
-
 		if (i > 0)
 			appendStringInfoChar(out, ',');
-		appendStringInfoString(out, "{\"_time\":");
-		json_append_timestamp(out, ev->created_at);
-		appendStringInfoString(out, ",\"sandboxId\":");
-		json_append_string(out, ev->sandbox_id);
-		appendStringInfoString(out, ",\"type\":");
-		json_append_string(out, ev->event_type);
-		appendStringInfoString(out, ",\"data\":");
-		json_append_jsonb(out, ev->data);
-		if (ev->trace_id)
-		{
-			appendStringInfoString(out, ",\"traceId\":");
-			json_append_string(out, ev->trace_id);
-		}
-		appendStringInfoChar(out, '}');
+		json_append_event(out, &events[i], "_time");
 	}
 	appendStringInfoChar(out, ']');
 }

@@ -109,6 +109,7 @@ extern void outbox_run_batch_in_xact(void (*fn) (void *), void *arg);
 extern void json_append_timestamp(StringInfo out, TimestampTz ts);
 extern void json_append_jsonb(StringInfo out, Jsonb *jb);
 extern void json_append_string(StringInfo out, const char *s);
+extern void json_append_event(StringInfo out, ForwardEvent *ev, const char *time_key);
 extern int64 timestamp_to_unix_nanos(TimestampTz ts);
 
 /* axiom.c, otlp.c: build the request body of a batch */

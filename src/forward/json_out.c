@@ -125,6 +125,30 @@ json_append_timestamp(StringInfo out, TimestampTz ts)
 		appendStringInfo(out, "%06dZ\"", (int) fsec);
 }
 
+/*
+ * Appends one event as the seed's JSON object: the time under time_key
+ * ("timestamp" in JSONL, "_time" for Axiom), sandboxId, type, data, and
+ * traceId when the event has one.
+ */
+void
+json_append_event(StringInfo out, ForwardEvent *ev, const char *time_key)
+{
+	appendStringInfo(out, "{\"%s\":", time_key);
+	json_append_timestamp(out, ev->created_at);
+	appendStringInfoString(out, ",\"sandboxId\":");
+	json_append_string(out, ev->sandbox_id);
+	appendStringInfoString(out, ",\"type\":");
+	json_append_string(out, ev->event_type);
+	appendStringInfoString(out, ",\"data\":");
+	json_append_jsonb(out, ev->data);
+	if (ev->trace_id)
+	{
+		appendStringInfoString(out, ",\"traceId\":");
+		json_append_string(out, ev->trace_id);
+	}
+	appendStringInfoChar(out, '}');
+}
+
 /* Unix time in nanoseconds, as OTLP wants span times. */
 int64
 timestamp_to_unix_nanos(TimestampTz ts)

@@ -26,20 +26,8 @@
 void
 jsonl_encode_event(StringInfo out, ForwardEvent *ev)
 {
-	appendStringInfoString(out, "{\"timestamp\":");
-	json_append_timestamp(out, ev->created_at);
-	appendStringInfoString(out, ",\"sandboxId\":");
-	json_append_string(out, ev->sandbox_id);
-	appendStringInfoString(out, ",\"type\":");
-	json_append_string(out, ev->event_type);
-	appendStringInfoString(out, ",\"data\":");
-	json_append_jsonb(out, ev->data);
-	if (ev->trace_id)
-	{
-		appendStringInfoString(out, ",\"traceId\":");
-		json_append_string(out, ev->trace_id);
-	}
-	appendStringInfoString(out, "}\n");
+	json_append_event(out, ev, "timestamp");
+	appendStringInfoChar(out, '\n');
 }
 
 /* fsyncs the directory holding path, so renames and new files last. */
