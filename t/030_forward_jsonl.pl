@@ -59,5 +59,16 @@ mkdir "$dir/later";
 wait_delivered($node, 'later', 1, 'delivered once the directory exists');
 like(slurp_file("$dir/later/events.jsonl"), qr/"sandboxId":"sb_l"/, 'the event is in the file');
 
+# ---- the selection trigger, dropped by hand (or left out by a restore), comes back ----
+$node->safe_psql('postgres', 'DROP TRIGGER forward_select ON runra_obs.sandbox_events');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_trigger
+	WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND tgname = 'forward_select'}),
+	'the worker recreates a missing selection trigger');
+ok($node->log_contains(qr/selection trigger on runra_obs.sandbox_events is missing or disabled; recreating it/),
+	'and says so in the log');
+ingest_events($node, event_at(0, 'sb_back', 'exec.started'));
+wait_delivered($node, 'later', 2, 'events are selected again');
+
 $node->stop;
 done_testing();

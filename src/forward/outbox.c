@@ -220,6 +220,29 @@ fill_destination(Destination *dest, HeapTuple tup)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Destinations exist but the selection trigger does not (a restore from
+ * pg_dump leaves it out, being on an extension table; or someone dropped
+ * it): recreate it, or nothing new would be queued.
+ */
+static void
+ensure_trigger(void)
+{
+	if (SPI_execute("SELECT FROM runra_obs.destinations"
+					" WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger"
+					"   WHERE tgrelid = 'runra_obs.sandbox_events'::regclass"
+					"     AND tgname = 'forward_select' AND tgenabled <> 'D')"
+					" LIMIT 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "runra_obs forward: could not look for the selection trigger");
+	if (SPI_processed == 0)
+		return;
+	ereport(LOG,
+			(errmsg("runra_obs forward: destinations exist but the selection trigger on runra_obs.sandbox_events is missing or disabled; recreating it")));
+	if (SPI_execute("DROP TRIGGER IF EXISTS forward_select ON runra_obs.sandbox_events;"
+					" SELECT runra_obs._forward_sync_trigger()", false, 0) < 0)
+		elog(ERROR, "runra_obs forward: could not recreate the selection trigger");
+}
+
 /* The destination with this id in the list, or NULL. */
 static Destination *
 find_destination(List *list, int id)
@@ -248,6 +271,7 @@ outbox_load_destinations(List *known, MemoryContext cxt)
 	ListCell   *lc;
 
 	xact_begin("runra_obs forward: reading destinations");
+	ensure_trigger();
 	if (SPI_execute(load_sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs forward: could not read runra_obs.destinations");
 	for (uint64 r = 0; r < SPI_processed; r++)

@@ -85,6 +85,7 @@ forward_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:	/* COMMIT PREPARED: the next poll sees it */
 			wake_at_commit = false;
 			break;
 		default:
