@@ -1,13 +1,15 @@
 # SQL handlers (runra_obs.on): called by the worker outside the inserting
 # transaction, once per event; an error is logged, counted and retried,
-# without holding up the other events of the batch.
+# without holding up the other events of the batch.  The worker polls only
+# hourly here, so every delivery also shows the commit-time wake-up works.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use forward::Util;
 
-my $node = forward_node('forward_handler');
+# No polling to speak of: only the wake-up at commit can bring events out.
+my $node = forward_node('forward_handler', "runra_obs.forward_poll_interval = 1h\n");
 $node->safe_psql('postgres', q{
 	CREATE TABLE seen (event_id bigint, type text, sandbox text, xid xid8);
 	CREATE FUNCTION remember(e runra_obs.sandbox_events) RETURNS void

@@ -119,11 +119,9 @@ extern SendOutcome axiom_read_answer(const char *body, InFlight *req,
 									 int64 **failed_ids, int *n_failed,
 									 char **error);
 extern void otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n);
-extern SendOutcome otlp_read_answer(const char *body, char **error, int *rejected);
-extern void otlp_span_id(int64 event_id, char *out);
+extern void otlp_read_answer(const char *body, char **error, int *rejected);
 
 /* jsonl.c */
-extern void jsonl_encode_event(StringInfo out, ForwardEvent *ev);
 extern bool jsonl_write(Destination *dest, ForwardEvent *events, int n, char **error);
 
 /* handler.c */

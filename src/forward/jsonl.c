@@ -23,7 +23,7 @@
 #include "forward/forward.h"
 
 /* Appends one event as a JSONL line (with its newline). */
-void
+static void
 jsonl_encode_event(StringInfo out, ForwardEvent *ev)
 {
 	json_append_event(out, ev, "timestamp");

@@ -31,7 +31,7 @@
 static void append_any_value(StringInfo out, JsonbValue *v);
 
 /* 16 hex digits from the event id (splitmix64: well spread, never zero here). */
-void
+static void
 otlp_span_id(int64 event_id, char *out)
 {
 	uint64		z = (uint64) event_id + UINT64CONST(0x9E3779B97F4A7C15);
@@ -302,9 +302,10 @@ otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n)
 
 /*
  * Reads the receiver's 2xx answer.  A partialSuccess with rejected spans
- * must not be retried (the spec says so); *error then says how many and why.
+ * must not be retried (the spec says so); *error then says how many and
+ * why, and *rejected_spans how many.
  */
-SendOutcome
+void
 otlp_read_answer(const char *body, char **error, int *rejected_spans)
 {
 	cJSON	   *root = cJSON_Parse(body ? body : "");
@@ -324,5 +325,4 @@ otlp_read_answer(const char *body, char **error, int *rejected_spans)
 						  cJSON_IsString(message) ? message->valuestring : "no reason given");
 	*rejected_spans = (int) Min(n, (double) PG_INT32_MAX);
 	cJSON_Delete(root);
-	return SEND_OK;
 }

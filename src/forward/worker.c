@@ -253,7 +253,8 @@ settle_request(Destination *dest, CURLcode code, long status)
 		int			rejected;
 
 		outbox_ack(dest, req->event_ids, req->n_events);
-		if (otlp_read_answer(req->response, &error, &rejected) == SEND_OK && error)
+		otlp_read_answer(req->response, &error, &rejected);
+		if (error)
 			outbox_note_error(dest, error, rejected);
 		retry_reset(dest);
 	}
