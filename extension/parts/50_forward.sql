@@ -149,11 +149,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    wanted  boolean := EXISTS (SELECT FROM runra_obs.destinations);
-    present boolean := EXISTS (SELECT FROM pg_trigger
-                               WHERE tgrelid = 'runra_obs.sandbox_events'::regclass
-                                 AND tgname = 'forward_select');
+    wanted  boolean;
+    present boolean;
 BEGIN
+    -- two callers at once would both see the trigger missing: one at a time
+    -- (add_destination and remove_destination take this lock first)
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
+    wanted := EXISTS (SELECT FROM runra_obs.destinations);
+    present := EXISTS (SELECT FROM pg_trigger
+                       WHERE tgrelid = 'runra_obs.sandbox_events'::regclass
+                         AND tgname = 'forward_select');
     IF wanted AND NOT present THEN
         CREATE TRIGGER forward_select
             AFTER INSERT ON runra_obs.sandbox_events
@@ -365,6 +370,8 @@ AS $$
 DECLARE
     dest integer;
 BEGIN
+    -- one change of the destination set at a time (see _forward_sync_trigger)
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
     IF EXISTS (SELECT FROM runra_obs.destinations AS d WHERE d.name = add_destination.name) THEN
         RAISE EXCEPTION 'destination "%" already exists', name
             USING ERRCODE = 'duplicate_object',
@@ -470,8 +477,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    d runra_obs.destinations := runra_obs._destination(name);
+    d runra_obs.destinations;
 BEGIN
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
+    d := runra_obs._destination(name);
     DELETE FROM runra_obs.outbox WHERE destination_id = d.id;
     DELETE FROM runra_obs.dead_letters WHERE destination_id = d.id;
     DELETE FROM runra_obs.forward_counters WHERE destination_id = d.id;
