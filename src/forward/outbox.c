@@ -238,7 +238,8 @@ ensure_trigger(void)
 		return;
 	ereport(LOG,
 			(errmsg("runra_obs forward: destinations exist but the selection trigger on runra_obs.sandbox_events is missing or disabled; recreating it")));
-	if (SPI_execute("DROP TRIGGER IF EXISTS forward_select ON runra_obs.sandbox_events;"
+	if (SPI_execute("LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;"
+					" DROP TRIGGER IF EXISTS forward_select ON runra_obs.sandbox_events;"
 					" SELECT runra_obs._forward_sync_trigger()", false, 0) < 0)
 		elog(ERROR, "runra_obs forward: could not recreate the selection trigger");
 }
