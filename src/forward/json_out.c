@@ -1,5 +1,6 @@
 /*
- * json_out.c — compact JSON text for the encoders.
+ * json_out.c — compact JSON text for the encoders, and the seed's event
+ * object that Axiom and JSONL share.
  *
  * jsonb's own output puts a space after every ':' and ','; the seed's JSONL
  * lines and the wire formats have none.  Numbers are written with
