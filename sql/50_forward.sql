@@ -140,7 +140,7 @@ SELECT (SELECT count(*) FROM runra_obs.outbox) AS queued,
 CREATE FUNCTION note_event(e runra_obs.sandbox_events) RETURNS void
 LANGUAGE sql AS $$ SELECT $$;
 SELECT runra_obs.on('exec.completed', 'note_event(runra_obs.sandbox_events)') ~ '^on:exec\.completed:\d+$' AS named;
-SELECT provider, event_types, handler, handler_role = current_user AS runs_as_registrant, flush_interval_ms
+SELECT provider, event_types, handler, handler_role = current_user::regrole AS runs_as_registrant, flush_interval_ms
 FROM runra_obs.destinations;
 SELECT runra_obs.remove_destination(name) FROM runra_obs.destinations;
 

@@ -27,7 +27,7 @@ CREATE TABLE runra_obs.destinations (
     settings          jsonb       NOT NULL DEFAULT '{}',
     secrets           jsonb       NOT NULL DEFAULT '{}',
     handler           regprocedure,
-    handler_role      name,
+    handler_role      regrole,
     created_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT destinations_name_check
         CHECK (name ~ '^[[:graph:]][[:print:]]{0,199}$'),
@@ -382,7 +382,7 @@ BEGIN
     VALUES (name, provider,
             CASE WHEN provider = 'function'
                  THEN runra_obs._check_handler((config ->> 'handler')::regprocedure) END,
-            CASE WHEN provider = 'function' THEN current_user END)
+            CASE WHEN provider = 'function' THEN current_user::regrole END)
     RETURNING id INTO dest;
     PERFORM runra_obs._apply_config(dest, provider, config,
                                     CASE WHEN event_types = '{}' THEN NULL ELSE event_types END);

@@ -24,6 +24,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 
 #include "forward/forward.h"
 
@@ -71,10 +72,11 @@ call_handler(Destination *dest, Datum row)
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	if (!OidIsValid(dest->handler_role))
+	if (!OidIsValid(dest->handler_role) ||
+		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(dest->handler_role)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the role that registered handler of destination \"%s\" no longer exists",
+				 errmsg("the role that registered the handler of destination \"%s\" no longer exists",
 						dest->name)));
 	if (pg_proc_aclcheck(dest->handler, dest->handler_role, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,

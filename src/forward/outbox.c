@@ -39,7 +39,7 @@ static const char *const load_sql =
 "       (coalesce((d.settings->>'maxFileSizeMb')::float8, 100) * 1048576)::bigint,"
 "       coalesce((d.settings->>'maxFiles')::int, 10),"
 "       d.handler::oid,"
-"       (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = d.handler_role),"
+"       d.handler_role::oid,"
 "       q.queued, q.oldest"
 " FROM runra_obs.destinations AS d"
 " CROSS JOIN LATERAL ("
