@@ -17,4 +17,8 @@ void
 runra_register_subsystem_workers(void)
 {
 	/* subsystems add their registration calls here */
+
+	/* forwarding: one worker delivers the outbox of runra_obs.database */
+	if (runra_forward_enabled)
+		runra_register_worker("forward", "runra_forward_main", (Datum) 0, true);
 }

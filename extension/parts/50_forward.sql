@@ -1,0 +1,579 @@
+-- ===========================================================================
+-- Forwarding: destinations, the selection trigger, the outbox, dead letters
+-- and what the forward worker reports.
+--
+-- A statement-level AFTER INSERT trigger on sandbox_events queues each new
+-- event once per destination whose event_types match, in the inserting
+-- transaction.  The forward worker (src/forward/) delivers the queue and
+-- removes an entry only once its destination accepted it.
+--
+-- The trigger exists only while at least one destination exists: a
+-- partitioned table with a transition-table trigger makes COPY insert row by
+-- row (see docs/forward.md for the measured cost), and a server that
+-- forwards nothing should not pay for it.
+-- ===========================================================================
+
+CREATE TABLE runra_obs.destinations (
+    id                int         GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name              text        NOT NULL UNIQUE,
+    provider          text        NOT NULL,
+    enabled           boolean     NOT NULL DEFAULT true,
+    event_types       text[]      NOT NULL DEFAULT '{}',
+    like_patterns     text[]      NOT NULL DEFAULT '{}',
+    batch_size        integer     NOT NULL DEFAULT 100,
+    flush_interval_ms integer     NOT NULL DEFAULT 5000,
+    max_retry_ms      bigint      NOT NULL DEFAULT 86400000,
+    timeout_ms        integer     NOT NULL DEFAULT 30000,
+    settings          jsonb       NOT NULL DEFAULT '{}',
+    secrets           jsonb       NOT NULL DEFAULT '{}',
+    handler           regprocedure,
+    handler_role      regrole,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT destinations_name_check
+        CHECK (name ~ '^[[:graph:]][[:print:]]{0,199}$'),
+    CONSTRAINT destinations_provider_check
+        CHECK (provider IN ('axiom', 'otel', 'jsonl', 'function')),
+    CONSTRAINT destinations_batch_size_check CHECK (batch_size BETWEEN 1 AND 10000),
+    CONSTRAINT destinations_flush_interval_check CHECK (flush_interval_ms BETWEEN 0 AND 3600000),
+    CONSTRAINT destinations_max_retry_check CHECK (max_retry_ms >= 0),
+    CONSTRAINT destinations_timeout_check CHECK (timeout_ms BETWEEN 100 AND 600000),
+    CONSTRAINT destinations_handler_check CHECK ((provider = 'function') = (handler IS NOT NULL))
+);
+COMMENT ON TABLE runra_obs.destinations IS
+    'Where selected events are forwarded (secrets included: readable by the extension owner only)';
+COMMENT ON COLUMN runra_obs.destinations.event_types IS
+    'Globs selecting event types, such as sandbox.* (empty: every event)';
+COMMENT ON COLUMN runra_obs.destinations.like_patterns IS
+    'event_types as LIKE patterns (what the selection trigger matches with)';
+COMMENT ON COLUMN runra_obs.destinations.settings IS
+    'Provider options without secrets: dataset, url, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
+COMMENT ON COLUMN runra_obs.destinations.secrets IS
+    'Provider secrets: the Axiom token, the OTLP headers';
+COMMENT ON COLUMN runra_obs.destinations.handler IS
+    'For provider function: the function called with each event row';
+COMMENT ON COLUMN runra_obs.destinations.handler_role IS
+    'For provider function: the role the handler runs as (who registered it)';
+
+-- What runra_obs_reader may see of the destinations: everything but secrets.
+CREATE VIEW runra_obs.destination_list AS
+SELECT name, provider, enabled, event_types, batch_size, flush_interval_ms,
+       max_retry_ms, timeout_ms, settings, handler::text AS handler, created_at
+FROM runra_obs.destinations;
+COMMENT ON VIEW runra_obs.destination_list IS
+    'The forwarding destinations without their secrets (token, headers)';
+GRANT SELECT ON runra_obs.destination_list TO runra_obs_reader;
+
+-- The queue: one row per (destination, selected event).  It points at the
+-- event by (sandbox_id, created_at, id), which the sandbox index finds.
+CREATE TABLE runra_obs.outbox (
+    destination_id int         NOT NULL,
+    event_id       bigint      NOT NULL,
+    created_at     timestamptz NOT NULL,
+    sandbox_id     text        NOT NULL,
+    queued_at      timestamptz NOT NULL DEFAULT now(),
+    attempts       integer     NOT NULL DEFAULT 0,
+    last_error     text,
+    PRIMARY KEY (destination_id, event_id)
+);
+COMMENT ON TABLE runra_obs.outbox IS
+    'Events selected for a destination and not yet accepted by it';
+COMMENT ON COLUMN runra_obs.outbox.attempts IS 'Failed delivery attempts so far';
+
+CREATE TABLE runra_obs.dead_letters (
+    destination_id int         NOT NULL,
+    event_id       bigint      NOT NULL,
+    created_at     timestamptz NOT NULL,
+    sandbox_id     text        NOT NULL,
+    queued_at      timestamptz NOT NULL,
+    attempts       integer     NOT NULL,
+    dead_at        timestamptz NOT NULL DEFAULT now(),
+    error          text        NOT NULL,
+    PRIMARY KEY (destination_id, event_id)
+);
+COMMENT ON TABLE runra_obs.dead_letters IS
+    'Events a destination refused for good, or failed for longer than its max_retry_ms; see requeue_dead_letters()';
+
+CREATE TABLE runra_obs.forward_counters (
+    destination_id int         PRIMARY KEY,
+    sent           bigint      NOT NULL DEFAULT 0,
+    failed         bigint      NOT NULL DEFAULT 0,
+    last_success   timestamptz,
+    last_error     text,
+    last_error_at  timestamptz
+);
+COMMENT ON TABLE runra_obs.forward_counters IS
+    'Delivery counters per destination, updated by the forward worker with each outcome';
+
+-- ---------------------------------------------------------------------------
+-- Selection.
+-- ---------------------------------------------------------------------------
+
+-- Wakes the forward worker when the calling transaction commits (C).
+CREATE FUNCTION runra_obs._forward_wake()
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'runra_forward_wake';
+COMMENT ON FUNCTION runra_obs._forward_wake() IS
+    'Sets the forward worker''s latch when the calling transaction commits';
+
+CREATE FUNCTION runra_obs._forward_select()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    queued bigint;
+BEGIN
+    INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
+    SELECT d.id, n.id, n.created_at, n.sandbox_id
+    FROM new_events AS n
+    JOIN runra_obs.destinations AS d
+      ON d.like_patterns = '{}' OR n.event_type LIKE ANY (d.like_patterns);
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM runra_obs._forward_wake();
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._forward_select() IS
+    'Trigger: queues each inserted event for every destination that selects it';
+
+-- Creates the selection trigger when a destination exists, drops it when
+-- none does (it costs ingest, see the head of this file).
+CREATE FUNCTION runra_obs._forward_sync_trigger()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    wanted  boolean;
+    present boolean;
+BEGIN
+    -- two callers at once would both see the trigger missing: one at a time
+    -- (add_destination and remove_destination take this lock first)
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
+    wanted := EXISTS (SELECT FROM runra_obs.destinations);
+    present := EXISTS (SELECT FROM pg_trigger
+                       WHERE tgrelid = 'runra_obs.sandbox_events'::regclass
+                         AND tgname = 'forward_select');
+    IF wanted AND NOT present THEN
+        CREATE TRIGGER forward_select
+            AFTER INSERT ON runra_obs.sandbox_events
+            REFERENCING NEW TABLE AS new_events
+            FOR EACH STATEMENT EXECUTE FUNCTION runra_obs._forward_select();
+    ELSIF present AND NOT wanted THEN
+        DROP TRIGGER forward_select ON runra_obs.sandbox_events;
+    END IF;
+END
+$$;
+
+-- A seed glob (sandbox.*, *.failed, *) as a LIKE pattern.
+CREATE FUNCTION runra_obs._glob_to_like(glob text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF glob !~ '^[a-z0-9_.*-]+$' THEN
+        RAISE EXCEPTION 'invalid event type pattern "%"', glob
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A pattern has lowercase letters, digits, "_", "-", "." and "*" (any characters).',
+                  HINT = 'Examples: sandbox.*, exec.completed, *.failed.';
+    END IF;
+    RETURN replace(replace(glob, '_', '\_'), '*', '%');
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Configuration.
+-- ---------------------------------------------------------------------------
+
+-- Raises a clear error unless config[key] is a JSON value of the wanted kind.
+CREATE FUNCTION runra_obs._check_option(provider text, config jsonb, key text,
+                                        kind text, required boolean DEFAULT false,
+                                        low numeric DEFAULT 0,
+                                        high numeric DEFAULT 9223372036854775807)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    v jsonb := config -> key;
+    ok boolean;
+BEGIN
+    IF v IS NULL OR v = 'null' THEN
+        IF required THEN
+            RAISE EXCEPTION '% destination needs option "%"', provider, key
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN;
+    END IF;
+    ok := CASE kind
+        WHEN 'text' THEN jsonb_typeof(v) = 'string' AND v #>> '{}' <> ''
+        WHEN 'integer' THEN jsonb_typeof(v) = 'number' AND (v::numeric) = trunc(v::numeric)
+                            AND v::numeric BETWEEN low AND high
+        WHEN 'positive' THEN jsonb_typeof(v) = 'number' AND v::numeric > 0
+        WHEN 'string map' THEN jsonb_typeof(v) = 'object'
+             AND NOT EXISTS (SELECT FROM jsonb_each(v) AS e
+                             WHERE jsonb_typeof(e.value) <> 'string'
+                                OR e.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
+                                OR e.value #>> '{}' ~ '[\r\n]')
+        WHEN 'attribute map' THEN jsonb_typeof(v) = 'object'
+             AND NOT EXISTS (SELECT FROM jsonb_each(v) AS e
+                             WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean'))
+    END;
+    IF NOT ok THEN
+        RAISE EXCEPTION 'option "%" of % destination must be %', key, provider,
+            CASE kind WHEN 'text' THEN 'a non-empty string'
+                      WHEN 'integer' THEN format('a whole number from %s to %s', low, high)
+                      WHEN 'positive' THEN 'a number above 0'
+                      WHEN 'string map' THEN 'an object of header names and one-line string values'
+                      ELSE 'an object whose values are strings, numbers or booleans' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', v);
+    END IF;
+END
+$$;
+
+-- Validates a destination's full config (seed option names) and returns it.
+CREATE FUNCTION runra_obs._check_config(provider text, config jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    common  text[] := '{batchSize,flushIntervalMs,maxRetryMs,timeoutMs,eventTypes}';
+    allowed text[];
+    key     text;
+BEGIN
+    IF config IS NULL OR jsonb_typeof(config) <> 'object' THEN
+        RAISE EXCEPTION 'config must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    allowed := CASE provider
+        WHEN 'axiom'    THEN '{dataset,token,url}'::text[]
+        WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes}'::text[]
+        WHEN 'jsonl'    THEN '{filePath,maxFileSizeMb,maxFiles}'::text[]
+        WHEN 'function' THEN '{handler}'::text[]
+    END || common;
+    IF provider IS NULL OR provider NOT IN ('axiom', 'otel', 'jsonl', 'function') THEN
+        RAISE EXCEPTION 'unknown provider "%"', provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A provider is axiom, otel, jsonl or function.';
+    END IF;
+    FOR key IN SELECT jsonb_object_keys(config) LOOP
+        IF key <> ALL (allowed) THEN
+            RAISE EXCEPTION 'unknown option "%" for % destination', key, provider
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Options of %s: %s.', provider, array_to_string(allowed, ', '));
+        END IF;
+    END LOOP;
+    PERFORM runra_obs._check_option(provider, config, 'batchSize', 'integer', false, 1, 10000),
+            runra_obs._check_option(provider, config, 'flushIntervalMs', 'integer', false, 0, 3600000),
+            runra_obs._check_option(provider, config, 'maxRetryMs', 'integer'),
+            runra_obs._check_option(provider, config, 'timeoutMs', 'integer', false, 100, 600000);
+    IF config ? 'eventTypes' AND jsonb_typeof(config -> 'eventTypes') <> 'array' THEN
+        RAISE EXCEPTION 'option "eventTypes" of % destination must be an array of patterns', provider
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    CASE provider
+    WHEN 'axiom' THEN
+        PERFORM runra_obs._check_option(provider, config, 'dataset', 'text', true),
+                runra_obs._check_option(provider, config, 'token', 'text', true),
+                runra_obs._check_option(provider, config, 'url', 'text');
+    WHEN 'otel' THEN
+        PERFORM runra_obs._check_option(provider, config, 'endpoint', 'text', true),
+                runra_obs._check_option(provider, config, 'headers', 'string map'),
+                runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map');
+    WHEN 'jsonl' THEN
+        PERFORM runra_obs._check_option(provider, config, 'filePath', 'text', true),
+                runra_obs._check_option(provider, config, 'maxFileSizeMb', 'positive'),
+                runra_obs._check_option(provider, config, 'maxFiles', 'integer', false, 1, 1000);
+    WHEN 'function' THEN
+        PERFORM runra_obs._check_option(provider, config, 'handler', 'text', true);
+    END CASE;
+    IF provider = 'axiom' AND config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
+        RAISE EXCEPTION 'option "dataset" of axiom destination must be a dataset name, not "%"',
+            config ->> 'dataset'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A dataset name has letters, digits, ".", "_" and "-"; it goes into the ingest URL.';
+    END IF;
+    IF provider IN ('axiom', 'otel') AND
+       coalesce(config ->> 'url', config ->> 'endpoint', 'https://') !~ '^https?://' THEN
+        RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL',
+            CASE provider WHEN 'axiom' THEN 'url' ELSE 'endpoint' END, provider
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN config;
+END
+$$;
+
+-- Checks that a handler takes one runra_obs.sandbox_events row.
+CREATE FUNCTION runra_obs._check_handler(handler regprocedure)
+RETURNS regprocedure
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_proc AS p
+                   WHERE p.oid = handler AND p.pronargs = 1
+                     AND p.proargtypes[0] = 'runra_obs.sandbox_events'::regtype) THEN
+        RAISE EXCEPTION 'handler % must take exactly one argument of type runra_obs.sandbox_events', handler
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Declare it as f(e runra_obs.sandbox_events).';
+    END IF;
+    RETURN handler;
+END
+$$;
+
+-- Writes a validated config into the row of destination `dest`.
+CREATE FUNCTION runra_obs._apply_config(dest integer, provider text, config jsonb,
+                                        event_types text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    types text[] := coalesce(event_types,
+                             ARRAY(SELECT jsonb_array_elements_text(config -> 'eventTypes')));
+BEGIN
+    PERFORM runra_obs._check_config(provider, config);
+    UPDATE runra_obs.destinations AS d SET
+        event_types       = coalesce(types, '{}'),
+        like_patterns     = ARRAY(SELECT runra_obs._glob_to_like(t) FROM unnest(types) AS t),
+        batch_size        = coalesce((config ->> 'batchSize')::integer, 100),
+        flush_interval_ms = coalesce((config ->> 'flushIntervalMs')::integer, 5000),
+        max_retry_ms      = coalesce((config ->> 'maxRetryMs')::bigint, 86400000),
+        timeout_ms        = coalesce((config ->> 'timeoutMs')::integer, 30000),
+        settings          = config - '{token,headers,handler,eventTypes,batchSize,flushIntervalMs,maxRetryMs,timeoutMs}'::text[],
+        secrets           = jsonb_strip_nulls(jsonb_build_object('token', config -> 'token',
+                                                                 'headers', config -> 'headers')),
+        handler           = CASE WHEN provider = 'function'
+                                 THEN runra_obs._check_handler((config ->> 'handler')::regprocedure) END
+    WHERE d.id = dest;
+END
+$$;
+
+CREATE FUNCTION runra_obs.add_destination(name text, provider text, config jsonb,
+                                          event_types text[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    dest integer;
+BEGIN
+    -- one change of the destination set at a time (see _forward_sync_trigger)
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT FROM runra_obs.destinations AS d WHERE d.name = add_destination.name) THEN
+        RAISE EXCEPTION 'destination "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use runra_obs.change_destination() to change it.';
+    END IF;
+    PERFORM runra_obs._check_config(provider, config);
+    INSERT INTO runra_obs.destinations (name, provider, handler, handler_role)
+    VALUES (name, provider,
+            CASE WHEN provider = 'function'
+                 THEN runra_obs._check_handler((config ->> 'handler')::regprocedure) END,
+            CASE WHEN provider = 'function' THEN current_user::regrole END)
+    RETURNING id INTO dest;
+    PERFORM runra_obs._apply_config(dest, provider, config,
+                                    CASE WHEN event_types = '{}' THEN NULL ELSE event_types END);
+    INSERT INTO runra_obs.forward_counters (destination_id) VALUES (dest);
+    PERFORM runra_obs._forward_sync_trigger();
+END
+$$;
+COMMENT ON FUNCTION runra_obs.add_destination(text, text, jsonb, text[]) IS
+    'Adds a destination: provider axiom, otel, jsonl or function, with the seed''s option names in config';
+
+-- The destination called `name`, or a clear error.
+CREATE FUNCTION runra_obs._destination(name text)
+RETURNS runra_obs.destinations
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    d runra_obs.destinations;
+BEGIN
+    SELECT * INTO d FROM runra_obs.destinations AS x WHERE x.name = _destination.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'destination "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM runra_obs.destination_list shows the destinations.';
+    END IF;
+    RETURN d;
+END
+$$;
+
+CREATE FUNCTION runra_obs.change_destination(name text, config jsonb,
+                                             event_types text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    d runra_obs.destinations := runra_obs._destination(name);
+    merged jsonb;
+BEGIN
+    -- the old options, with each key of config replacing (or, when null, removing) one
+    merged := d.settings || d.secrets
+              || jsonb_build_object('batchSize', d.batch_size, 'flushIntervalMs', d.flush_interval_ms,
+                                    'maxRetryMs', d.max_retry_ms, 'timeoutMs', d.timeout_ms)
+              || CASE WHEN d.provider = 'function'
+                      THEN jsonb_build_object('handler', d.handler::text) ELSE '{}' END
+              || coalesce(config, '{}');
+    merged := jsonb_strip_nulls(merged);
+    PERFORM runra_obs._apply_config(d.id, d.provider, merged,
+                                    coalesce(event_types, d.event_types));
+END
+$$;
+COMMENT ON FUNCTION runra_obs.change_destination(text, jsonb, text[]) IS
+    'Changes options of a destination (keys given replace the old ones, null removes one); event_types too when given';
+
+-- Pauses (false) or resumes (true) the destination called `name`.
+CREATE FUNCTION runra_obs._set_enabled(name text, enabled boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE runra_obs.destinations AS d SET enabled = _set_enabled.enabled
+    WHERE d.id = (runra_obs._destination(_set_enabled.name)).id;
+    IF _set_enabled.enabled THEN
+        PERFORM runra_obs._forward_wake();
+    END IF;
+END
+$$;
+
+CREATE FUNCTION runra_obs.pause_destination(name text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT runra_obs._set_enabled($1, false) $$;
+COMMENT ON FUNCTION runra_obs.pause_destination(text) IS
+    'Stops delivering to a destination; its events keep being queued';
+
+CREATE FUNCTION runra_obs.resume_destination(name text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT runra_obs._set_enabled($1, true) $$;
+COMMENT ON FUNCTION runra_obs.resume_destination(text) IS
+    'Resumes delivering to a paused destination, starting with what queued meanwhile';
+
+CREATE FUNCTION runra_obs.remove_destination(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    d runra_obs.destinations;
+BEGIN
+    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
+    d := runra_obs._destination(name);
+    DELETE FROM runra_obs.outbox WHERE destination_id = d.id;
+    DELETE FROM runra_obs.dead_letters WHERE destination_id = d.id;
+    DELETE FROM runra_obs.forward_counters WHERE destination_id = d.id;
+    DELETE FROM runra_obs.destinations WHERE id = d.id;
+    PERFORM runra_obs._forward_sync_trigger();
+END
+$$;
+COMMENT ON FUNCTION runra_obs.remove_destination(text) IS
+    'Removes a destination with its queue, dead letters and counters';
+
+CREATE FUNCTION runra_obs.on(event_pattern text, handler regprocedure)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    name text := format('on:%s:%s', event_pattern, handler::oid);
+BEGIN
+    PERFORM runra_obs.add_destination(name, 'function',
+                                      jsonb_build_object('handler', handler::text,
+                                                         'batchSize', 100,
+                                                         'flushIntervalMs', 0),
+                                      ARRAY[event_pattern]);
+    RETURN name;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.on(text, regprocedure) IS
+    'Calls handler(event) for each new event matching event_pattern (the SQL twin of runra.on); returns the destination name';
+
+CREATE FUNCTION runra_obs.requeue_dead_letters(destination text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    dest integer := CASE WHEN destination IS NOT NULL
+                         THEN (runra_obs._destination(destination)).id END;
+    moved bigint;
+BEGIN
+    WITH gone AS (
+        DELETE FROM runra_obs.dead_letters AS l
+        WHERE dest IS NULL OR l.destination_id = dest
+        RETURNING l.destination_id, l.event_id, l.created_at, l.sandbox_id
+    )
+    INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
+    SELECT * FROM gone
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    PERFORM runra_obs._forward_wake();
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
+    'Moves the dead letters of one destination (or of all, given NULL) back into the outbox; returns how many';
+
+REVOKE ALL ON FUNCTION
+    runra_obs.add_destination(text, text, jsonb, text[]),
+    runra_obs.change_destination(text, jsonb, text[]),
+    runra_obs.pause_destination(text),
+    runra_obs.resume_destination(text),
+    runra_obs.remove_destination(text),
+    runra_obs.on(text, regprocedure),
+    runra_obs.requeue_dead_letters(text),
+    runra_obs._forward_wake(),
+    runra_obs._forward_sync_trigger()
+FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Seeing it.
+-- ---------------------------------------------------------------------------
+CREATE VIEW runra_obs.forward_status AS
+SELECT d.name                          AS destination,
+       d.provider                      AS provider,
+       d.enabled                       AS enabled,
+       coalesce(q.queued, 0)::bigint   AS queued,
+       now() - q.oldest                AS oldest_queued_age,
+       coalesce(c.sent, 0)::bigint     AS sent,
+       coalesce(c.failed, 0)::bigint   AS failed,
+       coalesce(l.dead, 0)::bigint     AS dead_lettered,
+       c.last_success                  AS last_success,
+       c.last_error                    AS last_error
+FROM runra_obs.destinations AS d
+LEFT JOIN runra_obs.forward_counters AS c ON c.destination_id = d.id
+LEFT JOIN LATERAL (SELECT count(*) AS queued, min(o.queued_at) AS oldest
+                   FROM runra_obs.outbox AS o WHERE o.destination_id = d.id) AS q ON true
+LEFT JOIN LATERAL (SELECT count(*) AS dead
+                   FROM runra_obs.dead_letters AS x WHERE x.destination_id = d.id) AS l ON true;
+COMMENT ON VIEW runra_obs.forward_status IS
+    'Per destination: queued events and the oldest one''s age, events sent, failed attempts, dead letters, last success and last error';
+COMMENT ON COLUMN runra_obs.forward_status.failed IS
+    'Events in delivery attempts that failed (each attempt counts)';
+COMMENT ON COLUMN runra_obs.forward_status.dead_lettered IS
+    'Events now in runra_obs.dead_letters for this destination';
+GRANT SELECT ON runra_obs.forward_status TO runra_obs_reader;

@@ -1,0 +1,80 @@
+# forward::Util — what the forwarding TAP tests share: a node with the
+# forward worker running, event helpers, and waiting for deliveries.
+package forward::Util;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use JSON::PP;
+use POSIX qw(strftime);
+use PostgreSQL::Test::Cluster;
+use Test::More;
+use Time::HiRes qw(time);
+
+our @EXPORT = qw(forward_node ingest_events event_at add_destination wait_delivered status_of);
+
+# A started node with the extension and a fast-polling forward worker.
+sub forward_node
+{
+	my ($name, $extra) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'runra_obs'
+runra_obs.http_workers = 0
+runra_obs.notify_channel = ''
+runra_obs.forward_poll_interval = 200ms
+log_min_messages = info
+} . ($extra // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+	return $node;
+}
+
+# An event hash at now (+ $ms milliseconds), in the seed's envelope.
+sub event_at
+{
+	my ($ms, $sandbox, $type, $data, $trace) = @_;
+	my $t = time + ($ms // 0) / 1000;
+	my $ts = strftime('%Y-%m-%dT%H:%M:%S', gmtime int $t) . sprintf('.%03dZ', ($t - int $t) * 1000);
+	return { timestamp => $ts, sandboxId => $sandbox, type => $type,
+		data => $data // {}, defined $trace ? (traceId => $trace) : () };
+}
+
+# Ingests events through runra_obs.ingest(); returns how many were stored.
+sub ingest_events
+{
+	my ($node, @events) = @_;
+	my $json = encode_json(\@events);
+	$json =~ s/'/''/g;
+	return $node->safe_psql('postgres',
+		"SELECT ingested FROM runra_obs.ingest('$json'::jsonb)");
+}
+
+sub add_destination
+{
+	my ($node, $name, $provider, $config, $types) = @_;
+	my $json = encode_json($config);
+	my $arr = $types ? "'{" . join(',', @$types) . "}'" : "'{}'";
+	$node->safe_psql('postgres',
+		"SELECT runra_obs.add_destination('$name', '$provider', '$json', $arr)");
+}
+
+# Waits until the destination has nothing queued and $sent events sent.
+sub wait_delivered
+{
+	my ($node, $name, $sent, $what) = @_;
+	ok($node->poll_query_until('postgres',
+			"SELECT queued = 0 AND sent >= $sent FROM runra_obs.forward_status WHERE destination = '$name'"),
+		$what // "$name: $sent events delivered");
+}
+
+# One forward_status column of a destination.
+sub status_of
+{
+	my ($node, $name, $column) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT $column FROM runra_obs.forward_status WHERE destination = '$name'");
+}
+
+1;
