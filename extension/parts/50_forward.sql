@@ -547,7 +547,14 @@ REVOKE ALL ON FUNCTION
     runra_obs.on(text, regprocedure),
     runra_obs.requeue_dead_letters(text),
     runra_obs._forward_wake(),
-    runra_obs._forward_sync_trigger()
+    runra_obs._forward_sync_trigger(),
+    runra_obs._glob_to_like(text),
+    runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),
+    runra_obs._check_config(text, jsonb),
+    runra_obs._check_handler(regprocedure),
+    runra_obs._apply_config(integer, text, jsonb, text[]),
+    runra_obs._destination(text),
+    runra_obs._set_enabled(text, boolean)
 FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
