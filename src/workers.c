@@ -17,4 +17,7 @@ void
 runra_register_subsystem_workers(void)
 {
 	/* subsystems add their registration calls here */
+
+	/* NOTIFY ingest and housekeeping: one, always (it keeps partitions ahead) */
+	runra_register_worker("notify", "runra_notify_worker_main", (Datum) 0, true);
 }

@@ -271,7 +271,8 @@ GRANT EXECUTE ON FUNCTION runra_obs.ingest(jsonb), runra_obs.ingest_jsonl(text) 
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION runra_obs.worker_status(
     OUT pid integer, OUT role text, OUT state text, OUT started_at timestamptz,
-    OUT events_ingested bigint, OUT events_rejected bigint, OUT last_error text,
+    OUT events_ingested bigint, OUT events_rejected bigint,
+    OUT last_error text, OUT last_error_at timestamptz,
     OUT last_maintenance_at timestamptz, OUT last_maintenance text)
 RETURNS SETOF record
 LANGUAGE c VOLATILE
@@ -281,4 +282,14 @@ CREATE VIEW runra_obs.worker_status AS SELECT * FROM runra_obs.worker_status();
 COMMENT ON FUNCTION runra_obs.worker_status() IS 'The runra_obs background workers now running';
 COMMENT ON VIEW runra_obs.worker_status IS
     'Each runra_obs background worker: pid, role, state, counters, last error, last maintenance';
+COMMENT ON COLUMN runra_obs.worker_status.pid IS 'Process id of the worker (pg_stat_activity.pid)';
+COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does: http, notify (which also does the housekeeping), forward';
+COMMENT ON COLUMN runra_obs.worker_status.state IS 'What it is doing now, such as listening on "runra_events" or waiting to reconnect';
+COMMENT ON COLUMN runra_obs.worker_status.started_at IS 'When this process started';
+COMMENT ON COLUMN runra_obs.worker_status.events_ingested IS 'Events this process stored (counted after commit)';
+COMMENT ON COLUMN runra_obs.worker_status.events_rejected IS 'Events this process kept in rejected_events (counted after commit)';
+COMMENT ON COLUMN runra_obs.worker_status.last_error IS 'The latest error it met (a lost connection, a failed write or maintenance); NULL if none';
+COMMENT ON COLUMN runra_obs.worker_status.last_error_at IS 'When last_error happened';
+COMMENT ON COLUMN runra_obs.worker_status.last_maintenance_at IS 'When the housekeeping worker last ran runra_obs.run_maintenance()';
+COMMENT ON COLUMN runra_obs.worker_status.last_maintenance IS 'What that run did (created, dropped, skipped partitions; expired rejected events) or why it failed';
 GRANT SELECT ON runra_obs.worker_status TO runra_obs_reader;

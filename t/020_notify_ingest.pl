@@ -1,0 +1,130 @@
+# The NOTIFY listener: notifications from one transaction and from many
+# sessions all land; arrays of events; bad payloads are kept in
+# rejected_events and the next one still lands; the channel is matched
+# exactly; SIGTERM writes what was queued and the worker comes back.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use notify::NotifyTest;
+
+my $node = notify_node('notify_ingest');
+wait_listening($node, 'runra_events');
+
+# -- many notifications in one transaction
+$node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_one_tx', 200));
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 200 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_one_tx'")
+  or die 'events of one transaction did not land';
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT data->>'i') FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_one_tx'}),
+	'200', '200 notifications sent in one transaction are 200 distinct events');
+
+# NOTIFY statements too, in an explicit transaction
+$node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT format('NOTIFY runra_events, %L', json_build_object('timestamp', now(),
+		'sandboxId', 'sb_stmt', 'type', 'sandbox.created', 'data', json_build_object('n', n)))
+	FROM generate_series(1, 3) AS n \gexec
+	COMMIT;});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 3 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_stmt'")
+  or die 'NOTIFY statements did not land';
+pass('NOTIFY statements in a transaction land');
+
+# -- many sessions at once: pgbench, 4 clients x 50 transactions
+$node->pgbench('--no-vacuum --client=4 --transactions=50', 0, [qr{processed: 200/200}], [qr{^$}],
+	'pgbench sends notifications from 4 sessions',
+	{ 'notify.sql' => q{
+SELECT pg_notify('runra_events', json_build_object('timestamp', now(), 'sandboxId', 'sb_many',
+  'type', 'exec.completed', 'data', json_build_object('client', :client_id))::text);
+} });
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 200 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_many'")
+  or die 'events from many sessions did not land';
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT data->>'client') FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_many'}),
+	'4', 'notifications from 4 sessions all land');
+
+# -- one notification holding an array of events
+my $array_sql = q{
+	SELECT pg_notify('runra_events', json_agg(json_build_object('timestamp', now(),
+		'sandboxId', 'sb_array', 'type', 'resource.cpu', 'data', json_build_object('k', k)))::text)
+	FROM generate_series(1, %d) AS k};
+$node->safe_psql('postgres', sprintf($array_sql, 50));
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 50 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_array'")
+  or die 'an array of events did not land';
+pass('a notification with an array of 50 events stores 50 events');
+# what NOTIFY cannot carry: PostgreSQL refuses payloads of 8000 bytes and more
+my ($rc, $out, $err) = $node->psql('postgres', sprintf($array_sql, 150));
+like($err, qr/payload string too long/, 'a payload over 8000 bytes is refused by the sender\'s server');
+
+# -- bad payloads: not JSON at all, and JSON that is not a valid event
+$node->safe_psql('postgres', q[SELECT pg_notify('runra_events', 'this is {not json')]);
+$node->safe_psql('postgres', q{SELECT pg_notify('runra_events',
+	json_build_object('timestamp', now(), 'type', 'exec.completed')::text)});
+$node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_bad', 1));
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_bad'")
+  or die 'the event after the bad payloads did not land';
+pass('the event after two bad payloads still lands');
+is($node->safe_psql('postgres', q{
+	SELECT raw, position, reason ~ '\S' FROM runra_obs.rejected_events
+	WHERE source = 'notify' AND raw LIKE 'this is%'}),
+	'this is {not json|0|t', 'a payload that is not JSON is kept in rejected_events, source notify');
+like($node->safe_psql('postgres', q{
+	SELECT reason FROM runra_obs.rejected_events WHERE source = 'notify' AND raw NOT LIKE 'this is%'}),
+	qr/sandboxId is missing/, 'an invalid event is rejected with the validation reason');
+
+is(status_row($node, 'events_ingested, events_rejected'), '454|2',
+	'worker_status counts what the worker stored and rejected');
+
+# -- the channel is matched exactly (quoted identifier), and changes on reload
+$node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_channel = 'Runra Events'});
+$node->reload;
+wait_listening($node, 'Runra Events');
+$node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_old_channel', 1));
+$node->safe_psql('postgres', notify_events_sql('Runra Events', 'sb_new_channel', 2));
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_new_channel'")
+  or die 'the new channel is not listened to';
+is(event_count($node, 'sb_old_channel'), '0', 'after a reload only the new channel is listened to');
+
+# -- an empty channel: no listener connection, housekeeping goes on
+$node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_channel = ''});
+$node->reload;
+$node->poll_query_until('postgres', q{
+	SELECT state LIKE 'housekeeping only%' FROM runra_obs.worker_status WHERE role = 'notify'})
+  or die 'the worker did not stop listening';
+is(listener_pid($node), '', 'with an empty channel there is no listener connection');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET runra_obs.notify_channel});
+
+# -- SIGTERM: what is queued is written, then the worker comes back
+$node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_flush_ms = '60s'});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_batch_size = 100000});
+$node->reload;
+wait_listening($node, 'runra_events');
+my $pid = worker_pid($node);
+$node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_queued', 5));
+$node->poll_query_until('postgres', q{
+	SELECT state LIKE '%5 events queued' FROM runra_obs.worker_status WHERE role = 'notify'})
+  or die 'the worker did not queue the notifications';
+is(event_count($node, 'sb_queued'), '0', 'with a long flush time the events wait in the queue');
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+$node->wait_for_log(qr/runra_obs notify stopping/, $log_offset);
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 5 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_queued'")
+  or die 'queued events were lost at SIGTERM';
+pass('SIGTERM writes the queued events before the worker exits');
+$node->poll_query_until('postgres', qq{
+	SELECT count(*) = 1 FROM runra_obs.worker_status WHERE role = 'notify' AND pid <> $pid})
+  or die 'the worker did not come back';
+wait_listening($node, 'runra_events');
+pass('the postmaster starts the worker again');
+
+$node->stop;
+unlike(slurp_file($node->logfile), qr/exits with \d+ notifications/, 'nothing was left unwritten');
+done_testing();
