@@ -56,15 +56,16 @@ keep_server_message(void *arg, const PGresult *res)
 		strlcpy(nc->server_said, message, sizeof(nc->server_said));
 }
 
-/* libpq's message without its trailing newline. */
+/* The first line of libpq's message (the rest is advice for psql users). */
 static char *
 libpq_error(PGconn *conn)
 {
 	char	   *message = pstrdup(conn ? PQerrorMessage(conn) : "out of memory");
-	int			len = strlen(message);
+	int			len = strcspn(message, "\n");
 
-	while (len > 0 && (message[len - 1] == '\n' || message[len - 1] == ' '))
-		message[--len] = '\0';
+	while (len > 0 && message[len - 1] == ' ')
+		len--;
+	message[len] = '\0';
 	return message;
 }
 
@@ -76,7 +77,7 @@ static void
 connection_failed(NotifyConn *nc, const char *reason)
 {
 	char	   *message = nc->server_said[0]
-		? psprintf("%s (the server said: %s)", reason, nc->server_said)
+		? psprintf("%s (%s)", nc->server_said, reason)
 		: pstrdup(reason);
 	TimestampTz now = GetCurrentTimestamp();
 
