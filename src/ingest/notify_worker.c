@@ -182,6 +182,17 @@ wait_for_work(TimestampTz now, TimestampTz next_maintenance)
 		timeout = ms_until(now, conn.retry_at, timeout);
 	prepare_wait_set();
 	n = WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	if (n == 1 && (events[0].events & WL_LATCH_SET) && wait_set_socket != PGINVALID_SOCKET)
+	{
+		/*
+		 * A set latch is reported alone, sockets unchecked.  It is set often
+		 * (SIGHUP, and the lock timeout's SIGALRM in every maintenance run),
+		 * so look at the socket once more without waiting, or a busy latch
+		 * could starve the connection.
+		 */
+		ResetLatch(MyLatch);
+		n = WaitEventSetWait(wait_set, 0, events, lengthof(events), PG_WAIT_EXTENSION);
+	}
 	for (int i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -255,7 +266,8 @@ runra_notify_worker_main(Datum arg)
 		if (now >= next_maintenance)
 		{
 			housekeeping_run();
-			next_maintenance = housekeeping_next_run(now);
+			/* counted from the end, so a slow run leaves time for ingest */
+			next_maintenance = housekeeping_next_run(GetCurrentTimestamp());
 			shown_state[0] = '\0';
 		}
 	}
