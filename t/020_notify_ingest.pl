@@ -14,8 +14,7 @@ wait_listening($node, 'runra_events');
 
 # -- many notifications in one transaction
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_one_tx', 200));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 200 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_one_tx'")
+wait_for_events($node, 'sb_one_tx', 200)
   or die 'events of one transaction did not land';
 is($node->safe_psql('postgres', q{
 	SELECT count(DISTINCT data->>'i') FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_one_tx'}),
@@ -28,8 +27,7 @@ $node->safe_psql('postgres', q{
 		'sandboxId', 'sb_stmt', 'type', 'sandbox.created', 'data', json_build_object('n', n)))
 	FROM generate_series(1, 3) AS n \gexec
 	COMMIT;});
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 3 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_stmt'")
+wait_for_events($node, 'sb_stmt', 3)
   or die 'NOTIFY statements did not land';
 pass('NOTIFY statements in a transaction land');
 
@@ -40,8 +38,7 @@ $node->pgbench('--no-vacuum --client=4 --transactions=50', 0, [qr{processed: 200
 SELECT pg_notify('runra_events', json_build_object('timestamp', now(), 'sandboxId', 'sb_many',
   'type', 'exec.completed', 'data', json_build_object('client', :client_id))::text);
 } });
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 200 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_many'")
+wait_for_events($node, 'sb_many', 200)
   or die 'events from many sessions did not land';
 is($node->safe_psql('postgres', q{
 	SELECT count(DISTINCT data->>'client') FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_many'}),
@@ -53,8 +50,7 @@ my $array_sql = q{
 		'sandboxId', 'sb_array', 'type', 'resource.cpu', 'data', json_build_object('k', k)))::text)
 	FROM generate_series(1, %d) AS k};
 $node->safe_psql('postgres', sprintf($array_sql, 50));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 50 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_array'")
+wait_for_events($node, 'sb_array', 50)
   or die 'an array of events did not land';
 pass('a notification with an array of 50 events stores 50 events');
 # what NOTIFY cannot carry: PostgreSQL refuses payloads of 8000 bytes and more
@@ -66,8 +62,7 @@ $node->safe_psql('postgres', q[SELECT pg_notify('runra_events', 'this is {not js
 $node->safe_psql('postgres', q{SELECT pg_notify('runra_events',
 	json_build_object('timestamp', now(), 'type', 'exec.completed')::text)});
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_bad', 1));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 1 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_bad'")
+wait_for_events($node, 'sb_after_bad', 1)
   or die 'the event after the bad payloads did not land';
 pass('the event after two bad payloads still lands');
 is($node->safe_psql('postgres', q{
@@ -87,8 +82,7 @@ $node->reload;
 wait_listening($node, 'Runra Events');
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_old_channel', 1));
 $node->safe_psql('postgres', notify_events_sql('Runra Events', 'sb_new_channel', 2));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_new_channel'")
+wait_for_events($node, 'sb_new_channel', 2)
   or die 'the new channel is not listened to';
 is(event_count($node, 'sb_old_channel'), '0', 'after a reload only the new channel is listened to');
 
@@ -115,8 +109,7 @@ is(event_count($node, 'sb_queued'), '0', 'with a long flush time the events wait
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 $node->wait_for_log(qr/runra_obs notify stopping/, $log_offset);
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 5 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_queued'")
+wait_for_events($node, 'sb_queued', 5)
   or die 'queued events were lost at SIGTERM';
 pass('SIGTERM writes the queued events before the worker exits');
 $node->poll_query_until('postgres', qq{

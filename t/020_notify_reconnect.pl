@@ -27,8 +27,7 @@ like(status_row($node, 'last_error'), qr/terminating connection due to administr
 	'worker_status shows the last error');
 ok(status_row($node, 'last_error_at') ne '', 'and when it happened');
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_kill', 3));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 3 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_kill'")
+wait_for_events($node, 'sb_after_kill', 3)
   or die 'events after the reconnect did not land';
 pass('events sent after the reconnect land');
 
@@ -54,8 +53,7 @@ ok($attempts >= 3 && $attempts <= 8, "it retried with backoff, $attempts times i
 is(scalar @debug, $attempts - 1, 'each later attempt only at DEBUG1');
 like($outage_log, qr/not currently accepting connections/, 'with the reason');
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_outage', 2));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_outage'")
+wait_for_events($node, 'sb_after_outage', 2)
   or die 'events after the outage did not land';
 pass('events sent after the outage land');
 is($node->safe_psql('postgres',
@@ -66,8 +64,7 @@ is($node->safe_psql('postgres',
 $node->restart;
 wait_listening($node, 'runra_events');
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_restart', 4));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 4 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_restart'")
+wait_for_events($node, 'sb_after_restart', 4)
   or die 'events after the restart did not land';
 pass('events sent after a server restart land');
 
@@ -81,8 +78,7 @@ $node->poll_query_until('postgres', qq{
   or die 'no listener after the crash';
 wait_listening($node, 'runra_events');
 $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_crash', 2));
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_after_crash'")
+wait_for_events($node, 'sb_after_crash', 2)
   or die 'events after the crash did not land';
 pass('events sent after a crash and reset land');
 

@@ -10,7 +10,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(notify_node wait_listening listener_pid worker_pid
-  notify_events_sql event_count status_row);
+  notify_events_sql event_count wait_for_events status_row);
 
 # A started cluster with the extension created; extra lines go into
 # postgresql.conf.  Batches flush fast so tests do not wait.
@@ -76,6 +76,14 @@ sub event_count
 	my ($node, $sandbox) = @_;
 	return $node->safe_psql('postgres',
 		"SELECT count(*) FROM runra_obs.sandbox_events WHERE sandbox_id = '$sandbox'");
+}
+
+# Waits until $n events of $sandbox are stored; false if they never are.
+sub wait_for_events
+{
+	my ($node, $sandbox, $n) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = $n FROM runra_obs.sandbox_events WHERE sandbox_id = '$sandbox'");
 }
 
 # One column list of the notify worker's status row, joined by |.
