@@ -76,6 +76,50 @@ like($node->safe_psql('postgres', q{
 is(status_row($node, 'events_ingested, events_rejected'), '454|2',
 	'worker_status counts what the worker stored and rejected');
 
+# -- a write that fails for one payload (a trigger refuses it): the others
+# are still stored, and that one is kept in rejected_events with the error
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.sandbox_id = 'sb_poison' THEN
+			RAISE EXCEPTION 'sb_poison is not welcome';
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER refuse_poison BEFORE INSERT ON runra_obs.sandbox_events
+		FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+	SELECT pg_notify('runra_events', json_build_object('timestamp', now(),
+		'sandboxId', sb, 'type', 'exec.completed', 'data', json_build_object('n', n))::text)
+	FROM (VALUES (1, 'sb_good'), (2, 'sb_poison'), (3, 'sb_good')) AS v(n, sb);});
+wait_for_events($node, 'sb_good', 2) or die 'the good events next to a poisonous one did not land';
+$node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM runra_obs.rejected_events
+	WHERE source = 'notify' AND reason = 'could not be stored: sb_poison is not welcome'
+	  AND raw LIKE '%sb_poison%'})
+  or die 'the poisonous payload was not kept';
+pass('a payload that cannot be stored is kept in rejected_events, the others are stored');
+like(status_row($node, 'last_error'), qr/sb_poison is not welcome/, 'worker_status shows the error');
+$node->safe_psql('postgres', 'DROP TRIGGER refuse_poison ON runra_obs.sandbox_events');
+
+# -- a write that fails on a lock timeout is retried, not rejected
+$node->safe_psql('postgres', q{ALTER SYSTEM SET lock_timeout = '200ms'});
+$node->reload;
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE runra_obs.sandbox_events IN ACCESS EXCLUSIVE MODE');
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_waited', 2));
+$node->wait_for_log(qr/runra_obs notify could not write 2 notifications; retrying in 1000 ms/, $log_offset);
+$node->wait_for_log(qr/retrying in 2000 ms/, $log_offset);
+pass('a write blocked by a lock is retried with backoff');
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET lock_timeout});
+$node->reload;
+wait_for_events($node, 'sb_waited', 2) or die 'the events blocked by a lock did not land';
+is($node->safe_psql('postgres',
+	q{SELECT count(*) FROM runra_obs.rejected_events WHERE raw LIKE '%sb_waited%'}),
+	'0', 'once the lock is gone they are stored, none rejected');
+
 # -- the channel is matched exactly (quoted identifier), and changes on reload
 $node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_channel = 'Runra Events'});
 $node->reload;
@@ -106,7 +150,7 @@ $node->poll_query_until('postgres', q{
 	SELECT state LIKE '%5 events queued' FROM runra_obs.worker_status WHERE role = 'notify'})
   or die 'the worker did not queue the notifications';
 is(event_count($node, 'sb_queued'), '0', 'with a long flush time the events wait in the queue');
-my $log_offset = -s $node->logfile;
+$log_offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 $node->wait_for_log(qr/runra_obs notify stopping/, $log_offset);
 wait_for_events($node, 'sb_queued', 5)

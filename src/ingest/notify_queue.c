@@ -10,14 +10,17 @@
  *
  * A payload that is not JSON at all is kept in rejected_events with the
  * parser's reason; one whose events are bad is handled by the batch (bad
- * events rejected, good ones stored).  If the write itself fails (a lock
- * timeout, a full disk), each payload is retried in a transaction of its
- * own, so that one payload that cannot be stored does not hold back the
- * others; one that fails alone is kept in rejected_events with the error,
- * and if even that fails the queue waits and retries with backoff.
+ * events rejected, good ones stored).  If the write itself fails with an
+ * error that waiting may cure (a lock timeout, a deadlock, a full disk, an
+ * I/O error), the queue is kept and retried with backoff.  Any other error
+ * (a trigger that throws, say) may be one payload's fault: each payload is
+ * then written in a transaction of its own, so that one does not hold back
+ * the others, and one that fails alone is kept in rejected_events with the
+ * error; if even that fails, it waits in the queue with the rest.
  */
 #include "postgres.h"
 
+#include "utils/elog.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -168,15 +171,35 @@ write_payloads(void *arg)
 
 /* Writes payloads in one transaction; counts them once committed. */
 static bool
-write_in_transaction(List *payloads, const char *store_error, char **error)
+write_in_transaction(List *payloads, const char *store_error, char **error,
+					 int *sqlerrcode)
 {
 	QueueWrite	w = {payloads, store_error, 0, 0};
 
 	if (!runra_worker_run_transaction("writing notified events", write_payloads,
-									  &w, error))
+									  &w, error, sqlerrcode))
 		return false;
 	runra_worker_count_events(w.ingested, w.rejected);
 	return true;
+}
+
+/*
+ * Is this an error that waiting may cure, rather than something wrong with
+ * what was written?
+ */
+static bool
+error_may_pass(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:	/* deadlock, serialization */
+		case ERRCODE_INSUFFICIENT_RESOURCES:	/* disk full, out of memory */
+		case ERRCODE_OPERATOR_INTERVENTION: /* canceled, shutting down */
+		case ERRCODE_SYSTEM_ERROR:	/* I/O */
+			return true;
+		default:
+			return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	}
 }
 
 /*
@@ -194,10 +217,13 @@ write_one_by_one(List *payloads)
 	{
 		List	   *one = list_make1(lfirst(lc));
 		char	   *error;
+		int			sqlerrcode;
 
-		if (write_in_transaction(one, NULL, &error))
+		if (write_in_transaction(one, NULL, &error, &sqlerrcode))
 			continue;
-		if (write_in_transaction(one, psprintf("could not be stored: %s", error), &error))
+		if (!error_may_pass(sqlerrcode) &&
+			write_in_transaction(one, psprintf("could not be stored: %s", error),
+								 &error, NULL))
 			continue;
 		left = lappend(left, lfirst(lc));
 	}
@@ -239,6 +265,7 @@ notify_queue_flush(NotifyQueue *queue)
 {
 	MemoryContext old;
 	char	   *error;
+	int			sqlerrcode;
 	List	   *left = NIL;
 
 	if (queue->payloads == NIL)
@@ -246,10 +273,11 @@ notify_queue_flush(NotifyQueue *queue)
 	old = MemoryContextSwitchTo(queue->cxt);
 	runra_worker_set_state(psprintf("writing %lld notified events",
 									(long long) queue->events));
-	if (!write_in_transaction(queue->payloads, NULL, &error))
+	if (!write_in_transaction(queue->payloads, NULL, &error, &sqlerrcode))
 	{
 		runra_worker_report_error(error);
-		left = write_one_by_one(queue->payloads);
+		left = error_may_pass(sqlerrcode) ? queue->payloads
+			: write_one_by_one(queue->payloads);
 	}
 	MemoryContextSwitchTo(old);
 	settle_queue(queue, left);

@@ -235,7 +235,7 @@ runra_notify_worker_main(Datum arg)
 	if (!runra_worker_wait_for_extension())
 		proc_exit(1);
 	if (!runra_worker_run_transaction("looking up the superuser", look_up_superuser,
-									  NULL, &error))
+									  NULL, &error, NULL))
 		proc_exit(1);			/* the error is logged; restarted in 5 s */
 	notify_queue_init(&queue);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs notify loop",

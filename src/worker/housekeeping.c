@@ -89,7 +89,7 @@ housekeeping_run(void)
 	out.cxt = CurrentMemoryContext;
 	runra_worker_set_state("running maintenance");
 	if (!runra_worker_run_transaction("runra_obs.run_maintenance()",
-									  call_run_maintenance, &out, &error))
+									  call_run_maintenance, &out, &error, NULL))
 	{
 		summary = psprintf("failed: %s", error);
 		ereport(WARNING,

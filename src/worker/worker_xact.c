@@ -24,7 +24,7 @@
  * returns its message copied into the caller's memory context.
  */
 static char *
-recover_from_error(MemoryContext caller)
+recover_from_error(MemoryContext caller, int *sqlerrcode)
 {
 	ErrorData  *edata;
 	char	   *message;
@@ -37,6 +37,8 @@ recover_from_error(MemoryContext caller)
 	FlushErrorState();
 	RESUME_INTERRUPTS();
 	message = pstrdup(edata->message ? edata->message : "unknown error");
+	if (sqlerrcode)
+		*sqlerrcode = edata->sqlerrcode;
 	FreeErrorData(edata);
 	return message;
 }
@@ -45,11 +47,12 @@ recover_from_error(MemoryContext caller)
  * Runs work(arg) in a transaction of its own and commits it.  Returns true
  * when it committed; on an ERROR returns false with *error set to its
  * message (in the caller's memory context, which must not be a transaction
- * context).  Must be called outside any transaction.
+ * context) and *sqlerrcode, if given, to its SQLSTATE.  Must be called
+ * outside any transaction.
  */
 bool
 runra_worker_run_transaction(const char *activity, RunraTransactionWork work,
-							 void *arg, char **error)
+							 void *arg, char **error, int *sqlerrcode)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool committed = true;
@@ -68,7 +71,7 @@ runra_worker_run_transaction(const char *activity, RunraTransactionWork work,
 	}
 	PG_CATCH();
 	{
-		*error = recover_from_error(caller);
+		*error = recover_from_error(caller, sqlerrcode);
 		committed = false;
 	}
 	PG_END_TRY();

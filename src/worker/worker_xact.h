@@ -9,6 +9,6 @@ typedef void (*RunraTransactionWork) (void *arg);
 
 extern bool runra_worker_run_transaction(const char *activity,
 										 RunraTransactionWork work, void *arg,
-										 char **error);
+										 char **error, int *sqlerrcode);
 
 #endif
