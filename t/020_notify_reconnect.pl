@@ -8,6 +8,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
 use notify::NotifyTest;
 
 my $node = notify_node('notify_reconnect', 'restart_after_crash = on');
@@ -81,6 +82,39 @@ $node->safe_psql('postgres', notify_events_sql('runra_events', 'sb_after_crash',
 wait_for_events($node, 'sb_after_crash', 2)
   or die 'events after the crash did not land';
 pass('events sent after a crash and reset land');
+
+# -- a server that accepts connections and never answers: the listener
+# gives up after connect_timeout, and SIGTERM is answered while connecting
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+	Listen => 8, ReuseAddr => 1) or die "cannot listen on 127.0.0.1:$port: $!";
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET runra_obs.notify_conninfo = 'host=127.0.0.1 port=$port connect_timeout=1'");
+$node->reload;
+$node->wait_for_log(qr/lost its connection to the server\n.*DETAIL:  no answer from the server within connect_timeout/,
+	$log_offset);
+pass('a connection attempt that gets no answer is given up after connect_timeout');
+
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET runra_obs.notify_conninfo = 'host=127.0.0.1 port=$port connect_timeout=0'");
+$node->reload;
+$node->poll_query_until('postgres', q{
+	SELECT state = 'connecting' FROM runra_obs.worker_status WHERE role = 'notify'})
+  or die 'the worker is not connecting';
+my $pid = worker_pid($node);
+$log_offset = -s $node->logfile;
+my $t0 = time;
+kill 'TERM', $pid;
+$node->wait_for_log(qr/background worker "runra_obs notify" \(PID $pid\) exited with exit code 1/, $log_offset);
+ok(time - $t0 <= 3, 'SIGTERM stops the worker at once while it is connecting');
+like(slurp_file($node->logfile, $log_offset), qr/runra_obs notify stopping/, 'and it stopped cleanly');
+
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET runra_obs.notify_conninfo');
+$node->reload;
+$silent->close;
+wait_listening($node, 'runra_events');
+pass('back on the default connection after the conninfo is reset');
 
 $node->stop;
 done_testing();

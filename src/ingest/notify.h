@@ -26,6 +26,7 @@ typedef struct NotifyConnParams
 
 extern bool notify_conn_params(NotifyConnParams *params, const char *superuser,
 							   char **error);
+extern int	notify_conn_timeout_s(const NotifyConnParams *params);
 
 /* ---- notify_conn.c ---- */
 
@@ -48,6 +49,7 @@ typedef struct NotifyConn
 	uint64		generation;		/* bumped for each new connection */
 	char		channel[NAMEDATALEN];	/* what we LISTEN on */
 	TimestampTz retry_at;		/* when DISCONNECTED: next attempt */
+	TimestampTz give_up_at;		/* while connecting: connect_timeout, or 0 */
 	int			failures;		/* failed attempts since last listening */
 	TimestampTz down_since;		/* start of the current outage, or 0 */
 	bool		ever_listened;
@@ -57,6 +59,7 @@ typedef struct NotifyConn
 extern void notify_conn_start(NotifyConn *nc, const char *channel,
 							  const char *superuser);
 extern void notify_conn_advance(NotifyConn *nc, NotifyPayloadFn fn, void *arg);
+extern void notify_conn_check_timeout(NotifyConn *nc, TimestampTz now);
 extern void notify_conn_close(NotifyConn *nc);
 
 /* ---- notify_queue.c ---- */

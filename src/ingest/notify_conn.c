@@ -86,6 +86,7 @@ connection_failed(NotifyConn *nc, const char *reason)
 	nc->conn = NULL;
 	nc->state = NOTIFY_DISCONNECTED;
 	nc->wait_events = 0;
+	nc->give_up_at = 0;
 	nc->failures++;
 	nc->retry_at = TimestampTzPlusMilliseconds(now, retry_delay_ms(nc->failures));
 	runra_worker_report_error(message);
@@ -153,6 +154,24 @@ notify_conn_start(NotifyConn *nc, const char *channel, const char *superuser)
 	PQsetNoticeReceiver(nc->conn, keep_server_message, nc);
 	nc->state = NOTIFY_CONNECTING;
 	nc->wait_events = WL_SOCKET_WRITEABLE;	/* as PQconnectPoll's docs say */
+	nc->give_up_at = notify_conn_timeout_s(&params) > 0
+		? TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									  (int64) notify_conn_timeout_s(&params) * 1000)
+		: 0;
+}
+
+/*
+ * Gives up on a connection attempt (or a LISTEN) that took longer than
+ * connect_timeout: a server that accepts and never answers would otherwise
+ * keep the listener "connecting" forever.
+ */
+void
+notify_conn_check_timeout(NotifyConn *nc, TimestampTz now)
+{
+	if ((nc->state != NOTIFY_CONNECTING && nc->state != NOTIFY_LISTEN_SENT) ||
+		nc->give_up_at == 0 || now < nc->give_up_at)
+		return;
+	connection_failed(nc, "no answer from the server within connect_timeout");
 }
 
 /* Sends LISTEN "channel" once the connection is up. */

@@ -66,6 +66,7 @@ set_defaults(NotifyConnParams *params, const char *superuser)
 	set_param(params, "client_encoding", "UTF8");
 	/* a listening session is idle by design: do not let a timeout end it */
 	set_param(params, "options", "-c idle_session_timeout=0");
+	/* enforced by notify_conn.c: libpq does not time out PQconnectPoll */
 	set_param(params, "connect_timeout", "10");
 }
 
@@ -100,4 +101,19 @@ notify_conn_params(NotifyConnParams *params, const char *superuser, char **error
 	}
 	PQconninfoFree(options);
 	return true;
+}
+
+/*
+ * connect_timeout in seconds (0: wait forever), as libpq reads it.  The
+ * non-blocking connect does not enforce it, so notify_conn.c does.
+ */
+int
+notify_conn_timeout_s(const NotifyConnParams *params)
+{
+	for (int i = params->n - 1; i >= 0; i--)
+	{
+		if (strcmp(params->keywords[i], "connect_timeout") == 0)
+			return Max(atoi(params->values[i]), 0);
+	}
+	return 0;
 }

@@ -11,7 +11,8 @@
  *
  * One WaitEventSet holds the latch (SIGTERM, SIGHUP), postmaster death and,
  * when there is a connection, its socket; the timeout is the nearest of the
- * batch's flush time, the next reconnect attempt and the next maintenance.
+ * batch's flush time, the next reconnect attempt, the connect timeout and
+ * the next maintenance.
  * On SIGTERM it writes what it has queued, closes its connection and exits
  * with code 1, so the postmaster starts it again after 5 seconds (a worker
  * that keeps partitions ahead must not stay away because someone ran
@@ -180,6 +181,8 @@ wait_for_work(TimestampTz now, TimestampTz next_maintenance)
 	timeout = ms_until(now, notify_queue_deadline(&queue), timeout);
 	if (runra_notify_channel[0] != '\0' && conn.state == NOTIFY_DISCONNECTED)
 		timeout = ms_until(now, conn.retry_at, timeout);
+	if (conn.state == NOTIFY_CONNECTING || conn.state == NOTIFY_LISTEN_SENT)
+		timeout = ms_until(now, conn.give_up_at, timeout);
 	prepare_wait_set();
 	n = WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 	if (n == 1 && (events[0].events & WL_LATCH_SET) && wait_set_socket != PGINVALID_SOCKET)
@@ -258,6 +261,7 @@ runra_notify_worker_main(Datum arg)
 		if (socket_ready)
 			notify_conn_advance(&conn, queue_payload, NULL);
 		now = GetCurrentTimestamp();
+		notify_conn_check_timeout(&conn, now);
 		if (notify_queue_due(&queue, now))
 		{
 			notify_queue_flush(&queue);
