@@ -130,6 +130,21 @@ wait_for_events($node, 'sb_new_channel', 2)
   or die 'the new channel is not listened to';
 is(event_count($node, 'sb_old_channel'), '0', 'after a reload only the new channel is listened to');
 
+# -- another role for the connection: "user=..." alone overrides the default;
+# the role needs nothing but LOGIN (the worker writes, not the connection)
+$node->safe_psql('postgres', q{CREATE ROLE runra_listener LOGIN});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_conninfo = 'user=runra_listener'});
+$node->reload;
+$node->poll_query_until('postgres', q{
+	SELECT usename = 'runra_listener' FROM pg_stat_activity
+	WHERE application_name = 'runra_obs notify listener'})
+  or die 'the listener did not reconnect as runra_listener';
+wait_listening($node, 'Runra Events');
+$node->safe_psql('postgres', notify_events_sql('Runra Events', 'sb_other_role', 2));
+wait_for_events($node, 'sb_other_role', 2) or die 'events did not land with the other role';
+pass('the listener connects as a plain LOGIN role given in runra_obs.notify_conninfo');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET runra_obs.notify_conninfo});
+
 # -- an empty channel: no listener connection, housekeeping goes on
 $node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_channel = ''});
 $node->reload;
