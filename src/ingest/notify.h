@@ -80,6 +80,7 @@ typedef struct NotifyQueue
 	TimestampTz first_at;		/* arrival of the oldest queued payload */
 	int			write_failures; /* consecutive failed writes */
 	TimestampTz retry_at;		/* after a failed write: next attempt */
+	int			last_sqlerrcode;	/* why the last write failed */
 } NotifyQueue;
 
 extern void notify_queue_init(NotifyQueue *queue);

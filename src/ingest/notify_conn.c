@@ -98,7 +98,8 @@ connection_failed(NotifyConn *nc, const char *reason)
 	}
 	nc->down_since = now;
 	ereport(LOG,
-			(errmsg(nc->ever_listened
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg(nc->ever_listened
 					? "runra_obs notify lost its connection to the server"
 					: "runra_obs notify could not connect to the server"),
 			 errdetail_internal("%s", message),

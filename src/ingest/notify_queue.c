@@ -20,7 +20,6 @@
  */
 #include "postgres.h"
 
-#include "utils/elog.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -205,10 +204,11 @@ error_may_pass(int sqlerrcode)
 /*
  * After a failed batch: each payload on its own, and one that cannot be
  * stored is kept in rejected_events with the reason.  Returns the payloads
- * that could not be written either way.
+ * that could not be written either way, and in *sqlerrcode why the last
+ * write failed.
  */
 static List *
-write_one_by_one(List *payloads)
+write_one_by_one(List *payloads, int *sqlerrcode)
 {
 	List	   *left = NIL;
 	ListCell   *lc;
@@ -217,22 +217,24 @@ write_one_by_one(List *payloads)
 	{
 		List	   *one = list_make1(lfirst(lc));
 		char	   *error;
-		int			sqlerrcode;
 
-		if (write_in_transaction(one, NULL, &error, &sqlerrcode))
+		if (write_in_transaction(one, NULL, &error, sqlerrcode))
 			continue;
-		if (!error_may_pass(sqlerrcode) &&
+		if (!error_may_pass(*sqlerrcode) &&
 			write_in_transaction(one, psprintf("could not be stored: %s", error),
-								 &error, NULL))
+								 &error, sqlerrcode))
 			continue;
 		left = lappend(left, lfirst(lc));
 	}
 	return left;
 }
 
-/* Empties the queue, or keeps what is left for a retry with backoff. */
+/*
+ * Empties the queue, or keeps what is left for a retry with backoff
+ * (sqlerrcode: why the last write failed).
+ */
 static void
-settle_queue(NotifyQueue *queue, List *left)
+settle_queue(NotifyQueue *queue, List *left, int sqlerrcode)
 {
 	int			delay = WRITE_RETRY_FIRST_MS;
 	ListCell   *lc;
@@ -246,6 +248,7 @@ settle_queue(NotifyQueue *queue, List *left)
 		return;
 	}
 	queue->payloads = left;
+	queue->last_sqlerrcode = sqlerrcode;
 	queue->events = 0;
 	foreach(lc, left)
 		queue->events += ((NotifyPayload *) lfirst(lc))->events;
@@ -255,7 +258,8 @@ settle_queue(NotifyQueue *queue, List *left)
 	queue->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												  Min(delay, WRITE_RETRY_MAX_MS));
 	ereport(LOG,
-			(errmsg("runra_obs notify could not write %d notifications; retrying in %d ms",
+			(errcode(sqlerrcode),
+			 errmsg("runra_obs notify could not write %d notifications; retrying in %d ms",
 					list_length(left), Min(delay, WRITE_RETRY_MAX_MS))));
 }
 
@@ -277,8 +281,8 @@ notify_queue_flush(NotifyQueue *queue)
 	{
 		runra_worker_report_error(error);
 		left = error_may_pass(sqlerrcode) ? queue->payloads
-			: write_one_by_one(queue->payloads);
+			: write_one_by_one(queue->payloads, &sqlerrcode);
 	}
 	MemoryContextSwitchTo(old);
-	settle_queue(queue, left);
+	settle_queue(queue, left, sqlerrcode);
 }

@@ -221,7 +221,9 @@ shut_down(void)
 	lost = list_length(queue.payloads);
 	if (lost > 0)
 		ereport(WARNING,
-				(errmsg("runra_obs notify exits with %d notifications it could not write", lost)));
+				(errcode(queue.last_sqlerrcode),
+				 errmsg("runra_obs notify exits with %d notifications it could not write", lost),
+				 errdetail("Their payloads are lost; the log above says why they could not be written.")));
 }
 
 /* Entry point of the worker (registered in workers.c). */

@@ -48,7 +48,9 @@ note_action(MaintenanceOutcome *out, const char *action, const char *object,
 												  psprintf("%s: %s", object, detail));
 	}
 	ereport(strcmp(action, "skipped") == 0 ? WARNING : LOG,
-			(errmsg("runra_obs maintenance %s %s", action, object),
+			(errcode(strcmp(action, "skipped") == 0
+					 ? ERRCODE_LOCK_NOT_AVAILABLE : ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("runra_obs maintenance %s %s", action, object),
 			 errdetail_internal("%s", detail)));
 }
 
@@ -84,16 +86,18 @@ housekeeping_run(void)
 {
 	MaintenanceOutcome out = {0};
 	char	   *error;
+	int			sqlerrcode;
 	char	   *summary;
 
 	out.cxt = CurrentMemoryContext;
 	runra_worker_set_state("running maintenance");
 	if (!runra_worker_run_transaction("runra_obs.run_maintenance()",
-									  call_run_maintenance, &out, &error, NULL))
+									  call_run_maintenance, &out, &error, &sqlerrcode))
 	{
 		summary = psprintf("failed: %s", error);
 		ereport(WARNING,
-				(errmsg("runra_obs maintenance failed: %s", error),
+				(errcode(sqlerrcode),
+				 errmsg("runra_obs maintenance failed: %s", error),
 				 errhint("It is tried again in %d seconds (runra_obs.maintenance_interval).",
 						 runra_maintenance_interval_s)));
 		runra_worker_report_maintenance(summary, true);
