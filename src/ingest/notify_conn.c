@@ -69,6 +69,18 @@ libpq_error(PGconn *conn)
 	return message;
 }
 
+/* Closes the libpq connection, if any, and forgets what it waited for. */
+static void
+drop_connection(NotifyConn *nc)
+{
+	if (nc->conn)
+		PQfinish(nc->conn);
+	nc->conn = NULL;
+	nc->state = NOTIFY_DISCONNECTED;
+	nc->wait_events = 0;
+	nc->give_up_at = 0;
+}
+
 /*
  * Closes a failed connection and schedules the next attempt.  The first
  * failure of an outage is logged; later ones only at DEBUG1.
@@ -81,12 +93,7 @@ connection_failed(NotifyConn *nc, const char *reason)
 		: pstrdup(reason);
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (nc->conn)
-		PQfinish(nc->conn);
-	nc->conn = NULL;
-	nc->state = NOTIFY_DISCONNECTED;
-	nc->wait_events = 0;
-	nc->give_up_at = 0;
+	drop_connection(nc);
 	nc->failures++;
 	nc->retry_at = TimestampTzPlusMilliseconds(now, retry_delay_ms(nc->failures));
 	runra_worker_report_error(message);
@@ -292,11 +299,7 @@ notify_conn_advance(NotifyConn *nc, NotifyPayloadFn fn, void *arg)
 void
 notify_conn_close(NotifyConn *nc)
 {
-	if (nc->conn)
-		PQfinish(nc->conn);
-	nc->conn = NULL;
-	nc->state = NOTIFY_DISCONNECTED;
-	nc->wait_events = 0;
+	drop_connection(nc);
 	nc->retry_at = 0;
 	nc->failures = 0;
 	nc->down_since = 0;
