@@ -283,7 +283,7 @@ COMMENT ON FUNCTION runra_obs.worker_status() IS 'The runra_obs background worke
 COMMENT ON VIEW runra_obs.worker_status IS
     'Each runra_obs background worker: pid, role, state, counters, last error, last maintenance';
 COMMENT ON COLUMN runra_obs.worker_status.pid IS 'Process id of the worker (pg_stat_activity.pid)';
-COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does: http, notify (which also does the housekeeping), forward';
+COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does, such as notify (the NOTIFY listener, which also does the housekeeping)';
 COMMENT ON COLUMN runra_obs.worker_status.state IS 'What it is doing now, such as listening on "runra_events" or waiting to reconnect';
 COMMENT ON COLUMN runra_obs.worker_status.started_at IS 'When this process started';
 COMMENT ON COLUMN runra_obs.worker_status.events_ingested IS 'Events this process stored (counted after commit)';
