@@ -24,7 +24,8 @@ SQL_PARTS      = $(sort $(wildcard extension/parts/*.sql))
 DATA_built     = $(EXT_SCRIPT)
 DATA           = $(filter-out $(EXT_SCRIPT),$(wildcard extension/$(EXTENSION)--*--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib) \
+              -idirafter $(shell $(PG_CONFIG) --includedir)
 PG_CFLAGS   = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 SHLIB_LINK  = $(shell pkg-config --libs libmicrohttpd libcurl libcjson zlib) -L$(shell $(PG_CONFIG) --libdir) -lpq
 

@@ -161,6 +161,21 @@ define_http_gucs(void)
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
+/*
+ * A channel is an identifier: longer ones could never be notified
+ * (pg_notify refuses them), so say so when the setting is made.
+ */
+static bool
+check_notify_channel(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("A channel name is at most %d bytes long.", NAMEDATALEN - 1);
+		return false;
+	}
+	return true;
+}
+
 /* Settings of the NOTIFY listener. */
 static void
 define_notify_gucs(void)
@@ -174,7 +189,7 @@ define_notify_gucs(void)
 							   "Channel the NOTIFY listener listens on (empty disables it).",
 							   NULL,
 							   &runra_notify_channel, "runra_events",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_SIGHUP, 0, check_notify_channel, NULL, NULL);
 	DefineCustomIntVariable("runra_obs.notify_batch_size",
 							"A batch of notified events is written when it reaches this many events.",
 							NULL,

@@ -2,9 +2,9 @@
  * workers.c — which background workers runra_obs starts.
  *
  * One function per subsystem, called from _PG_init while
- * shared_preload_libraries is being processed.  The settings decide how
- * many of each run (runra_obs.http_workers, runra_obs.notify_channel,
- * runra_obs.forward_enabled).
+ * shared_preload_libraries is being processed.  The notify worker always
+ * runs (it also does the housekeeping); runra_obs.http_workers and
+ * runra_obs.forward_enabled decide about the others.
  */
 #include "postgres.h"
 
@@ -16,7 +16,8 @@
 void
 runra_register_subsystem_workers(void)
 {
-	/* subsystems add their registration calls here */
+	/* NOTIFY ingest and housekeeping: one, always (it keeps partitions ahead) */
+	runra_register_worker("notify", "runra_notify_worker_main", (Datum) 0, true);
 
 	/* forwarding: one worker delivers the outbox of runra_obs.database */
 	if (runra_forward_enabled)

@@ -123,19 +123,28 @@ COMMENT ON FUNCTION runra_obs.setting_interval(text) IS
 -- ---------------------------------------------------------------------------
 -- Partitions: one per UTC day, from now() - retention to now() + premake.
 -- ---------------------------------------------------------------------------
+-- The bounds come from the catalog alone: no lock is taken on any partition,
+-- so maintenance is never held up by a partition someone has locked.
+CREATE FUNCTION runra_obs._partition_bounds(
+    OUT partition regclass, OUT lower timestamptz, OUT upper timestamptz)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass, m[1]::timestamptz, m[2]::timestamptz
+    FROM pg_inherits AS i
+    JOIN pg_class AS c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                    'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS m
+    WHERE i.inhparent = 'runra_obs.sandbox_events'::regclass
+$$;
+REVOKE ALL ON FUNCTION runra_obs._partition_bounds() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs._partition_bounds() TO runra_obs_reader;
+
 CREATE VIEW runra_obs.partitions AS
-SELECT c.oid::regclass AS partition,
-       bounds.lower,
-       bounds.upper,
-       pg_total_relation_size(c.oid) AS total_bytes
-FROM pg_inherits AS i
-JOIN pg_class AS c ON c.oid = i.inhrelid
-CROSS JOIN LATERAL (
-    SELECT m[1]::timestamptz AS lower, m[2]::timestamptz AS upper
-    FROM regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                      'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS m
-) AS bounds
-WHERE i.inhparent = 'runra_obs.sandbox_events'::regclass;
+SELECT b.partition, b.lower, b.upper,
+       pg_total_relation_size(b.partition) AS total_bytes
+FROM runra_obs._partition_bounds() AS b;
 COMMENT ON VIEW runra_obs.partitions IS
     'The day partitions of runra_obs.sandbox_events with their bounds and size';
 GRANT SELECT ON runra_obs.partitions TO runra_obs_reader;
@@ -193,7 +202,7 @@ BEGIN
         SELECT d FROM generate_series(date_trunc('day', oldest, 'UTC'),
                                       date_trunc('day', newest, 'UTC'),
                                       interval '1 day') AS d
-        WHERE NOT EXISTS (SELECT FROM runra_obs.partitions AS p
+        WHERE NOT EXISTS (SELECT FROM runra_obs._partition_bounds() AS p
                           WHERE d >= p.lower AND d < p.upper)
     LOOP
         BEGIN
@@ -209,9 +218,10 @@ BEGIN
     END LOOP;
 
     FOR part IN
-        SELECT p.partition, p.upper FROM runra_obs.partitions AS p
+        SELECT p.partition, p.upper FROM runra_obs._partition_bounds() AS p
         WHERE p.upper <= oldest ORDER BY p.lower
     LOOP
+        object := part.partition::text;   -- before the DROP: after, only an OID is left
         IF parent_busy THEN
             -- every attempt queues an exclusive lock request that stalls
             -- writers while it waits: after one timeout, try no more
@@ -228,7 +238,6 @@ BEGIN
                 parent_busy := true;
             END;
         END IF;
-        object := part.partition::text;
         RETURN NEXT;
     END LOOP;
 
@@ -281,7 +290,8 @@ GRANT EXECUTE ON FUNCTION runra_obs.ingest(jsonb), runra_obs.ingest_jsonl(text) 
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION runra_obs.worker_status(
     OUT pid integer, OUT role text, OUT state text, OUT started_at timestamptz,
-    OUT events_ingested bigint, OUT events_rejected bigint, OUT last_error text,
+    OUT events_ingested bigint, OUT events_rejected bigint,
+    OUT last_error text, OUT last_error_at timestamptz,
     OUT last_maintenance_at timestamptz, OUT last_maintenance text)
 RETURNS SETOF record
 LANGUAGE c VOLATILE
@@ -293,4 +303,14 @@ COMMENT ON VIEW runra_obs.worker_status IS
     'Each runra_obs background worker: pid, role, state, counters, last error, last maintenance';
 REVOKE ALL ON FUNCTION runra_obs.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs.worker_status() TO runra_obs_reader;
+COMMENT ON COLUMN runra_obs.worker_status.pid IS 'Process id of the worker (pg_stat_activity.pid)';
+COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does, such as notify (the NOTIFY listener, which also does the housekeeping)';
+COMMENT ON COLUMN runra_obs.worker_status.state IS 'What it is doing now, such as listening on "runra_events" or waiting to reconnect';
+COMMENT ON COLUMN runra_obs.worker_status.started_at IS 'When this process started';
+COMMENT ON COLUMN runra_obs.worker_status.events_ingested IS 'Events this process stored (counted after commit)';
+COMMENT ON COLUMN runra_obs.worker_status.events_rejected IS 'Events this process kept in rejected_events (counted after commit)';
+COMMENT ON COLUMN runra_obs.worker_status.last_error IS 'The latest error it met (a lost connection, a failed write or maintenance); NULL if none';
+COMMENT ON COLUMN runra_obs.worker_status.last_error_at IS 'When last_error happened';
+COMMENT ON COLUMN runra_obs.worker_status.last_maintenance_at IS 'When the housekeeping worker last ran runra_obs.run_maintenance()';
+COMMENT ON COLUMN runra_obs.worker_status.last_maintenance IS 'What that run did (created, dropped, skipped partitions; expired rejected events) or why it failed';
 GRANT SELECT ON runra_obs.worker_status TO runra_obs_reader;

@@ -260,6 +260,21 @@ event_batch_reject(EventBatch *batch, int position, const char *reason,
 	batch->n_rejected++;
 }
 
+/*
+ * Keeps a whole body that could not be taken apart into events (it is not
+ * JSON at all, or could not be stored) in rejected_events at position 0,
+ * with the reason.  Used by callers that have nobody to answer to, such as
+ * the NOTIFY listener, where an error message would reach no one.
+ */
+void
+event_batch_reject_body(EventBatch *batch, const char *reason, char *body, int len)
+{
+	int			replaced;
+
+	body = json_sanitize(body, &len, &replaced);
+	event_batch_reject(batch, 0, reason, body, len);
+}
+
 /* ---- writing with COPY ---- */
 
 static const char *copy_source;

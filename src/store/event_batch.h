@@ -47,6 +47,8 @@ typedef struct EventBodyResult
 extern EventBatch *event_batch_begin(const char *source);
 extern void event_batch_add(EventBatch *batch, char *body, int len,
 							EventBodyFormat format, EventBodyResult *result);
+extern void event_batch_reject_body(EventBatch *batch, const char *reason,
+									char *body, int len);
 extern void event_batch_write(EventBatch *batch);
 extern void event_batch_finish(EventBatch *batch);
 extern int64 event_batch_pending(EventBatch *batch);

@@ -285,8 +285,8 @@ static void
 emit_slot_row(Tuplestorestate *store, TupleDesc desc, RunraWorkerSlot *shared)
 {
 	RunraWorkerSlot copy;
-	Datum		values[9];
-	bool		nulls[9] = {0};
+	Datum		values[10];
+	bool		nulls[10] = {0};
 
 	SpinLockAcquire(&shared->mutex);
 	memcpy(&copy, shared, sizeof(copy));
@@ -300,8 +300,9 @@ emit_slot_row(Tuplestorestate *store, TupleDesc desc, RunraWorkerSlot *shared)
 	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->events_ingested));
 	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->events_rejected));
 	values[6] = text_or_null(copy.last_error, &nulls[6]);
-	values[7] = timestamp_or_null(copy.last_maintenance_at, &nulls[7]);
-	values[8] = text_or_null(copy.last_maintenance, &nulls[8]);
+	values[7] = timestamp_or_null(copy.last_error_at, &nulls[7]);
+	values[8] = timestamp_or_null(copy.last_maintenance_at, &nulls[8]);
+	values[9] = text_or_null(copy.last_maintenance, &nulls[9]);
 	tuplestore_putvalues(store, desc, values, nulls);
 }
 

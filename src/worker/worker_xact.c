@@ -1,0 +1,82 @@
+/*
+ * worker_xact.c — one short transaction, with its errors caught.
+ *
+ * A background worker that hits an ERROR outside a transaction-catching
+ * block exits and is restarted five seconds later, losing whatever it held
+ * in memory (queued notifications, for one).  Housekeeping and the NOTIFY
+ * writer instead run each unit of work through here: the work gets a
+ * transaction with an active snapshot, and an ERROR is logged as usual,
+ * rolled back, and handed back to the caller as text so it can be shown in
+ * runra_obs.worker_status and retried.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "worker/worker_xact.h"
+
+/*
+ * Cleans up after an ERROR thrown by the work: logs it, rolls back, and
+ * returns its message copied into the caller's memory context.
+ */
+static char *
+recover_from_error(MemoryContext caller, int *sqlerrcode)
+{
+	ErrorData  *edata;
+	char	   *message;
+
+	MemoryContextSwitchTo(caller);
+	edata = CopyErrorData();
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortCurrentTransaction();
+	FlushErrorState();
+	RESUME_INTERRUPTS();
+	message = pstrdup(edata->message ? edata->message : "unknown error");
+	if (sqlerrcode)
+		*sqlerrcode = edata->sqlerrcode;
+	FreeErrorData(edata);
+	return message;
+}
+
+/*
+ * Runs work(arg) in a transaction of its own and commits it.  Returns true
+ * when it committed; on an ERROR returns false with *error set to its
+ * message (in the caller's memory context, which must not be a transaction
+ * context) and *sqlerrcode, if given, to its SQLSTATE.  Must be called
+ * outside any transaction.
+ */
+bool
+runra_worker_run_transaction(const char *activity, RunraTransactionWork work,
+							 void *arg, char **error, int *sqlerrcode)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool committed = true;
+
+	Assert(!IsTransactionState());
+	*error = NULL;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		work(arg);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		*error = recover_from_error(caller, sqlerrcode);
+		committed = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return committed;
+}
