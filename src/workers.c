@@ -10,6 +10,7 @@
 
 #include "guc.h"
 #include "runra_obs.h"
+#include "ingest/http.h"
 #include "worker/worker_common.h"
 
 /* Registers every worker the settings ask for. */
@@ -17,4 +18,5 @@ void
 runra_register_subsystem_workers(void)
 {
 	/* subsystems add their registration calls here */
+	http_register_workers();
 }
