@@ -35,6 +35,7 @@ typedef enum HttpRoute
 /* Where a request is in its life. */
 typedef enum HttpPhase
 {
+	PHASE_HEADERS,				/* only the headers have been seen */
 	PHASE_AUTH_WAIT,			/* suspended until the token cache is reloaded */
 	PHASE_BODY,					/* reading the body */
 	PHASE_QUEUED,				/* suspended, waiting for the main loop */

@@ -308,6 +308,8 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	switch (req->phase)
 	{
+		case PHASE_HEADERS:
+			return MHD_YES;		/* not expected: a first call always moves on */
 		case PHASE_AUTH_WAIT:
 			/* resumed after the token cache was reloaded: check again */
 			return on_headers(req, url, method);
