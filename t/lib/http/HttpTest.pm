@@ -14,7 +14,8 @@ use POSIX qw(strftime);
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_http_node create_token event event_json post_events
-  http_request gzip_text worker_pids wait_for_workers wait_for_http);
+  http_request gzip_text worker_pids wait_for_workers wait_for_http
+  start_children wait_children);
 
 # A node with shared_preload_libraries, the extension, and N HTTP workers
 # listening on a free port of 127.0.0.1.  Extra settings as a string.
@@ -132,6 +133,39 @@ sub post_events
 	%headers = (%headers, %{ $opt{headers} // {} });
 	return http_request($port, 'POST', '/v1/events', headers => \%headers,
 		body => $body, timeout => $opt{timeout});
+}
+
+
+# Forks n children running code($i); a child's exit status is code's
+# return value.  Children leave with POSIX::_exit, so the test's END blocks
+# (which stop the nodes) run only in the parent.
+sub start_children
+{
+	my ($n, $code) = @_;
+	my @pids;
+	for my $i (1 .. $n)
+	{
+		my $pid = fork() // die "fork: $!";
+		if ($pid == 0)
+		{
+			my $rc = eval { $code->($i) } // 99;
+			POSIX::_exit($rc);
+		}
+		push @pids, $pid;
+	}
+	return @pids;
+}
+
+# Waits for the children; returns how many exited with status 0.
+sub wait_children
+{
+	my $ok = 0;
+	for my $pid (@_)
+	{
+		waitpid($pid, 0);
+		$ok++ if $? == 0;
+	}
+	return $ok;
 }
 
 1;
