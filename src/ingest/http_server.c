@@ -99,13 +99,13 @@ start_daemon(const struct sockaddr *addr, const char *host)
 	log_buffer[0] = '\0';
 	d = MHD_start_daemon(flags, (uint16_t) runra_http_port, NULL, NULL,
 						 http_access_handler, (void *) (intptr_t) n_daemons,
+						 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,	/* must come first */
 						 MHD_OPTION_SOCK_ADDR, addr,
 						 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
 						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) runra_http_max_connections,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) runra_http_connection_timeout_s,
 						 MHD_OPTION_NOTIFY_COMPLETED, http_request_completed, NULL,
 						 MHD_OPTION_NOTIFY_CONNECTION, mhd_notify_connection, NULL,
-						 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 						 MHD_OPTION_END);
 	if (d == NULL)
 	{

@@ -84,7 +84,11 @@ reload_if_asked(void)
 	http_tokens_reload();
 }
 
-/* One turn of the loop: run libmicrohttpd, then write what completed. */
+/*
+ * One turn of the loop: run libmicrohttpd, write what completed, send the
+ * answers; while that happened more requests may have completed, and they
+ * are the next group.
+ */
 static void
 serve_once(WaitEventSet *set, MemoryContext loop_context)
 {
@@ -95,8 +99,12 @@ serve_once(WaitEventSet *set, MemoryContext loop_context)
 	MemoryContextReset(loop_context);
 	old = MemoryContextSwitchTo(loop_context);
 	http_server_run();
-	if (http_pending_count() > 0)
+	/* answers go out at once, and what arrived meanwhile is the next group */
+	while (http_pending_count() > 0)
+	{
 		http_process_pending();
+		http_server_run();
+	}
 	MemoryContextSwitchTo(old);
 }
 
