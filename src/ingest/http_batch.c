@@ -282,7 +282,10 @@ prepare_item(GroupItem *item, HttpRequest *req)
 	return true;
 }
 
-/* Writes events requests in groups of at most GROUP_BYTES of body. */
+/*
+ * Writes events requests in groups of at most GROUP_BYTES of body and
+ * runra_obs.http_max_batch_requests requests.
+ */
 static void
 write_events(HttpRequest **reqs, int n)
 {
@@ -297,7 +300,8 @@ write_events(HttpRequest **reqs, int n)
 	for (int i = 0; i < n_items; i++)
 	{
 		bytes += items[i].len;
-		if (bytes >= GROUP_BYTES || i == n_items - 1)
+		if (bytes >= GROUP_BYTES || i == n_items - 1 ||
+			i - first + 1 >= runra_http_max_batch_requests)
 		{
 			write_group(&items[first], i - first + 1);
 			first = i + 1;
