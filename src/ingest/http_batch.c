@@ -37,6 +37,8 @@ typedef struct GroupItem
 	HttpRequest *req;
 	char	   *body;			/* decoded, writable, NUL-terminated */
 	int			len;
+	uint8		hash[HTTP_TOKEN_HASH_LEN];	/* of the body as sent, for Idempotency-Key */
+	bool		hashed;
 	unsigned int status;		/* the answer, once decided */
 	StringInfoData answer;
 	bool		replayed;
@@ -86,14 +88,19 @@ add_body(EventBatch *batch, GroupItem *item, MemoryContext answer_context)
 static bool
 claim_key(GroupItem *item, MemoryContext answer_context)
 {
-	uint8		hash[HTTP_TOKEN_HASH_LEN];
 	int			status;
 	char	   *response;
 	IdempotencyOutcome outcome;
 	MemoryContext xact;
 
-	http_request_hash(item->req, item->body, item->len, hash);
-	outcome = http_idempotency_claim(item->req, hash, &status, &response);
+	/*
+	 * Hash once, before event_batch_add repairs the text in place: a group
+	 * retried request by request must see the body as the client sent it.
+	 */
+	if (!item->hashed)
+		http_request_hash(item->req, item->body, item->len, item->hash);
+	item->hashed = true;
+	outcome = http_idempotency_claim(item->req, item->hash, &status, &response);
 	if (outcome == IDEMPOTENCY_NEW)
 		return true;
 	xact = MemoryContextSwitchTo(answer_context);
