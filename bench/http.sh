@@ -116,7 +116,7 @@ rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 check() { [ "$(stored)" = "$1" ] || { echo "expected $1 events stored, found $(stored)" >&2; exit 1; }; }
 rss() { for p in $(psql -qAt -c "SELECT pid FROM runra_obs.worker_status WHERE role = 'http' ORDER BY pid"); do
-          printf '%s:%s ' "$p" "$(awk '/^VmRSS/ { print $2 " kB" }' /proc/$p/status)"; done; }
+          printf 'pid %s %s; ' "$p" "$(awk '/^VmRSS/ { r = $2 } /^RssAnon/ { a = $2 } END { printf "RSS %d kB (private %d kB)", r, a }' /proc/$p/status)"; done; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "events: $events (1000 distinct, $(wc -c < "$run/batch.json") bytes per 1000 as JSON)"

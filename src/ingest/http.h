@@ -153,6 +153,9 @@ extern void http_xact_commit(void);
 extern ErrorData *http_xact_abort(void);
 extern bool http_xact_run(void (*work) (void), const char *what);
 extern void http_xact_apply_settings(void);
+extern struct _SPI_plan *http_kept_plan(struct _SPI_plan **plan, const char *sql,
+									   int nargs, Oid *argtypes);
+extern Datum http_hash_datum(const uint8 *hash);
 
 /* http_worker.c */
 extern void http_register_workers(void);

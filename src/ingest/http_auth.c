@@ -91,22 +91,6 @@ http_token_lookup(const uint8 *hash)
 	return found ? found->name : NULL;
 }
 
-/* Prepares a statement once per worker and keeps it. */
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
 /* Replaces the cached hashes with the table's (inside a transaction). */
 static void
 load_tokens(void)
@@ -115,7 +99,7 @@ load_tokens(void)
 	int			n;
 
 	SPI_connect();
-	if (SPI_execute_plan(keep_plan(&select_all_plan,
+	if (SPI_execute_plan(http_kept_plan(&select_all_plan,
 								   "SELECT token_hash, name FROM runra_obs.ingest_tokens",
 								   0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read runra_obs.ingest_tokens");
@@ -159,14 +143,11 @@ token_exists(const uint8 *hash, char *client)
 {
 	Oid			argtypes[1] = {BYTEAOID};
 	Datum		args[1];
-	bytea	   *value = palloc(VARHDRSZ + HTTP_TOKEN_HASH_LEN);
 	bool		exists;
 
-	SET_VARSIZE(value, VARHDRSZ + HTTP_TOKEN_HASH_LEN);
-	memcpy(VARDATA(value), hash, HTTP_TOKEN_HASH_LEN);
-	args[0] = PointerGetDatum(value);
+	args[0] = http_hash_datum(hash);
 	SPI_connect();
-	if (SPI_execute_plan(keep_plan(&select_one_plan,
+	if (SPI_execute_plan(http_kept_plan(&select_one_plan,
 								   "SELECT name FROM runra_obs.ingest_tokens WHERE token_hash = $1",
 								   1, argtypes), args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read runra_obs.ingest_tokens");

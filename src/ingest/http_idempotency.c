@@ -42,42 +42,16 @@ http_request_hash(HttpRequest *req, const char *body, size_t len, uint8 *hash)
 	pg_cryptohash_free(ctx);
 }
 
-/* Prepares a statement once per worker. */
-static SPIPlanPtr
-prepared(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
 /* Runs a prepared statement with (client, key, ...) arguments. */
 static int
 run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes, Datum *args, bool read_only)
 {
-	int			rc = SPI_execute_plan(prepared(plan, sql, nargs, argtypes), args, NULL,
+	int			rc = SPI_execute_plan(http_kept_plan(plan, sql, nargs, argtypes), args, NULL,
 									  read_only, 0);
 
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 	return rc;
-}
-
-static Datum
-hash_datum(const uint8 *hash)
-{
-	bytea	   *value = palloc(VARHDRSZ + HTTP_TOKEN_HASH_LEN);
-
-	SET_VARSIZE(value, VARHDRSZ + HTTP_TOKEN_HASH_LEN);
-	memcpy(VARDATA(value), hash, HTTP_TOKEN_HASH_LEN);
-	return PointerGetDatum(value);
 }
 
 /*
@@ -95,7 +69,7 @@ http_idempotency_claim(HttpRequest *req, const uint8 *hash, int *status, char **
 
 	args[0] = CStringGetTextDatum(req->client);
 	args[1] = CStringGetTextDatum(req->idempotency_key);
-	args[2] = hash_datum(hash);
+	args[2] = http_hash_datum(hash);
 	args[3] = Int32GetDatum(runra_idempotency_window_s);
 	SPI_connect();
 	run(&claim_plan,

@@ -5,12 +5,14 @@
  * loop does per statement is done here: the statement start time, a
  * snapshot, the statement_timeout timer (lock_timeout works by itself once
  * set), and, on error, the error copied out, the transaction aborted
- * cleanly and the worker left ready for the next one.  Nothing here ever
- * runs inside a libmicrohttpd callback.
+ * cleanly and the worker left ready for the next one; and the prepared
+ * statements its transactions run.  Nothing here ever runs inside a
+ * libmicrohttpd callback.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -103,4 +105,31 @@ http_xact_run(void (*work) (void), const char *what)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+/* Prepares a statement on first use and keeps it for the worker's life. */
+SPIPlanPtr
+http_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/* A SHA-256 hash as a bytea Datum, for statement arguments. */
+Datum
+http_hash_datum(const uint8 *hash)
+{
+	bytea	   *value = palloc(VARHDRSZ + HTTP_TOKEN_HASH_LEN);
+
+	SET_VARSIZE(value, VARHDRSZ + HTTP_TOKEN_HASH_LEN);
+	memcpy(VARDATA(value), hash, HTTP_TOKEN_HASH_LEN);
+	return PointerGetDatum(value);
 }
