@@ -36,6 +36,7 @@ static ResourceOwner hash_owner = NULL;
 static SPIPlanPtr select_all_plan = NULL;
 static SPIPlanPtr select_one_plan = NULL;
 
+/* Orders cached tokens by hash, for qsort and bsearch. */
 static int
 compare_tokens(const void *a, const void *b)
 {

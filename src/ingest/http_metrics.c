@@ -49,6 +49,7 @@ static int	my_worker = 0;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 
+/* Asks for room for the counters (shmem_request_hook). */
 static void
 metrics_shmem_request(void)
 {
@@ -57,6 +58,7 @@ metrics_shmem_request(void)
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HttpMetrics)));
 }
 
+/* Creates or attaches to the counters (shmem_startup_hook). */
 static void
 metrics_shmem_startup(void)
 {
@@ -94,6 +96,7 @@ http_metrics_worker_start(int worker_index)
 	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
 }
 
+/* One answer sent, by status. */
 void
 http_metrics_count_status(unsigned int status)
 {
@@ -104,12 +107,14 @@ http_metrics_count_status(unsigned int status)
 	pg_atomic_fetch_add_u64(&metrics->requests[i], 1);
 }
 
+/* Body bytes received, as sent. */
 void
 http_metrics_count_bytes(size_t bytes)
 {
 	pg_atomic_fetch_add_u64(&metrics->body_bytes, bytes);
 }
 
+/* A connection opened (+1) or closed (-1) in this worker. */
 void
 http_metrics_count_connection(int delta)
 {
@@ -136,12 +141,6 @@ http_metrics_count_batch(int requests, int64 ingested, int64 rejected, Timestamp
 	pg_atomic_fetch_add_u64(&metrics->events_rejected, rejected);
 }
 
-static uint64
-read_counter(pg_atomic_uint64 *c)
-{
-	return pg_atomic_read_u64(c);
-}
-
 /* Writes one metric with its HELP and TYPE lines. */
 static void
 render_counter(StringInfo out, const char *name, const char *type, const char *help, uint64 value)
@@ -150,6 +149,7 @@ render_counter(StringInfo out, const char *name, const char *type, const char *h
 					 name, help, name, type, name, value);
 }
 
+/* runra_obs_http_requests_total, one line per status. */
 static void
 render_requests(StringInfo out)
 {
@@ -162,10 +162,11 @@ render_requests(StringInfo out)
 			appendStringInfo(out, "runra_obs_http_requests_total{code=\"%u\"} ", tracked_status[i]);
 		else
 			appendStringInfoString(out, "runra_obs_http_requests_total{code=\"other\"} ");
-		appendStringInfo(out, UINT64_FORMAT "\n", read_counter(&metrics->requests[i]));
+		appendStringInfo(out, UINT64_FORMAT "\n", pg_atomic_read_u64(&metrics->requests[i]));
 	}
 }
 
+/* runra_obs_http_batch_commit_seconds: cumulative buckets, sum and count. */
 static void
 render_commit_histogram(StringInfo out)
 {
@@ -176,7 +177,7 @@ render_commit_histogram(StringInfo out)
 						   "# TYPE runra_obs_http_batch_commit_seconds histogram\n");
 	for (int b = 0; b <= (int) N_BUCKETS; b++)
 	{
-		cumulative += read_counter(&metrics->commit_le[b]);
+		cumulative += pg_atomic_read_u64(&metrics->commit_le[b]);
 		if (b < (int) N_BUCKETS)
 			appendStringInfo(out, "runra_obs_http_batch_commit_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
 							 commit_buckets[b], cumulative);
@@ -185,9 +186,9 @@ render_commit_histogram(StringInfo out)
 							 cumulative);
 	}
 	appendStringInfo(out, "runra_obs_http_batch_commit_seconds_sum %.6f\n",
-					 (double) read_counter(&metrics->commit_sum_us) / 1e6);
+					 (double) pg_atomic_read_u64(&metrics->commit_sum_us) / 1e6);
 	appendStringInfo(out, "runra_obs_http_batch_commit_seconds_count " UINT64_FORMAT "\n",
-					 read_counter(&metrics->commit_count));
+					 pg_atomic_read_u64(&metrics->commit_count));
 }
 
 /* The whole /metrics page. */
@@ -197,19 +198,19 @@ http_metrics_render(StringInfo out)
 	uint64		open = 0;
 
 	for (int i = 0; i < MAX_HTTP_WORKERS; i++)
-		open += read_counter(&metrics->open_connections[i]);
+		open += pg_atomic_read_u64(&metrics->open_connections[i]);
 	render_requests(out);
 	render_counter(out, "runra_obs_http_events_ingested_total", "counter",
-				   "Events stored through HTTP (committed).", read_counter(&metrics->events_ingested));
+				   "Events stored through HTTP (committed).", pg_atomic_read_u64(&metrics->events_ingested));
 	render_counter(out, "runra_obs_http_events_rejected_total", "counter",
 				   "Events refused by validation and kept in runra_obs.rejected_events.",
-				   read_counter(&metrics->events_rejected));
+				   pg_atomic_read_u64(&metrics->events_rejected));
 	render_counter(out, "runra_obs_http_request_body_bytes_total", "counter",
 				   "Request body bytes received (as sent, before gzip decoding).",
-				   read_counter(&metrics->body_bytes));
+				   pg_atomic_read_u64(&metrics->body_bytes));
 	render_counter(out, "runra_obs_http_batched_requests_total", "counter",
 				   "Requests written by group commits (divide by the commit count for the group size).",
-				   read_counter(&metrics->batched_requests));
+				   pg_atomic_read_u64(&metrics->batched_requests));
 	render_commit_histogram(out);
 	render_counter(out, "runra_obs_http_open_connections", "gauge",
 				   "HTTP connections open now, over all workers.", open);

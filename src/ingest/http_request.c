@@ -24,12 +24,14 @@ static HttpRequest **pending = NULL;
 static int	n_pending = 0;
 static int	pending_cap = 0;
 
+/* How many requests wait for the main loop. */
 int
 http_pending_count(void)
 {
 	return n_pending;
 }
 
+/* The i-th waiting request. */
 HttpRequest *
 http_pending_get(int i)
 {
@@ -104,6 +106,7 @@ static bool
 route(HttpRequest *req, const char *url, const char *method, enum MHD_Result *ret)
 {
 	bool		get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+
 	if (strcmp(url, "/v1/events") == 0)
 		req->route = ROUTE_EVENTS;
 	else if (strcmp(url, "/healthz") == 0)

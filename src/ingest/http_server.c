@@ -178,6 +178,7 @@ http_server_stop(void)
 	n_daemons = 0;
 }
 
+/* How many daemons (listening addresses) this worker runs. */
 int
 http_server_count(void)
 {
