@@ -317,10 +317,11 @@ write_events(HttpRequest **reqs, int n)
 	}
 }
 
-/* Is the database writable?  Run in a transaction of its own. */
+/* what check_health found */
 static bool health_writable;
 static const char *health_problem;
 
+/* Is the database writable?  Run in a transaction of its own. */
 static void
 check_health(void)
 {
