@@ -144,21 +144,31 @@ echo "HTTP / INSERT = $(ratio "$r_http" "$r_insert")"
 fresh_table
 echo "worker RSS before the group-commit runs: $(rss)"
 metric() { curl -s "http://127.0.0.1:$httpport/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-commits0=$(metric runra_obs_http_batch_commit_seconds_count); batched0=$(metric runra_obs_http_batched_requests_total)
-group=$("$run/http_load" "http://127.0.0.1:$httpport/v1/events" "$token" "$run/one.json" application/json 0 64 "$gc_seconds" || true)
-commits=$(( $(metric runra_obs_http_batch_commit_seconds_count) - commits0 ))
-batched=$(( $(metric runra_obs_http_batched_requests_total) - batched0 ))
+# runs the 1-event load; prints its result line, then requests per commit and mean commit time
+group_run() {
+    local c0 b0 s0 out c b s
+    c0=$(metric runra_obs_http_batch_commit_seconds_count); b0=$(metric runra_obs_http_batched_requests_total)
+    s0=$(metric runra_obs_http_batch_commit_seconds_sum)
+    out=$("$run/http_load" "http://127.0.0.1:$httpport/v1/events" "$token" "$run/one.json" application/json 0 64 "$gc_seconds" || true)
+    c=$(( $(metric runra_obs_http_batch_commit_seconds_count) - c0 ))
+    b=$(( $(metric runra_obs_http_batched_requests_total) - b0 ))
+    s=$(awk -v a="$s0" -v b="$(metric runra_obs_http_batch_commit_seconds_sum)" -v c="$c" 'BEGIN { printf "%.2f", (b - a) * 1000 / c }')
+    echo "$out; $(ratio "$b" "$c") requests per commit, $s ms per write+commit"
+}
+group=$(group_run)
 psql -qAt -c 'ALTER SYSTEM SET runra_obs.http_max_batch_requests = 1' -c 'SELECT pg_reload_conf()' >/dev/null
 sleep 1.5
-single=$("$run/http_load" "http://127.0.0.1:$httpport/v1/events" "$token" "$run/one.json" application/json 0 64 "$gc_seconds" || true)
+single=$(group_run)
 psql -qAt -c 'ALTER SYSTEM RESET runra_obs.http_max_batch_requests' -c 'SELECT pg_reload_conf()' >/dev/null
 g_rate=$(sed 's/.*per_second=\([0-9.]*\).*/\1/' <<<"$group"); s_rate=$(sed 's/.*per_second=\([0-9.]*\).*/\1/' <<<"$single")
-echo "group commit (64 conns, 1 event/request, synchronous_commit on): $group"
-echo "  average group: $(ratio "$batched" "$commits") requests per commit"
-echo "one commit per request (same load):                          $single"
+echo "group commit (64 conns, 1 event/request, synchronous_commit on):"
+echo "  $group"
+echo "one transaction per request (same load, http_max_batch_requests = 1):"
+echo "  $single"
 echo "group / one per request = $(ratio "$g_rate" "$s_rate")"
 echo "worker RSS after: $(rss)"
-echo "stored events: $(stored) (every acknowledged one; see ok= above)"
+acked=$(( $(sed 's/.*ok=\([0-9]*\).*/\1/' <<<"$group") + $(sed 's/.*ok=\([0-9]*\).*/\1/' <<<"$single") ))
+echo "stored events: $(stored), acknowledged: $acked"
 
 if [ "$soak" -gt 0 ]; then
     echo "soak: ${soak}s of 64 connections, 1 event per request; RSS before: $(rss)"
