@@ -5,7 +5,7 @@
 #   1. the same N events into runra_obs.sandbox_events three ways:
 #        COPY (psql \copy, one session)            the baseline
 #        batched INSERTs of 100 rows (what the SDK's Postgres exporter does)
-#        HTTP POST /v1/events, 1000-event JSON batches, 4 connections
+#        HTTP POST /v1/events, 1000-event JSON batches, 8 connections
 #   2. group commit: 1 event per request, 64 concurrent connections,
 #      synchronous_commit = on, against one transaction per request
 #      (runra_obs.http_max_batch_requests = 1), same server, same load;
@@ -13,6 +13,7 @@
 #
 #   bench/http.sh                    200k events, 10 s per group-commit run
 #   bench/http.sh --events 1000000   1M events (the README's figures)
+#   bench/http.sh --rounds 3         each of the three 3 times, interleaved; best of each
 #   bench/http.sh --soak 600         also a 10-minute load, RSS before/after
 #
 # Data is generated on the fly; nothing is installed system-wide (the
@@ -25,13 +26,15 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 events=200000
 gc_seconds=10
 soak=0
+rounds=1
 while [ $# -gt 0 ]; do
     case $1 in
         --events) events=$2; shift 2 ;;
         --full) events=1000000; shift ;;
         --group-seconds) gc_seconds=$2; shift 2 ;;
         --soak) soak=$2; shift 2 ;;
-        *) echo "usage: $0 [--events N | --full] [--group-seconds S] [--soak S]" >&2; exit 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        *) echo "usage: $0 [--events N | --full] [--rounds R] [--group-seconds S] [--soak S]" >&2; exit 2 ;;
     esac
 done
 [ $((events % 1000)) -eq 0 ] || { echo "--events must be a multiple of 1000" >&2; exit 2; }
@@ -44,7 +47,7 @@ if [ "$(id -u)" = 0 ]; then
     tar -C "$src" --exclude=./.git --exclude=./tmp_install --exclude=./tmp_check \
         --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$work" -xf -
     chown -R runra_test "$work"
-    exec runuser -u runra_test -- "$work/bench/http.sh" --events "$events" \
+    exec runuser -u runra_test -- "$work/bench/http.sh" --events "$events" --rounds "$rounds" \
         --group-seconds "$gc_seconds" --soak "$soak"
 fi
 
@@ -121,22 +124,30 @@ rss() { for p in $(psql -qAt -c "SELECT pid FROM runra_obs.worker_status WHERE r
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "events: $events (1000 distinct, $(wc -c < "$run/batch.json") bytes per 1000 as JSON)"
 
-fresh_table; t0=$(now)
-psql -qAt -c "\\copy runra_obs.sandbox_events (created_at, sandbox_id, event_type, data) FROM '$run/copy.txt'" >/dev/null
-t_copy=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }'); check "$events"
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
+best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
+t_copy=; t_insert=; t_http=
+for round in $(seq "$rounds"); do
+    fresh_table; t0=$(now)
+    psql -qAt -c "\\copy runra_obs.sandbox_events (created_at, sandbox_id, event_type, data) FROM '$run/copy.txt'" >/dev/null
+    t_copy=$(best "$t_copy" "$(elapsed "$t0")"); check "$events"
 
-fresh_table; t0=$(now)
-psql -qAt -f "$run/insert.sql" >/dev/null
-t_insert=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }'); check "$events"
+    fresh_table
+    out=$("$run/http_load" "http://127.0.0.1:$httpport/v1/events" "$token" "$run/batch.json" application/json $((events / 1000)) 8)
+    t_http=$(best "$t_http" "$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$out")"); check "$events"
 
-fresh_table
-out=$("$run/http_load" "http://127.0.0.1:$httpport/v1/events" "$token" "$run/batch.json" application/json $((events / 1000)) 4)
-t_http=$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$out"); check "$events"
+    fresh_table; t0=$(now)
+    psql -qAt -f "$run/insert.sql" >/dev/null
+    t_insert=$(best "$t_insert" "$(elapsed "$t0")"); check "$events"
+done
+split=$(psql -qAt -c "SELECT string_agg(events_ingested::text, ' ' ORDER BY pid) FROM runra_obs.worker_status WHERE role = 'http'")
 
 r_copy=$(rate "$events" "$t_copy"); r_insert=$(rate "$events" "$t_insert"); r_http=$(rate "$events" "$t_http")
 printf '%-34s %10s events/s  %6.2f s\n' "COPY (psql \\copy)" "$r_copy" "$t_copy" \
     "INSERT, 100 rows per statement" "$r_insert" "$t_insert" \
-    "HTTP, 1000 per request, 4 conns" "$r_http" "$t_http"
+    "HTTP, 1000 per request, 8 conns" "$r_http" "$t_http"
+echo "HTTP events per worker: $split (the kernel spreads connections over the workers by hash)"
+[ "$rounds" -gt 1 ] && echo "(best of $rounds interleaved rounds each)"
 echo "HTTP / COPY   = $(ratio "$r_http" "$r_copy")"
 echo "HTTP / INSERT = $(ratio "$r_http" "$r_insert")"
 
