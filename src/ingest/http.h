@@ -6,8 +6,8 @@
  * bytes and never call into PostgreSQL beyond what cannot throw.  Completed
  * requests are suspended and queued; after MHD_run returns, the worker
  * (http_worker.c) writes every queued body in one transaction
- * (http_batch.c, the group commit), then answers them (http_response.c) and
- * resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
+ * (http_dispatch.c, then http_batch.c: the group commit), then answers them
+ * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
  * (http_idempotency.c), gzip (http_gzip.c) and the Prometheus counters in
  * shared memory (http_metrics.c) are one file each.
  */
@@ -144,8 +144,10 @@ extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejecte
 extern void http_metrics_render(StringInfo out);
 
 /* http_batch.c: the group commit */
+extern void http_write_events(HttpRequest **reqs, int n);
+
+/* http_dispatch.c: the suspended requests, after MHD_run */
 extern void http_process_pending(void);
-extern void http_health_answer(HttpRequest *req);
 
 /* http_xact.c: transactions of the worker */
 extern void http_xact_begin(void);
