@@ -147,6 +147,47 @@ like($m, qr/^runra_obs_http_requests_total\{code="401"\} 3$/m, 'metrics: request
 like($m, qr/^runra_obs_http_batch_commit_seconds_bucket\{le="\+Inf"\} \d+$/m, 'metrics: commit histogram');
 like($m, qr/^runra_obs_http_open_connections 1$/m, 'metrics: open connections (this one)');
 
+# ---- group commit: requests that arrive while a group is written go into
+# the next one together; a poisonous one fails alone.  A trigger holds the
+# first group on an advisory lock while the others arrive.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.gate() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF EXISTS (SELECT FROM new_rows WHERE sandbox_id = 'sb_gate') THEN
+			PERFORM pg_advisory_xact_lock(42);
+		END IF;
+		IF EXISTS (SELECT FROM new_rows WHERE sandbox_id = 'sb_poison') THEN
+			RAISE EXCEPTION 'poisonous event';
+		END IF;
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER gate AFTER INSERT ON runra_obs.sandbox_events
+		REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.gate();
+});
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('SELECT pg_advisory_lock(42)');
+my @gate = start_children(1, sub {
+	return post_events($port, $token, event_json(event('sb_gate')))->{status} == 200 ? 0 : 1;
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") or die;
+my @group = start_children(7, sub {
+	my ($i) = @_;
+	my $r = post_events($port, $token, event_json(event($i == 1 ? 'sb_poison' : "sb_neighbour_$i")));
+	return $i == 1 ? ($r->{status} == 500 && $r->{content} =~ /poisonous event/ ? 0 : 1)
+	  : ($r->{status} == 200 ? 0 : 1);
+});
+sleep 1;	# let all seven arrive while the worker is held
+$holder->query_safe('SELECT pg_advisory_unlock(42)');
+$holder->quit;
+is(wait_children(@gate), 1, 'group commit: the held request is answered 200 once released');
+is(wait_children(@group), 7, 'group commit: the poisonous request gets 500 with the reason, the six others 200');
+ok($node->log_contains(qr/writing a group of 7 requests one by one after an error: poisonous event/),
+	'group commit: the seven that arrived meanwhile were one group');
+is(count_where("sandbox_id LIKE 'sb_neighbour_%' OR sandbox_id = 'sb_poison'"), 6,
+	'group commit: the six neighbours are stored, the poison is not');
+$node->safe_psql('postgres', 'DROP TRIGGER gate ON runra_obs.sandbox_events');
+
 # ---- privileges: tokens and keys are not for the API roles
 for my $role (qw(runra_obs_reader runra_obs_writer))
 {

@@ -45,6 +45,33 @@ $r = post_events($port, $token, event_json(event('sb_unlocked')));
 is($r->{status}, 200, 'lock released: 200 again');
 is(join(',', worker_pids($node)), join(',', @pids_before), 'lock: the same workers still run');
 
+# ---- a slow statement: the statement timeout answers, the worker goes on
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF EXISTS (SELECT FROM new_rows WHERE sandbox_id = 'sb_slow') THEN PERFORM pg_sleep(5); END IF;
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER slow_insert AFTER INSERT ON runra_obs.sandbox_events
+		REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.slow_insert();
+	ALTER SYSTEM SET runra_obs.http_statement_timeout = '300ms';
+	SELECT pg_reload_conf();
+});
+sleep 1;
+$t0 = time;
+$r = post_events($port, $token, event_json(event('sb_slow')));
+$took = time - $t0;
+is($r->{status}, 503, 'slow statement: 503');
+like($r->{content}, qr/statement timeout/, 'slow statement: the answer says it was the statement timeout');
+ok($took < 4, "slow statement: answered at the timeout ($took s)");
+
+$node->safe_psql('postgres', q{
+	DROP TRIGGER slow_insert ON runra_obs.sandbox_events;
+	ALTER SYSTEM RESET runra_obs.http_statement_timeout;
+	SELECT pg_reload_conf();
+});
+is(join(',', worker_pids($node)), join(',', @pids_before), 'timeouts and errors: the same workers still run');
+
 # ---- SIGTERM: the worker stops cleanly and is started again
 my $victim = $pids_before[0];
 kill 'TERM', $victim;

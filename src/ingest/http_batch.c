@@ -239,6 +239,9 @@ write_group(GroupItem *items, int n)
 	}
 	else if (n > 1 && !error_is_transient(error))
 	{
+		ereport(LOG,
+				(errmsg("runra_obs http is writing a group of %d requests one by one after an error: %s",
+						n, error->message)));
 		for (int i = 0; i < n; i++)
 			write_group(&items[i], 1);
 		return;
