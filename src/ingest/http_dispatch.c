@@ -77,10 +77,14 @@ http_process_pending(void)
 	{
 		HttpRequest *req = http_pending_get(i);
 
-		if (req->phase == PHASE_AUTH_WAIT && !reloaded)
-			http_tokens_reload(), reloaded = true;
 		if (req->phase == PHASE_AUTH_WAIT)
+		{
+			/* one reload serves every request waiting on an unknown token */
+			if (!reloaded)
+				http_tokens_reload();
+			reloaded = true;
 			http_answer_resume(req);
+		}
 		else if (req->route == ROUTE_HEALTH)
 		{
 			health_answer(req);
