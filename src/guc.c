@@ -34,6 +34,7 @@ int			runra_http_lock_timeout_ms = 2000;
 int			runra_http_statement_timeout_ms = 30000;
 int			runra_idempotency_window_s = 86400;
 bool		runra_http_allow_unauthenticated = false;
+int			runra_http_max_batch_requests = 1000;
 
 /* NOTIFY ingest and housekeeping */
 char	   *runra_notify_conninfo = NULL;
@@ -159,6 +160,11 @@ define_http_gucs(void)
 							 NULL,
 							 &runra_http_allow_unauthenticated, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_max_batch_requests",
+							"Most requests one group commit writes in one transaction.",
+							"1 gives every request a transaction of its own (no group commit).",
+							&runra_http_max_batch_requests, 1000, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 /*

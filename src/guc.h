@@ -27,6 +27,7 @@ extern int	runra_http_lock_timeout_ms;
 extern int	runra_http_statement_timeout_ms;
 extern int	runra_idempotency_window_s;
 extern bool runra_http_allow_unauthenticated;
+extern int	runra_http_max_batch_requests;
 
 /* NOTIFY ingest and housekeeping */
 extern char *runra_notify_conninfo;

@@ -10,6 +10,7 @@
 
 #include "guc.h"
 #include "runra_obs.h"
+#include "ingest/http.h"
 #include "worker/worker_common.h"
 
 /* Registers every worker the settings ask for. */
@@ -22,4 +23,7 @@ runra_register_subsystem_workers(void)
 	/* forwarding: one worker delivers the outbox of runra_obs.database */
 	if (runra_forward_enabled)
 		runra_register_worker("forward", "runra_forward_main", (Datum) 0, true);
+
+	/* HTTP ingest: runra_obs.http_workers workers sharing one port */
+	http_register_workers();
 }

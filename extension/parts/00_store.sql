@@ -250,14 +250,20 @@ BEGIN
         detail := format('%s rejected events past runra_obs.rejected_retention', removed);
         RETURN NEXT;
     END IF;
+
+    removed := runra_obs._expire_idempotency_keys();   -- extension/parts/30_http.sql
+    IF removed > 0 THEN
+        action := 'expired';
+        object := 'runra_obs.idempotency_keys';
+        detail := format('%s Idempotency-Keys past runra_obs.idempotency_window', removed);
+        RETURN NEXT;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION runra_obs.run_maintenance(integer) IS
-    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events; reports each action';
+    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events and Idempotency-Keys; reports each action';
 REVOKE ALL ON FUNCTION runra_obs.run_maintenance(integer) FROM PUBLIC;
 
--- The window exists from the moment the extension is created.
-SELECT count(*) FROM runra_obs.run_maintenance();
 
 -- ---------------------------------------------------------------------------
 -- The SQL ways in.  Same validation as HTTP and NOTIFY (see the C source).

@@ -1,0 +1,165 @@
+/*
+ * http.h — the HTTP ingest server's parts and what they share.
+ *
+ * One background worker runs one event loop: libmicrohttpd without threads
+ * (http_server.c) collects requests (http_request.c); callbacks only copy
+ * bytes and never call into PostgreSQL beyond what cannot throw.  Completed
+ * requests are suspended and queued; after MHD_run returns, the worker
+ * (http_worker.c) writes every queued body in one transaction
+ * (http_dispatch.c, then http_batch.c: the group commit), then answers them
+ * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
+ * (http_idempotency.c), gzip (http_gzip.c) and the Prometheus counters in
+ * shared memory (http_metrics.c) are one file each.
+ */
+#ifndef RUNRA_OBS_HTTP_H
+#define RUNRA_OBS_HTTP_H
+
+#include <microhttpd.h>
+
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "utils/elog.h"
+
+#define HTTP_TOKEN_HASH_LEN 32
+#define HTTP_TOKEN_NAME_LEN 129
+#define HTTP_IDEMPOTENCY_KEY_MAX 255
+
+/* What a request asks for, decided from its method and path. */
+typedef enum HttpRoute
+{
+	ROUTE_EVENTS,				/* POST /v1/events */
+	ROUTE_HEALTH,				/* GET /healthz */
+	ROUTE_METRICS				/* GET /metrics */
+} HttpRoute;
+
+/* Where a request is in its life. */
+typedef enum HttpPhase
+{
+	PHASE_HEADERS,				/* only the headers have been seen */
+	PHASE_AUTH_WAIT,			/* suspended until the token cache is reloaded */
+	PHASE_BODY,					/* reading the body */
+	PHASE_QUEUED,				/* suspended, waiting for the main loop */
+	PHASE_ANSWERED				/* the main loop made its response */
+} HttpPhase;
+
+/*
+ * One request.  Allocated with malloc in libmicrohttpd's callbacks (palloc
+ * could throw there), freed when libmicrohttpd says the request is over.
+ */
+typedef struct HttpRequest
+{
+	struct MHD_Connection *conn;
+	int			daemon_index;
+	HttpRoute	route;
+	HttpPhase	phase;
+	bool		queued;			/* in the pending list */
+	bool		ndjson;			/* application/x-ndjson, else application/json */
+	bool		gzip;			/* Content-Encoding: gzip */
+	bool		too_large;		/* body past runra_obs.http_max_body_size */
+	bool		has_token;
+	uint8		token_hash[HTTP_TOKEN_HASH_LEN];
+	char		client[HTTP_TOKEN_NAME_LEN];	/* token name, '' when unauthenticated */
+	char	   *idempotency_key;	/* NULL when none was sent */
+	char	   *body;
+	size_t		body_len;
+	size_t		body_cap;
+	size_t		discarded;		/* body bytes dropped after too_large */
+	TimestampTz deadline;		/* the body must have arrived by then */
+	/* the answer, made by the main loop */
+	unsigned int status;
+	struct MHD_Response *response;
+} HttpRequest;
+
+/* http_server.c: the libmicrohttpd daemons of this worker */
+extern void http_server_start(int worker_index);
+extern void http_server_stop(void);
+extern int	http_server_count(void);
+extern int	http_server_epoll_fd(int i);
+extern int	http_server_connections(void);
+extern long http_server_timeout_ms(void);
+extern void http_server_run(void);
+extern void http_server_report_log(void);
+
+/* http_request.c: libmicrohttpd's callbacks and the queue they fill */
+extern enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn,
+										   const char *url, const char *method,
+										   const char *version, const char *upload_data,
+										   size_t *upload_data_size, void **req_cls);
+extern void http_request_completed(void *cls, struct MHD_Connection *conn,
+								   void **req_cls, enum MHD_RequestTerminationCode toe);
+extern int	http_pending_count(void);
+extern HttpRequest *http_pending_get(int i);
+extern void http_pending_clear(void);
+
+/* http_response.c: answers */
+extern void http_answer(HttpRequest *req, unsigned int status, const char *json);
+extern void http_answer_error(HttpRequest *req, unsigned int status, const char *message);
+extern void http_answer_retry_later(HttpRequest *req, const char *message);
+extern void http_answer_replay(HttpRequest *req, unsigned int status, const char *json);
+extern void http_answer_metrics(HttpRequest *req, const char *text);
+extern void http_answer_resume(HttpRequest *req);
+extern bool http_answer_now(struct MHD_Connection *conn, unsigned int status,
+							const char *message, const char *allow);
+extern void http_error_json(StringInfo out, unsigned int status, const char *message);
+
+/* http_auth.c: bearer tokens */
+extern bool http_token_hash(const char *token, size_t len, uint8 *hash);
+extern const char *http_token_lookup(const uint8 *hash);
+extern void http_tokens_reload(void);
+extern void http_tokens_verify(HttpRequest **reqs, int n, bool *valid);
+
+/* http_idempotency.c */
+typedef enum IdempotencyOutcome
+{
+	IDEMPOTENCY_NEW,			/* first time: process it, then remember */
+	IDEMPOTENCY_REPLAY,			/* seen with the same body: answer as before */
+	IDEMPOTENCY_MISMATCH		/* seen with another body: refuse */
+} IdempotencyOutcome;
+
+extern void http_request_hash(HttpRequest *req, const char *body, size_t len,
+							  uint8 *hash);
+extern IdempotencyOutcome http_idempotency_claim(HttpRequest *req, const uint8 *hash,
+												 int *status, char **response);
+extern void http_idempotency_remember(HttpRequest *req, int status, const char *response);
+
+/* http_gzip.c */
+typedef enum GunzipResult
+{
+	GUNZIP_OK,
+	GUNZIP_CORRUPT,
+	GUNZIP_TOO_LARGE
+} GunzipResult;
+
+extern GunzipResult http_gunzip(const char *in, size_t in_len, size_t limit,
+								char **out, size_t *out_len, const char **error);
+
+/* http_metrics.c: counters in shared memory, shown by GET /metrics */
+extern void http_metrics_install_shmem(void);
+extern void http_metrics_worker_start(int worker_index);
+extern void http_metrics_count_status(unsigned int status);
+extern void http_metrics_count_bytes(size_t bytes);
+extern void http_metrics_count_connection(int delta);
+extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
+									 TimestampTz started);
+extern void http_metrics_render(StringInfo out);
+
+/* http_batch.c: the group commit */
+extern void http_write_events(HttpRequest **reqs, int n);
+
+/* http_dispatch.c: the suspended requests, after MHD_run */
+extern void http_process_pending(void);
+
+/* http_xact.c: transactions of the worker */
+extern void http_xact_begin(void);
+extern void http_xact_commit(void);
+extern ErrorData *http_xact_abort(void);
+extern bool http_xact_run(void (*work) (void), const char *what);
+extern void http_xact_apply_settings(void);
+extern struct _SPI_plan *http_kept_plan(struct _SPI_plan **plan, const char *sql,
+									   int nargs, Oid *argtypes);
+extern Datum http_hash_datum(const uint8 *hash);
+
+/* http_worker.c */
+extern void http_register_workers(void);
+
+#endif

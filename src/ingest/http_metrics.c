@@ -1,0 +1,217 @@
+/*
+ * http_metrics.c — the counters behind GET /metrics (Prometheus text format).
+ *
+ * The workers share one port, so a scrape lands on any of them: counters
+ * live in shared memory and every worker shows the sum.  Updates are atomic
+ * adds, safe from libmicrohttpd's callbacks.  Open connections are kept per
+ * worker, so a worker that crashed and restarted starts its gauge at zero.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "ingest/http.h"
+
+#define MAX_HTTP_WORKERS 32
+
+static const unsigned int tracked_status[] = {
+	200, 400, 401, 404, 405, 413, 415, 422, 500, 503
+};
+#define N_STATUS lengthof(tracked_status)
+
+/* upper bounds of the commit latency buckets, in seconds (+Inf is implied) */
+static const double commit_buckets[] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+};
+#define N_BUCKETS lengthof(commit_buckets)
+
+typedef struct HttpMetrics
+{
+	pg_atomic_uint64 requests[N_STATUS + 1];	/* the last one: any other status */
+	pg_atomic_uint64 events_ingested;
+	pg_atomic_uint64 events_rejected;
+	pg_atomic_uint64 body_bytes;
+	pg_atomic_uint64 batched_requests;
+	pg_atomic_uint64 commit_le[N_BUCKETS + 1];	/* not cumulative; last: +Inf */
+	pg_atomic_uint64 commit_sum_us;
+	pg_atomic_uint64 commit_count;
+	pg_atomic_uint64 open_connections[MAX_HTTP_WORKERS];
+} HttpMetrics;
+
+static HttpMetrics *metrics = NULL;
+static int	my_worker = 0;
+
+static shmem_request_hook_type prev_shmem_request = NULL;
+static shmem_startup_hook_type prev_shmem_startup = NULL;
+
+/* Asks for room for the counters (shmem_request_hook). */
+static void
+metrics_shmem_request(void)
+{
+	if (prev_shmem_request)
+		prev_shmem_request();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(HttpMetrics)));
+}
+
+/* Creates or attaches to the counters (shmem_startup_hook). */
+static void
+metrics_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup)
+		prev_shmem_startup();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	metrics = ShmemInitStruct("runra_obs http metrics", sizeof(HttpMetrics), &found);
+	if (!found)
+	{
+		pg_atomic_uint64 *all = (pg_atomic_uint64 *) metrics;
+
+		for (size_t i = 0; i < sizeof(HttpMetrics) / sizeof(pg_atomic_uint64); i++)
+			pg_atomic_init_u64(&all[i], 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Reserves the counters; called from _PG_init (through workers.c). */
+void
+http_metrics_install_shmem(void)
+{
+	prev_shmem_request = shmem_request_hook;
+	shmem_request_hook = metrics_shmem_request;
+	prev_shmem_startup = shmem_startup_hook;
+	shmem_startup_hook = metrics_shmem_startup;
+}
+
+/* This worker's gauge starts at zero (a crashed predecessor left its count). */
+void
+http_metrics_worker_start(int worker_index)
+{
+	my_worker = worker_index % MAX_HTTP_WORKERS;
+	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
+}
+
+/* One answer sent, by status. */
+void
+http_metrics_count_status(unsigned int status)
+{
+	int			i = 0;
+
+	while (i < (int) N_STATUS && tracked_status[i] != status)
+		i++;
+	pg_atomic_fetch_add_u64(&metrics->requests[i], 1);
+}
+
+/* Body bytes received, as sent. */
+void
+http_metrics_count_bytes(size_t bytes)
+{
+	pg_atomic_fetch_add_u64(&metrics->body_bytes, bytes);
+}
+
+/* A connection opened (+1) or closed (-1) in this worker. */
+void
+http_metrics_count_connection(int delta)
+{
+	if (delta > 0)
+		pg_atomic_fetch_add_u64(&metrics->open_connections[my_worker], 1);
+	else
+		pg_atomic_fetch_sub_u64(&metrics->open_connections[my_worker], 1);
+}
+
+/* One committed batch: how many requests and events, and how long it took. */
+void
+http_metrics_count_batch(int requests, int64 ingested, int64 rejected, TimestampTz started)
+{
+	int64		us = GetCurrentTimestamp() - started;
+	int			b = 0;
+
+	while (b < (int) N_BUCKETS && (double) us / 1e6 > commit_buckets[b])
+		b++;
+	pg_atomic_fetch_add_u64(&metrics->commit_le[b], 1);
+	pg_atomic_fetch_add_u64(&metrics->commit_sum_us, Max(us, 0));
+	pg_atomic_fetch_add_u64(&metrics->commit_count, 1);
+	pg_atomic_fetch_add_u64(&metrics->batched_requests, requests);
+	pg_atomic_fetch_add_u64(&metrics->events_ingested, ingested);
+	pg_atomic_fetch_add_u64(&metrics->events_rejected, rejected);
+}
+
+/* Writes one metric with its HELP and TYPE lines. */
+static void
+render_counter(StringInfo out, const char *name, const char *type, const char *help, uint64 value)
+{
+	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n%s " UINT64_FORMAT "\n",
+					 name, help, name, type, name, value);
+}
+
+/* runra_obs_http_requests_total, one line per status. */
+static void
+render_requests(StringInfo out)
+{
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_requests_total HTTP requests answered, by status code.\n"
+						   "# TYPE runra_obs_http_requests_total counter\n");
+	for (int i = 0; i <= (int) N_STATUS; i++)
+	{
+		if (i < (int) N_STATUS)
+			appendStringInfo(out, "runra_obs_http_requests_total{code=\"%u\"} ", tracked_status[i]);
+		else
+			appendStringInfoString(out, "runra_obs_http_requests_total{code=\"other\"} ");
+		appendStringInfo(out, UINT64_FORMAT "\n", pg_atomic_read_u64(&metrics->requests[i]));
+	}
+}
+
+/* runra_obs_http_batch_commit_seconds: cumulative buckets, sum and count. */
+static void
+render_commit_histogram(StringInfo out)
+{
+	uint64		cumulative = 0;
+
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_batch_commit_seconds Time to write and commit one group of requests.\n"
+						   "# TYPE runra_obs_http_batch_commit_seconds histogram\n");
+	for (int b = 0; b <= (int) N_BUCKETS; b++)
+	{
+		cumulative += pg_atomic_read_u64(&metrics->commit_le[b]);
+		if (b < (int) N_BUCKETS)
+			appendStringInfo(out, "runra_obs_http_batch_commit_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+							 commit_buckets[b], cumulative);
+		else
+			appendStringInfo(out, "runra_obs_http_batch_commit_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
+							 cumulative);
+	}
+	appendStringInfo(out, "runra_obs_http_batch_commit_seconds_sum %.6f\n",
+					 (double) pg_atomic_read_u64(&metrics->commit_sum_us) / 1e6);
+	appendStringInfo(out, "runra_obs_http_batch_commit_seconds_count " UINT64_FORMAT "\n",
+					 pg_atomic_read_u64(&metrics->commit_count));
+}
+
+/* The whole /metrics page. */
+void
+http_metrics_render(StringInfo out)
+{
+	uint64		open = 0;
+
+	for (int i = 0; i < MAX_HTTP_WORKERS; i++)
+		open += pg_atomic_read_u64(&metrics->open_connections[i]);
+	render_requests(out);
+	render_counter(out, "runra_obs_http_events_ingested_total", "counter",
+				   "Events stored through HTTP (committed).", pg_atomic_read_u64(&metrics->events_ingested));
+	render_counter(out, "runra_obs_http_events_rejected_total", "counter",
+				   "Events refused by validation and kept in runra_obs.rejected_events.",
+				   pg_atomic_read_u64(&metrics->events_rejected));
+	render_counter(out, "runra_obs_http_request_body_bytes_total", "counter",
+				   "Request body bytes received (as sent, before gzip decoding).",
+				   pg_atomic_read_u64(&metrics->body_bytes));
+	render_counter(out, "runra_obs_http_batched_requests_total", "counter",
+				   "Requests written by group commits (divide by the commit count for the group size).",
+				   pg_atomic_read_u64(&metrics->batched_requests));
+	render_commit_histogram(out);
+	render_counter(out, "runra_obs_http_open_connections", "gauge",
+				   "HTTP connections open now, over all workers.", open);
+}

@@ -1,0 +1,171 @@
+# HttpTest — what the HTTP ingest TAP tests share: a node with the HTTP
+# workers on a free port, tokens, events, and a small HTTP client
+# (HTTP::Tiny, in Perl's core) talking to 127.0.0.1.
+package HttpTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use HTTP::Tiny;
+use IO::Compress::Gzip qw(gzip $GzipError);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use POSIX qw(strftime);
+use Time::HiRes qw(time usleep);
+
+our @EXPORT = qw(start_http_node create_token event event_json post_events
+  http_request gzip_text worker_pids wait_for_workers wait_for_http
+  start_children wait_children);
+
+# A node with shared_preload_libraries, the extension, and N HTTP workers
+# listening on a free port of 127.0.0.1.  Extra settings as a string.
+sub start_http_node
+{
+	my (%opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($opt{name} // 'http');
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $workers = $opt{workers} // 1;
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'runra_obs'
+runra_obs.http_workers = $workers
+runra_obs.http_port = $port
+runra_obs.http_listen_addresses = '127.0.0.1'
+runra_obs.notify_channel = ''
+runra_obs.forward_enabled = off
+} . ($opt{conf} // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+	wait_for_workers($node, $workers);
+	wait_for_http($port);
+	return ($node, $port);
+}
+
+# Waits until n HTTP workers are listening (worker_status says so).
+sub wait_for_workers
+{
+	my ($node, $n) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = $n FROM runra_obs.worker_status WHERE role = 'http' AND state = 'listening'")
+	  or die "the HTTP workers did not start";
+}
+
+# Waits until GET /healthz answers at all (any status).
+sub wait_for_http
+{
+	my ($port) = @_;
+	for (1 .. 300)
+	{
+		my $r = http_request($port, 'GET', '/healthz');
+		return 1 if $r->{status} != 599;
+		usleep(100_000);
+	}
+	die "nothing answers on port $port";
+}
+
+sub worker_pids
+{
+	my ($node) = @_;
+	return split /\n/, $node->safe_psql('postgres',
+		"SELECT pid FROM runra_obs.worker_status WHERE role = 'http' ORDER BY pid");
+}
+
+sub create_token
+{
+	my ($node, $name) = @_;
+	return $node->safe_psql('postgres', "SELECT runra_obs.create_ingest_token('$name')");
+}
+
+# One valid event (a hash) with a unique sandbox id.
+sub event
+{
+	my ($sandbox, %extra) = @_;
+	return {
+		timestamp => strftime('%Y-%m-%dT%H:%M:%SZ', gmtime),
+		sandboxId => $sandbox,
+		type => $extra{type} // 'sandbox.created',
+		data => $extra{data} // { n => 1 },
+	};
+}
+
+# Minimal JSON for our test events (no JSON module in Perl's core on every
+# machine; the values here are plain strings and numbers).
+sub event_json
+{
+	my ($e) = @_;
+	return '[' . join(',', map { event_json($_) } @$e) . ']' if ref $e eq 'ARRAY';
+	my @pairs;
+	for my $k (sort keys %$e)
+	{
+		my $v = $e->{$k};
+		my $text = ref $v eq 'HASH'
+		  ? '{' . join(',', map { qq{"$_":$v->{$_}} } sort keys %$v) . '}'
+		  : qq{"$v"};
+		push @pairs, qq{"$k":$text};
+	}
+	return '{' . join(',', @pairs) . '}';
+}
+
+sub gzip_text
+{
+	my ($text) = @_;
+	my $out;
+	gzip(\$text => \$out) or die $GzipError;
+	return $out;
+}
+
+# Any request: returns HTTP::Tiny's hash (status, headers, content).
+sub http_request
+{
+	my ($port, $method, $path, %opt) = @_;
+	my $client = HTTP::Tiny->new(timeout => $opt{timeout} // 30, keep_alive => 0);
+	my %args = (headers => $opt{headers} // {});
+	$args{content} = $opt{body} if defined $opt{body};
+	return $client->request($method, "http://127.0.0.1:$port$path", \%args);
+}
+
+# POST /v1/events with a token and a body (JSON unless type says).
+sub post_events
+{
+	my ($port, $token, $body, %opt) = @_;
+	my %headers = ('Content-Type' => $opt{type} // 'application/json');
+	$headers{Authorization} = "Bearer $token" if defined $token;
+	%headers = (%headers, %{ $opt{headers} // {} });
+	return http_request($port, 'POST', '/v1/events', headers => \%headers,
+		body => $body, timeout => $opt{timeout});
+}
+
+
+# Forks n children running code($i); a child's exit status is code's
+# return value.  Children leave with POSIX::_exit, so the test's END blocks
+# (which stop the nodes) run only in the parent.
+sub start_children
+{
+	my ($n, $code) = @_;
+	my @pids;
+	for my $i (1 .. $n)
+	{
+		my $pid = fork() // die "fork: $!";
+		if ($pid == 0)
+		{
+			my $rc = eval { $code->($i) } // 99;
+			POSIX::_exit($rc);
+		}
+		push @pids, $pid;
+	}
+	return @pids;
+}
+
+# Waits for the children; returns how many exited with status 0.
+sub wait_children
+{
+	my $ok = 0;
+	for my $pid (@_)
+	{
+		waitpid($pid, 0);
+		$ok++ if $? == 0;
+	}
+	return $ok;
+}
+
+1;
