@@ -547,6 +547,7 @@ REVOKE ALL ON FUNCTION
     runra_obs.on(text, regprocedure),
     runra_obs.requeue_dead_letters(text),
     runra_obs._forward_wake(),
+    runra_obs._forward_select(),    -- CREATE TRIGGER checks EXECUTE; firing does not
     runra_obs._forward_sync_trigger(),
     runra_obs._glob_to_like(text),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),
