@@ -76,13 +76,15 @@ static const char *const attempt_sql =
 
 /*
  * Moves events to the dead letters: all of them ($4 = 0: a permanent
- * failure, or max_retry_ms 0) or those queued longer than $4 ms.
+ * failure, or max_retry_ms 0) or those queued longer than $4 ms.  The age
+ * is compared in milliseconds: now() - $4 ms is out of range for a large
+ * max_retry_ms (any bigint is allowed), and that ERROR would stop the worker.
  */
 static const char *const dead_letter_sql =
 "WITH gone AS ("
 "    DELETE FROM runra_obs.outbox"
 "    WHERE destination_id = $1 AND event_id = ANY ($2)"
-"      AND ($4 = 0 OR queued_at < now() - $4 * interval '1 millisecond')"
+"      AND ($4 = 0 OR extract(epoch FROM now() - queued_at) * 1000 > $4)"
 "    RETURNING *)"
 " INSERT INTO runra_obs.dead_letters AS l"
 "     (destination_id, event_id, created_at, sandbox_id, queued_at, attempts, error)"

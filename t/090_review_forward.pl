@@ -1,0 +1,54 @@
+# Review of forwarding: stored events whose data a destination's encoder
+# once could not handle, and settings that once made the worker fail.
+# Each of these made the forward worker raise an ERROR on the same batch
+# again and again (it exits and restarts), so nothing more was delivered.
+use strict;
+use warnings;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use forward::Receiver;
+use forward::Util;
+
+my $node = forward_node('review_forward');
+my $otel = forward::Receiver->new;
+my $axiom = forward::Receiver->new;
+
+# OTLP: data.durationMs is a number numeric holds but a double cannot
+# (1e400 overflows, 1e-400 underflows); the span simply gets no duration.
+add_destination($node, 'ot', 'otel', { endpoint => $otel->url, flushIntervalMs => 0 }, [ 'exec.*' ]);
+my @events = map { encode_json(event_at(0, "sb_$_", 'exec.completed', { durationMs => 0 })) } 1 .. 3;
+$events[0] =~ s/"durationMs":0/"durationMs":1e400/;
+$events[1] =~ s/"durationMs":0/"durationMs":1e-400/;
+$events[2] =~ s/"durationMs":0/"durationMs":250/;
+is($node->safe_psql('postgres',
+		"SELECT ingested FROM runra_obs.ingest('[" . join(',', @events) . "]')"),
+	3, 'three events with extreme durations ingested');
+wait_delivered($node, 'ot', 3, 'otlp: events with out-of-double-range durations are delivered');
+my %span = map {
+	my $s = $_;
+	((grep { $_->{key} eq 'sandbox.id' } @{ $s->{attributes} })[0]{value}{stringValue} => $s)
+} map { @{ decode_json($_->{body})->{resourceSpans}[0]{scopeSpans}[0]{spans} } } $otel->requests;
+is($span{sb_1}{endTimeUnixNano}, $span{sb_1}{startTimeUnixNano}, 'otlp: 1e400 ms gives no duration');
+is($span{sb_2}{endTimeUnixNano}, $span{sb_2}{startTimeUnixNano}, 'otlp: 1e-400 ms gives no duration');
+is($span{sb_3}{endTimeUnixNano} - $span{sb_3}{startTimeUnixNano}, 250_000_000, 'otlp: 250 ms still does');
+
+# A destination that may retry for a very long time (maxRetryMs beyond
+# what an interval or a timestamp can reach back): a failure is recorded,
+# and the retry delivers.
+add_destination($node, 'patient', 'axiom',
+	{ url => $axiom->url, dataset => 'd', token => 't', flushIntervalMs => 0,
+	  maxRetryMs => 1_000_000_000_000_000 },
+	[ 'tool.*' ]);
+$axiom->plan('503');
+ingest_events($node, event_at(0, 'sb_4', 'tool.invoked'));
+wait_delivered($node, 'patient', 1, 'axiom: delivered after a 503 with a huge maxRetryMs');
+is(status_of($node, 'patient', 'failed'), 1, 'axiom: the failed attempt was recorded');
+is(status_of($node, 'patient', 'dead_lettered'), 0, 'axiom: nothing dead-lettered');
+
+my $log = slurp_file($node->logfile);
+unlike($log, qr/out of range/, 'the forward worker raised no range error');
+unlike($log, qr/"runra_obs forward" \(PID \d+\) exited with exit code 1/, 'the forward worker never exited on an error');
+
+$node->stop;
+done_testing();
