@@ -46,6 +46,25 @@ wait_delivered($node, 'patient', 1, 'axiom: delivered after a 503 with a huge ma
 is(status_of($node, 'patient', 'failed'), 1, 'axiom: the failed attempt was recorded');
 is(status_of($node, 'patient', 'dead_lettered'), 0, 'axiom: nothing dead-lettered');
 
+# A refusal whose answer is quoted in the error: cut at 300 bytes inside a
+# two-byte character, it must still be stored as valid text (a dump of the
+# table could not be restored otherwise).
+my $loud = forward::Receiver->new;
+$loud->plan('400 BODY x' . ("\xc3\xa9" x 200));
+add_destination($node, 'loud', 'otel', { endpoint => $loud->url, flushIntervalMs => 0 }, [ 'file.*' ]);
+ingest_events($node, event_at(0, 'sb_5', 'file.read'));
+ok($node->poll_query_until('postgres',
+		"SELECT dead_lettered = 1 FROM runra_obs.forward_status WHERE destination = 'loud'"),
+	'otlp: a 400 dead-letters the event');
+my ($rc, $out, $err) = $node->psql('postgres', q{
+	SELECT convert_from(convert_to(l.error, 'UTF8'), 'UTF8') LIKE '%: xéé%',
+	       convert_from(convert_to(c.last_error, 'UTF8'), 'UTF8') LIKE '%: xéé%'
+	FROM runra_obs.dead_letters l
+	JOIN runra_obs.forward_counters c USING (destination_id)
+	JOIN runra_obs.destinations d ON d.id = l.destination_id WHERE d.name = 'loud'});
+is($err, '', 'the quoted answer is stored as valid UTF-8');
+is($out, 't|t', 'the error still quotes the answer');
+
 my $log = slurp_file($node->logfile);
 unlike($log, qr/out of range/, 'the forward worker raised no range error');
 unlike($log, qr/"runra_obs forward" \(PID \d+\) exited with exit code 1/, 'the forward worker never exited on an error');

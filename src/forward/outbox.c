@@ -11,6 +11,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -134,6 +135,23 @@ outbox_run_batch_in_xact(void (*fn) (void *), void *arg)
 }
 
 /*
+ * The error as text the database can hold: it may quote a remote answer cut
+ * at a byte count (inside a character) or not in UTF-8 at all, and text is
+ * not checked when made from a C string.  Bad bytes become '?'.
+ */
+static Datum
+error_text(const char *error)
+{
+	char	   *s = pstrdup(error ? error : "");
+	int			len = strlen(s);
+	int			pos = 0;
+
+	while ((pos += pg_encoding_verifymbstr(GetDatabaseEncoding(), s + pos, len - pos)) < len)
+		s[pos++] = '?';
+	return PointerGetDatum(cstring_to_text_with_len(s, len));
+}
+
+/*
  * Runs one statement with the five parameters every statement here takes
  * ($1 destination id, $2 event ids, $3 error text, $4 and $5 numbers whose
  * meaning is the statement's); returns the rows affected.
@@ -152,7 +170,7 @@ exec_outcome(const char *sql, Destination *dest, const int64 *ids, int n,
 		elems[i] = Int64GetDatum(ids[i]);
 	values[0] = Int32GetDatum(dest->id);
 	values[1] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = CStringGetTextDatum(error ? error : "");
+	values[2] = error_text(error);
 	values[3] = Int64GetDatum(p4);
 	values[4] = Int64GetDatum(p5);
 	rc = SPI_execute_with_args(sql, 5, types, values, nulls, false, 0);
