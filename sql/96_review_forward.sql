@@ -37,3 +37,15 @@ FROM runra_obs.outbox AS o JOIN runra_obs.destinations AS d ON d.id = o.destinat
 WHERE d.name = 'review_jsonl' GROUP BY o.sandbox_id;
 SELECT runra_obs.remove_destination('review_jsonl');
 DROP ROLE runra_review_writer;
+
+-- An Axiom token goes into the Authorization header as it is: libcurl
+-- does not check it, so a trailing line break would end the header block
+-- early and every batch would be refused (and dead-lettered).
+\set SHOW_CONTEXT never
+SELECT runra_obs.add_destination('review_ax', 'axiom',
+    jsonb_build_object('dataset', 'd', 'token', E'xaat-123\n'));
+SELECT runra_obs.add_destination('review_ax', 'axiom', '{"dataset": "d", "token": "xaat-123"}');
+SELECT runra_obs.change_destination('review_ax', jsonb_build_object('token', E'xaat-456\r\nX-Other: 1'));
+SELECT secrets->>'token' AS token FROM runra_obs.destinations WHERE name = 'review_ax';
+SELECT runra_obs.remove_destination('review_ax');
+\set SHOW_CONTEXT errors
