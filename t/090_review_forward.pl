@@ -65,6 +65,15 @@ my ($rc, $out, $err) = $node->psql('postgres', q{
 is($err, '', 'the quoted answer is stored as valid UTF-8');
 is($out, 't|t', 'the error still quotes the answer');
 
+# A JSONL destination without a practical size limit: maxFileSizeMb 1e13
+# passes the option check ("a number above 0") but is beyond bigint in
+# bytes; reading the destinations failed, for every destination.
+add_destination($node, 'huge', 'jsonl',
+	{ filePath => $node->basedir . '/huge.jsonl', maxFileSizeMb => 1e13, flushIntervalMs => 0 },
+	[ 'port.*' ]);
+ingest_events($node, event_at(0, 'sb_6', 'port.opened'));
+wait_delivered($node, 'huge', 1, 'jsonl: delivered with maxFileSizeMb 1e13');
+
 my $log = slurp_file($node->logfile);
 unlike($log, qr/out of range/, 'the forward worker raised no range error');
 unlike($log, qr/"runra_obs forward" \(PID \d+\) exited with exit code 1/, 'the forward worker never exited on an error');

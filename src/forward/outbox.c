@@ -21,7 +21,11 @@
 
 #include "forward/forward.h"
 
-/* The destinations with their settings and a look at the head of each queue. */
+/*
+ * The destinations with their settings and a look at the head of each queue.
+ * Nothing here may fail on a value the option checks let through (such as
+ * maxFileSizeMb 1e13): an ERROR would stop every destination.
+ */
 static const char *const load_sql =
 "SELECT d.id, d.name, d.provider, d.enabled, d.batch_size, d.flush_interval_ms,"
 "       d.max_retry_ms, d.timeout_ms,"
@@ -37,7 +41,7 @@ static const char *const load_sql =
 "        FROM jsonb_each_text(d.secrets->'headers') AS h),"
 "       d.settings->'resourceAttributes',"
 "       d.settings->>'filePath',"
-"       (coalesce((d.settings->>'maxFileSizeMb')::float8, 100) * 1048576)::bigint,"
+"       least(coalesce((d.settings->>'maxFileSizeMb')::numeric, 100) * 1048576, 9e18)::bigint,"
 "       coalesce((d.settings->>'maxFiles')::int, 10),"
 "       d.handler::oid,"
 "       d.handler_role::oid,"
