@@ -9,25 +9,17 @@
 use strict;
 use warnings;
 use JSON::PP;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use forward::Util;
 
 my $limit = 32 * 1024 * 1024;	# above a WAL segment, so the server itself is unhindered
-my $node = PostgreSQL::Test::Cluster->new('review_jsonl');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'runra_obs'
-runra_obs.http_workers = 0
-runra_obs.notify_channel = ''
-runra_obs.forward_poll_interval = 200ms
-});
+my $node = forward_node('review_jsonl');
+$node->stop;
 system_or_bail('bash', '-c',
 	'ulimit -f ' . ($limit / 1024) . ' && exec pg_ctl -w -D "$0" -l "$1" start',
 	$node->data_dir, $node->logfile);
 $node->_update_pid(1);
-$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 
 my $path = $node->basedir . '/events.jsonl';
 my $start = $limit - 40;	# room for 40 bytes: less than one line
