@@ -74,6 +74,25 @@ add_destination($node, 'huge', 'jsonl',
 ingest_events($node, event_at(0, 'sb_6', 'port.opened'));
 wait_delivered($node, 'huge', 1, 'jsonl: delivered with maxFileSizeMb 1e13');
 
+# Axiom refusing many events of a large batch: its answer names each by
+# time with a reason, well over 64 kB here.  Cut short, the answer could
+# not be read, and the whole batch (the taken events too) was sent again.
+my $picky = forward::Receiver->new;
+add_destination($node, 'picky', 'axiom',
+	{ url => $picky->url, dataset => 'd', token => 't', flushIntervalMs => 0, batchSize => 1000 },
+	[ 'net.*' ]);
+my @many = map { event_at($_, 'sb_7', 'net.request', { i => $_ }) } 0 .. 499;
+my $reason = 'field "i" has a type that conflicts with the dataset schema ' . ('.' x 140);
+$picky->plan('200 BODY ' . encode_json({ ingested => 50, failed => 450,
+	failures => [ map { { timestamp => $_->{timestamp}, error => $reason } } @many[50 .. 499] ] }));
+ingest_events($node, @many);
+ok($node->poll_query_until('postgres',
+		"SELECT queued = 0 AND sent + dead_lettered = 500 FROM runra_obs.forward_status WHERE destination = 'picky'"),
+	'axiom: a batch with 450 refusals is settled');
+is(status_of($node, 'picky', 'sent') . '/' . status_of($node, 'picky', 'dead_lettered'), '50/450',
+	'axiom: the 50 taken are acknowledged, the 450 refused dead-lettered');
+is(scalar($picky->requests), 1, 'axiom: the batch was sent once');
+
 my $log = slurp_file($node->logfile);
 unlike($log, qr/out of range/, 'the forward worker raised no range error');
 unlike($log, qr/"runra_obs forward" \(PID \d+\) exited with exit code 1/, 'the forward worker never exited on an error');
