@@ -410,6 +410,7 @@ typedef struct BatchMark
 	int			failures_len;
 } BatchMark;
 
+/* Remembers where batch and result stand, so a text that is not JSON can be undone. */
 static void
 batch_mark(EventBatch *batch, EventBodyResult *result, BatchMark *mark)
 {
