@@ -303,6 +303,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A dataset name has letters, digits, ".", "_" and "-"; it goes into the ingest URL.';
     END IF;
+    IF provider = 'axiom' AND config ->> 'token' ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'option "token" of axiom destination must not hold control characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It is sent as it is in the Authorization header, where a line break (often left over from a file) ends the header early.';
+    END IF;
     IF provider IN ('axiom', 'otel') AND
        coalesce(config ->> 'url', config ->> 'endpoint', 'https://') !~ '^https?://' THEN
         RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL',
@@ -547,6 +552,7 @@ REVOKE ALL ON FUNCTION
     runra_obs.on(text, regprocedure),
     runra_obs.requeue_dead_letters(text),
     runra_obs._forward_wake(),
+    runra_obs._forward_select(),    -- CREATE TRIGGER checks EXECUTE; firing does not
     runra_obs._forward_sync_trigger(),
     runra_obs._glob_to_like(text),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),

@@ -90,9 +90,13 @@ rotate(Destination *dest, char **error)
 	return fsync_parent(path, error);
 }
 
-/* Writes all of buf to fd and fsyncs it. */
+/*
+ * Writes all of buf to fd, which ends at offset start, and fsyncs it.  A
+ * write that fails part-way (disk full) is cut off again: the retry appends
+ * the batch anew, and a fragment before it would spoil its first line.
+ */
 static bool
-write_all(int fd, const char *path, const char *buf, size_t len, char **error)
+write_all(int fd, const char *path, off_t start, const char *buf, size_t len, char **error)
 {
 	while (len > 0)
 	{
@@ -103,6 +107,8 @@ write_all(int fd, const char *path, const char *buf, size_t len, char **error)
 		if (w <= 0)
 		{
 			*error = psprintf("could not write to \"%s\": %m", path);
+			if (ftruncate(fd, start) != 0)
+				*error = psprintf("%s; could not cut off the part written: %m", *error);
 			return false;
 		}
 		buf += w;
@@ -156,7 +162,7 @@ jsonl_write(Destination *dest, ForwardEvent *events, int n, char **error)
 		jsonl_encode_event(&line, &events[i]);
 		if (size + pending.len > 0 && size + pending.len + line.len > dest->max_file_bytes)
 		{
-			ok = write_all(fd, dest->file_path, pending.data, pending.len, error);
+			ok = write_all(fd, dest->file_path, size, pending.data, pending.len, error);
 			close(fd);
 			fd = -1;
 			ok = ok && rotate(dest, error);
@@ -167,7 +173,7 @@ jsonl_write(Destination *dest, ForwardEvent *events, int n, char **error)
 		appendBinaryStringInfo(&pending, line.data, line.len);
 	}
 	if (ok)
-		ok = write_all(fd, dest->file_path, pending.data, pending.len, error);
+		ok = write_all(fd, dest->file_path, size, pending.data, pending.len, error);
 	if (fd >= 0)
 		close(fd);
 	if (ok && size == 0)

@@ -216,7 +216,9 @@ duration_nanos(ForwardEvent *ev)
 
 	if (d == NULL || d->type != jbvNumeric)
 		return 0;
-	ms = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(d->val.numeric)));
+	/* numeric_float8 throws beyond double's range (1e400, 1e-400): never here */
+	ms = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
+											NumericGetDatum(d->val.numeric)));
 	if (!(ms > 0) || ms > 1e12)
 		return 0;
 	return (int64) (ms * 1e6);

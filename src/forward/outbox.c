@@ -11,6 +11,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -20,7 +21,11 @@
 
 #include "forward/forward.h"
 
-/* The destinations with their settings and a look at the head of each queue. */
+/*
+ * The destinations with their settings and a look at the head of each queue.
+ * Nothing here may fail on a value the option checks let through (such as
+ * maxFileSizeMb 1e13): an ERROR would stop every destination.
+ */
 static const char *const load_sql =
 "SELECT d.id, d.name, d.provider, d.enabled, d.batch_size, d.flush_interval_ms,"
 "       d.max_retry_ms, d.timeout_ms,"
@@ -36,7 +41,7 @@ static const char *const load_sql =
 "        FROM jsonb_each_text(d.secrets->'headers') AS h),"
 "       d.settings->'resourceAttributes',"
 "       d.settings->>'filePath',"
-"       (coalesce((d.settings->>'maxFileSizeMb')::float8, 100) * 1048576)::bigint,"
+"       least(coalesce((d.settings->>'maxFileSizeMb')::numeric, 100) * 1048576, 9e18)::bigint,"
 "       coalesce((d.settings->>'maxFiles')::int, 10),"
 "       d.handler::oid,"
 "       d.handler_role::oid,"
@@ -76,13 +81,15 @@ static const char *const attempt_sql =
 
 /*
  * Moves events to the dead letters: all of them ($4 = 0: a permanent
- * failure, or max_retry_ms 0) or those queued longer than $4 ms.
+ * failure, or max_retry_ms 0) or those queued longer than $4 ms.  The age
+ * is compared in milliseconds: now() - $4 ms is out of range for a large
+ * max_retry_ms (any bigint is allowed), and that ERROR would stop the worker.
  */
 static const char *const dead_letter_sql =
 "WITH gone AS ("
 "    DELETE FROM runra_obs.outbox"
 "    WHERE destination_id = $1 AND event_id = ANY ($2)"
-"      AND ($4 = 0 OR queued_at < now() - $4 * interval '1 millisecond')"
+"      AND ($4 = 0 OR extract(epoch FROM now() - queued_at) * 1000 > $4)"
 "    RETURNING *)"
 " INSERT INTO runra_obs.dead_letters AS l"
 "     (destination_id, event_id, created_at, sandbox_id, queued_at, attempts, error)"
@@ -132,6 +139,23 @@ outbox_run_batch_in_xact(void (*fn) (void *), void *arg)
 }
 
 /*
+ * The error as text the database can hold: it may quote a remote answer cut
+ * at a byte count (inside a character) or not in UTF-8 at all, and text is
+ * not checked when made from a C string.  Bad bytes become '?'.
+ */
+static Datum
+error_text(const char *error)
+{
+	char	   *s = pstrdup(error ? error : "");
+	int			len = strlen(s);
+	int			pos = 0;
+
+	while ((pos += pg_encoding_verifymbstr(GetDatabaseEncoding(), s + pos, len - pos)) < len)
+		s[pos++] = '?';
+	return PointerGetDatum(cstring_to_text_with_len(s, len));
+}
+
+/*
  * Runs one statement with the five parameters every statement here takes
  * ($1 destination id, $2 event ids, $3 error text, $4 and $5 numbers whose
  * meaning is the statement's); returns the rows affected.
@@ -150,7 +174,7 @@ exec_outcome(const char *sql, Destination *dest, const int64 *ids, int n,
 		elems[i] = Int64GetDatum(ids[i]);
 	values[0] = Int32GetDatum(dest->id);
 	values[1] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = CStringGetTextDatum(error ? error : "");
+	values[2] = error_text(error);
 	values[3] = Int64GetDatum(p4);
 	values[4] = Int64GetDatum(p5);
 	rc = SPI_execute_with_args(sql, 5, types, values, nulls, false, 0);

@@ -23,7 +23,7 @@
 #include "forward/forward.h"
 
 #define MAX_SOCKETS 256
-#define MAX_RESPONSE (64 * 1024)
+#define MAX_RESPONSE (16 * 1024 * 1024)	/* Axiom names every refused event */
 
 typedef struct WatchedSocket
 {
@@ -70,21 +70,25 @@ timer_callback(CURLM *m, long timeout_ms, void *userp)
 	return 0;
 }
 
-/* Collects the answer body, capped (we only read small JSON answers). */
+/*
+ * Collects the answer body, capped.  It grows as it comes: most answers are
+ * tiny, but Axiom's names each event it refused (a time and a reason), and
+ * an answer cut short cannot be read, so the whole batch would be re-sent.
+ */
 static size_t
 write_callback(char *data, size_t size, size_t nmemb, void *userp)
 {
 	InFlight   *req = userp;
 	size_t		len = size * nmemb;
-	size_t		room = MAX_RESPONSE - req->response_len;
-	size_t		take = Min(len, room);
+	size_t		take = Min(len, MAX_RESPONSE - req->response_len);
+	char	   *grown;
 
-	if (req->response == NULL)
-	{
-		req->response = malloc(MAX_RESPONSE + 1);
-		if (req->response == NULL)
-			return 0;
-	}
+	if (take == 0)
+		return len;
+	grown = realloc(req->response, req->response_len + take + 1);
+	if (grown == NULL)
+		return 0;
+	req->response = grown;
 	memcpy(req->response + req->response_len, data, take);
 	req->response_len += take;
 	req->response[req->response_len] = '\0';

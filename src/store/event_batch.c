@@ -413,6 +413,49 @@ finish_result(EventBodyResult *result)
 	appendStringInfoChar(&result->failures, ']');
 }
 
+/* What the batch and the body's result held before a body or line was parsed. */
+typedef struct BatchMark
+{
+	int			events_len;
+	int			rejected_len;
+	int64		n_events;
+	int64		n_rejected;
+	int64		ingested;
+	int64		failed;
+	int			failures_len;
+} BatchMark;
+
+/* Remembers where batch and result stand, so a text that is not JSON can be undone. */
+static void
+batch_mark(EventBatch *batch, EventBodyResult *result, BatchMark *mark)
+{
+	mark->events_len = batch->events.len;
+	mark->rejected_len = batch->rejected.len;
+	mark->n_events = batch->n_events;
+	mark->n_rejected = batch->n_rejected;
+	mark->ingested = result->ingested;
+	mark->failed = result->failed;
+	mark->failures_len = result->failures.len;
+}
+
+/*
+ * Forgets what was queued since the mark: the parser may have queued events
+ * of the text before a syntax error (such as the first of two objects on one
+ * line), and the text is then rejected as a whole.
+ */
+static void
+batch_undo(EventBatch *batch, EventBodyResult *result, const BatchMark *mark)
+{
+	batch->events.len = mark->events_len;
+	batch->rejected.len = mark->rejected_len;
+	batch->n_events = mark->n_events;
+	batch->n_rejected = mark->n_rejected;
+	result->ingested = mark->ingested;
+	result->failed = mark->failed;
+	result->failures.len = mark->failures_len;
+	result->failures.data[mark->failures_len] = '\0';
+}
+
 /* Feeds each non-blank line of an NDJSON body to the parser on its own. */
 static void
 add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
@@ -428,6 +471,7 @@ add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
 		int			line_len = line_end - line;
 		char	   *syntax_error;
 		char		saved;
+		BatchMark	mark;
 
 		if (line_len > 0 && line[line_len - 1] == '\r')
 			line_len--;			/* CRLF */
@@ -435,11 +479,13 @@ add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
 		{
 			saved = line[line_len];
 			line[line_len] = '\0';
+			batch_mark(batch, result, &mark);
 			if (!parse_event_body(batch, line, line_len, true, index, index + 1,
 								  result, &syntax_error))
 			{
 				char	   *reason = syntax_error;
 
+				batch_undo(batch, result, &mark);
 				appendStringInfo(&result->failures, "%s{\"index\":%d,\"line\":%d,\"error\":",
 								 result->failures.len > 1 ? "," : "", index, index + 1);
 				escape_json(&result->failures, reason);
@@ -465,25 +511,17 @@ event_batch_add(EventBatch *batch, char *body, int len, EventBodyFormat format,
 				EventBodyResult *result)
 {
 	int			replaced;
-	int			events_mark = batch->events.len;
-	int			rejected_mark = batch->rejected.len;
-	int64		n_events_mark = batch->n_events;
-	int64		n_rejected_mark = batch->n_rejected;
+	BatchMark	mark;
 	char	   *syntax_error;
 
+	batch_mark(batch, result, &mark);
 	body = json_sanitize(body, &len, &replaced);
 	if (format == EVENT_BODY_NDJSON)
 		add_ndjson(batch, body, len, result);
 	else if (!parse_event_body(batch, body, len, false, 0, 0, result, &syntax_error))
 	{
 		/* undo what the part before the error queued */
-		batch->events.len = events_mark;
-		batch->rejected.len = rejected_mark;
-		batch->n_events = n_events_mark;
-		batch->n_rejected = n_rejected_mark;
-		result->ingested = result->failed = 0;
-		resetStringInfo(&result->failures);
-		appendStringInfoChar(&result->failures, '[');
+		batch_undo(batch, result, &mark);
 		result->body_error = true;
 		result->body_error_message = syntax_error;
 	}

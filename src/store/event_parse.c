@@ -513,6 +513,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	parse.event_depth = (first == '[') ? 2 : 1;
 	parse.index = index;
 	parse.line = line;
+	parse.field = FIELD_NONE;	/* {0} would mean timestamp, before any key */
 	parse.scratch = AllocSetContextCreate(outer, "runra_obs event", ALLOCSET_DEFAULT_SIZES);
 
 	sem.semstate = &parse;
