@@ -21,6 +21,7 @@ INSERT INTO cases VALUES
   ('no zone',                 '{"timestamp":"TODAYT01:00:00","sandboxId":"sb_1","type":"exec.started"}'),
   ('not a date',              '{"timestamp":"yesterday","sandboxId":"sb_1","type":"exec.started"}'),
   ('impossible date',         '{"timestamp":"2026-02-30T01:00:00Z","sandboxId":"sb_1","type":"exec.started"}'),
+  ('offset colon, no minutes','{"timestamp":"TODAYT01:00:00+05:","sandboxId":"sb_1","type":"exec.started"}'),
   ('hour 24',                 '{"timestamp":"TODAYT24:00:00Z","sandboxId":"sb_1","type":"exec.started"}'),
   ('timestamp a number',      '{"timestamp":1750000000,"sandboxId":"sb_1","type":"exec.started"}'),
   ('missing timestamp',       '{"sandboxId":"sb_1","type":"exec.started"}'),
@@ -84,6 +85,12 @@ SELECT * FROM runra_obs.ingest(jsonb_build_array(
 -- one object on its own
 SELECT * FROM runra_obs.ingest(jsonb_build_object(
     'timestamp', :'today' || 'T02:00:01Z', 'sandboxId', 'sb_2', 'type', 'exec.completed'));
+-- numbers numeric holds are kept, even when JSONB prints them in full
+-- (1e1000 comes back as 1001 digits)
+SELECT ingested, failed FROM runra_obs.ingest(jsonb_build_object(
+    'timestamp', :'today' || 'T02:00:02Z', 'sandboxId', 'sb_big', 'type', 'cost.total',
+    'data', '{"sandboxCost": 1e1000, "tiny": 1e-1000}'::jsonb));
+SELECT length((data->>'sandboxCost')) AS digits FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_big';
 -- a JSON value that is not an event at all
 SELECT * FROM runra_obs.ingest('"hello"');
 SELECT * FROM runra_obs.ingest('[]');

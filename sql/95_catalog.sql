@@ -30,11 +30,12 @@ WHERE p.pronamespace = 'runra_obs'::regnamespace
 
 -- No function is executable by PUBLIC unless it is meant for everyone:
 -- what PUBLIC may run is listed here, so a change to it is a visible diff.
+-- Trigger functions too: firing a trigger needs no EXECUTE, but anyone who
+-- may execute one can attach it to a table of their own.
 SELECT p.oid::regprocedure AS public_function
 FROM pg_proc AS p
 WHERE p.pronamespace = 'runra_obs'::regnamespace
   AND has_function_privilege('public', p.oid, 'EXECUTE')
-  AND p.prorettype <> 'trigger'::regtype
 ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- What the two roles can read and write: a change is a visible diff, and
@@ -42,9 +43,16 @@ ORDER BY p.oid::regprocedure::text COLLATE "C";
 SELECT c.oid::regclass AS relation,
        has_table_privilege('runra_obs_reader', c.oid, 'SELECT') AS reader_select,
        has_table_privilege('runra_obs_writer', c.oid, 'SELECT') AS writer_select,
-       has_table_privilege('runra_obs_writer', c.oid, 'INSERT') AS writer_insert
+       has_any_column_privilege('runra_obs_writer', c.oid, 'INSERT') AS writer_insert
 FROM pg_class AS c
 WHERE c.relnamespace = 'runra_obs'::regnamespace
   AND c.relkind IN ('r', 'p', 'v', 'm')
   AND NOT c.relispartition
 ORDER BY c.oid::regclass::text COLLATE "C";
+
+-- Writers may not choose the store's own columns.
+SELECT a.attname AS column_writer_may_insert
+FROM pg_attribute AS a
+WHERE a.attrelid = 'runra_obs.sandbox_events'::regclass AND a.attnum > 0
+  AND has_column_privilege('runra_obs_writer', a.attrelid, a.attnum, 'INSERT')
+ORDER BY a.attnum;

@@ -80,7 +80,10 @@ COMMENT ON COLUMN runra_obs.sandbox_events.trace_id IS 'W3C trace id (32 lowerca
 COMMENT ON COLUMN runra_obs.sandbox_events.ingested_at IS 'When runra_obs stored the event';
 
 GRANT SELECT ON runra_obs.sandbox_events TO runra_obs_reader;
-GRANT SELECT, INSERT ON runra_obs.sandbox_events TO runra_obs_writer;
+-- Writers insert the event's own columns; id and ingested_at are the
+-- store's (an id set by hand could collide with the sequence later).
+GRANT SELECT, INSERT (created_at, sandbox_id, event_type, data, trace_id)
+    ON runra_obs.sandbox_events TO runra_obs_writer;
 GRANT USAGE ON SEQUENCE runra_obs.sandbox_events_id_seq TO runra_obs_writer;
 
 -- ---------------------------------------------------------------------------

@@ -456,6 +456,16 @@ batch_undo(EventBatch *batch, EventBodyResult *result, const BatchMark *mark)
 	result->failures.data[mark->failures_len] = '\0';
 }
 
+/* Is the line empty or only spaces and tabs? */
+static bool
+is_blank(const char *line, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (line[i] != ' ' && line[i] != '\t')
+			return false;
+	return true;
+}
+
 /* Feeds each non-blank line of an NDJSON body to the parser on its own. */
 static void
 add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
@@ -475,7 +485,7 @@ add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
 
 		if (line_len > 0 && line[line_len - 1] == '\r')
 			line_len--;			/* CRLF */
-		if (strspn(line, " \t") < (size_t) line_len)
+		if (!is_blank(line, line_len))
 		{
 			saved = line[line_len];
 			line[line_len] = '\0';

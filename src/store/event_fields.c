@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
+
 #include "utils/datetime.h"
 
 #include "store/event_fields.h"
@@ -84,8 +86,12 @@ read_zone(const char **p, int *offset_s)
 	if ((hours = read_digits(p, 2)) < 0 || hours > 23)
 		return false;
 	if (**p == ':')
-		(*p)++;
-	if (**p >= '0' && **p <= '9' && ((minutes = read_digits(p, 2)) < 0 || minutes > 59))
+	{
+		(*p)++;					/* after a colon the minutes must follow */
+		if ((minutes = read_digits(p, 2)) < 0 || minutes > 59)
+			return false;
+	}
+	else if (**p >= '0' && **p <= '9' && ((minutes = read_digits(p, 2)) < 0 || minutes > 59))
 		return false;
 	*offset_s = sign * (hours * 3600 + minutes * 60);
 	return true;
@@ -207,28 +213,38 @@ normalize_trace_id(const char *id, int len, char *out)
 }
 
 /*
- * Can numeric hold this JSON number exactly?  numeric refuses a number whose
- * digits before the point pass 131072 or whose scale passes 16383; we stay
- * well inside with a documented rule: at most 1000 significant digits and a
- * decimal exponent within +-1000.  Short numbers without an exponent, nearly
- * all of them, are accepted at once.
+ * Can numeric hold this JSON number exactly?  numeric refuses a value with
+ * more than 131072 digits before the decimal point or a scale above 16383
+ * ("value overflows numeric format"), which would fail the whole batch's
+ * write; we refuse such a number in its own event, with a margin: at most
+ * 131000 digits before the point and 16000 after, once the exponent (at
+ * most +-1000) is applied.  Short numbers without an exponent, nearly all of them, are
+ * accepted at once.
  */
 bool
 json_number_is_storable(const char *token)
 {
-	const char *e = strpbrk(token, "eE");
-	int			digits = 0;
+	const char *p = token;
+	long		integral = 0,
+				fraction = 0,
+				exponent = 0;
 
-	if (e != NULL)
+	if (strlen(token) <= 64 && strpbrk(token, "eE") == NULL)
+		return true;
+	if (*p == '-')
+		p++;
+	for (; *p >= '0' && *p <= '9'; p++)
+		integral++;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			fraction++;
+	if (*p == 'e' || *p == 'E')
 	{
-		long		exponent = strtol(e + 1, NULL, 10);
-
-		if (exponent < -1000 || exponent > 1000)
+		errno = 0;
+		exponent = strtol(p + 1, NULL, 10);
+		/* older PostgreSQL 15 releases refuse exponents beyond +-1000 */
+		if (errno == ERANGE || exponent > 1000 || exponent < -1000)
 			return false;
 	}
-	if (strlen(token) <= 1000)
-		return true;
-	for (const char *p = token; *p && p != e; p++)
-		digits += (*p >= '0' && *p <= '9');
-	return digits <= 1000;
+	return integral + exponent <= 131000 && fraction - exponent <= 16000;
 }

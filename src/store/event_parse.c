@@ -419,7 +419,7 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	/* token is NULL for strings: the parser does not de-escape them */
 	if (type == JSON_TOKEN_NUMBER && !json_number_is_storable(token))
 		note_problem(parse,
-					 "number %s cannot be stored exactly (at most 1000 digits and an exponent within +-1000)",
+					 "number %s cannot be stored exactly (at most 131000 digits before the point, 16000 after, and an exponent within +-1000)",
 					 quoted(token));
 	if (parse->depth != parse->event_depth || parse->field == FIELD_NONE)
 		return;
