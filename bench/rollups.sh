@@ -98,7 +98,7 @@ echo
 if [ $skip_ingest = 0 ]; then
     q "CREATE TABLE bench.batches AS
        SELECT n, (SELECT jsonb_agg(jsonb_build_object(
-                      'timestamp', to_char(now() - (i % 50) * interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                      'timestamp', to_char(now() - (i % 120) * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                       'sandboxId', 'sb_ingest_' || i % 40, 'type', (ARRAY['exec.completed', 'tool.invoked', 'resource.memory', 'cost.runtime'])[1 + i % 4],
                       'data', jsonb_build_object('command', 'cmd_' || i % 7, 'exitCode', i % 2, 'durationMs', i,
                                                  'toolName', 't', 'agentId', 'a', 'memoryUsedMb', 100, 'memoryLimitMb', 1000,

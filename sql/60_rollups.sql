@@ -164,16 +164,23 @@ SELECT runra_obs.histogram_percentile('{1}', 1.5);
 SELECT runra_obs.histogram_merge(h) FROM (VALUES ('[500:500]={1}'::bigint[])) AS v(h);
 
 -- Odd data never fails an insert: numbers that do not fit, strings, arrays.
-SELECT runra_obs.json_numeric('"0.25"') AS from_string, runra_obs.json_numeric('"1e400"') AS too_big,
-       runra_obs.json_numeric('[1]') AS array_value, runra_obs.json_numeric('1e5') AS exponent,
-       runra_obs.event_duration_ms('exec.completed', '{"durationMs": "1e99"}') IS NOT NULL AS big_ok;
+SELECT runra_obs.json_numeric('"0.25"') AS from_string, runra_obs.json_numeric('" -.5e-3 "') AS spaced,
+       runra_obs.json_numeric('"1e400"') AS too_big, runra_obs.json_numeric('-1e30') AS limit,
+       runra_obs.json_numeric('[1]') AS array_value, runra_obs.json_numeric('"12abc"') AS not_a_number,
+       runra_obs.json_numeric('1e5') AS exponent, runra_obs.json_numeric('true') AS boolean,
+       runra_obs.event_duration_ms('exec.completed', '{"durationMs": "1e29"}')::float8 AS big_fits_float8;
+-- ... and an insert with such values is stored and counted.
+SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
+    'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_odd', 'type', 'exec.completed',
+    'data', jsonb_build_object('durationMs', 1e400, 'exitCode', 'x', 'cost', '1e999', 'command', jsonb_build_array(1))));
+SELECT events, failures, cost, duration_count, label FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_odd';
 
 -- Retention: hourly rows past runra_obs.rollup_retention go, newer stay.
 INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, events, failures,
                                  duration_count, value_count, over_90, compacted)
 VALUES (now() - interval '401 days', 'exec.completed', '', '', 1, 0, 0, 0, 0, true),
        (now() - interval '399 days', 'exec.completed', '', '', 1, 0, 0, 0, 0, true);
-SELECT runra_obs._maintain_rollups() AS maintenance;
+SELECT runra_obs._maintain_rollups() ~ '^rollups: [0-9]+ delta rows compacted away, 1 expired rows dropped$' AS maintenance;
 SELECT count(*) AS old_rows_left FROM runra_obs.rollup_1h WHERE bucket < now() - interval '300 days';
 
 -- Readers read rollups; they cannot rebuild or maintain them.

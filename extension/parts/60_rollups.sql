@@ -27,22 +27,15 @@
 -- is missing or not a number gives NULL.
 -- ---------------------------------------------------------------------------
 
--- A JSON number, or a string holding a decimal number (as the SDK's own
--- query (data->>'cost')::numeric accepts), as numeric; otherwise NULL.
--- At most 30 digits before the point and a two-digit exponent, so that
--- every value (rounded) fits a float8.
+-- A JSON number, or a string spelling a decimal number (as the SDK's own
+-- query (data->>'cost')::numeric reads it), below 1e30 in magnitude, as
+-- numeric; NULL for anything else (src/rollup/json_numeric.c).
 CREATE FUNCTION runra_obs.json_numeric(value jsonb)
 RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE
-        WHEN jsonb_typeof(value) IN ('number', 'string')
-         AND value #>> '{}' ~ '^\s*[-+]?([0-9]{1,30}(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2})?\s*$'
-        THEN (value #>> '{}')::numeric
-    END
-$$;
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_json_numeric';
 COMMENT ON FUNCTION runra_obs.json_numeric(jsonb) IS
-    'A JSON number or numeric string (at most 30 integer digits, 2 exponent digits) as numeric, NULL for anything else';
+    'A JSON number or decimal string below 1e30 in magnitude as numeric, NULL for anything else';
 
 -- A measure in the rollups: rounded to a thousandth.
 CREATE FUNCTION runra_obs._json_measure(value jsonb)
@@ -234,17 +227,14 @@ CREATE TABLE runra_obs.rollup_1h (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
 CREATE TABLE runra_obs.rollup_1h_sandbox (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
 ALTER TABLE runra_obs.rollup_1h_sandbox ADD COLUMN sandbox_id text NOT NULL;
 
+-- One index each (every index is paid for on every insert): panels and
+-- compaction look rows up by type and bucket; per-sandbox panels by
+-- sandbox.  Retention and rebuilds scan, which is cheap for tables this size.
 CREATE INDEX rollup_5m_type_bucket_idx ON runra_obs.rollup_5m (event_type, bucket, label, agent_id);
-CREATE INDEX rollup_5m_bucket_idx ON runra_obs.rollup_5m (bucket);
-CREATE INDEX rollup_5m_delta_idx ON runra_obs.rollup_5m (bucket) WHERE NOT compacted;
 CREATE INDEX rollup_1h_type_bucket_idx ON runra_obs.rollup_1h (event_type, bucket, label, agent_id);
-CREATE INDEX rollup_1h_bucket_idx ON runra_obs.rollup_1h (bucket);
-CREATE INDEX rollup_1h_delta_idx ON runra_obs.rollup_1h (bucket) WHERE NOT compacted;
 CREATE INDEX rollup_1h_sandbox_type_bucket_idx
     ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id);
 CREATE INDEX rollup_1h_sandbox_sandbox_idx ON runra_obs.rollup_1h_sandbox (sandbox_id, bucket);
-CREATE INDEX rollup_1h_sandbox_bucket_idx ON runra_obs.rollup_1h_sandbox (bucket);
-CREATE INDEX rollup_1h_sandbox_delta_idx ON runra_obs.rollup_1h_sandbox (bucket) WHERE NOT compacted;
 
 COMMENT ON TABLE runra_obs.rollup_5m IS
     'Events per 5 minutes (UTC), event type, label and agent, all sandboxes together; several rows per key until compacted: always aggregate';
@@ -326,28 +316,36 @@ $$;
 -- The folding statement for events read from `source`; `compacted` says
 -- what the new rows are (true when rebuilt, false for trigger deltas);
 -- `first_ctes` (each followed by a comma) run in the same statement.
+-- Each event's facts are read once; the 5-minute rows are grouped from
+-- them, the hourly rows from the 5-minute ones, the per-sandbox rows from
+-- the facts again (grouping them through a 5-minute per-sandbox level
+-- would make more groups than either).
 CREATE FUNCTION runra_obs._rollup_fold_sql(source text, compacted boolean, first_ctes text DEFAULT '')
 RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT format($f$
-    WITH %6$s fine AS MATERIALIZED (
+    WITH %6$s facts AS MATERIALIZED (
+        SELECT e.created_at, e.sandbox_id, e.event_type,
+               runra_obs.event_label(e.event_type, e.data) AS label,
+               runra_obs.event_agent(e.data) AS agent_id,
+               runra_obs.event_failed(e.event_type, e.data) AS failed,
+               runra_obs.event_cost(e.data) AS cost,
+               runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
+               runra_obs.event_value(e.event_type, e.data) AS value,
+               runra_obs.event_limit(e.event_type, e.data) AS lim
+        FROM %1$s
+    ), fine AS MATERIALIZED (
         SELECT date_bin('5 minutes', created_at, timestamptz '2000-01-01 00:00+00') AS bucket,
-               sandbox_id, event_type, label, agent_id, %2$s
-        FROM (SELECT e.created_at, e.sandbox_id, e.event_type,
-                     runra_obs.event_label(e.event_type, e.data) AS label,
-                     runra_obs.event_agent(e.data) AS agent_id,
-                     runra_obs.event_failed(e.event_type, e.data) AS failed,
-                     runra_obs.event_cost(e.data) AS cost,
-                     runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
-                     runra_obs.event_value(e.event_type, e.data) AS value,
-                     runra_obs.event_limit(e.event_type, e.data) AS lim
-              FROM %1$s) AS facts
-        GROUP BY 1, 2, 3, 4, 5
+               event_type, label, agent_id, %2$s
+        FROM facts
+        GROUP BY 1, 2, 3, 4
     ), to_5m AS (
         INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %4$s)
-        SELECT bucket, event_type, label, agent_id, %3$s, %5$L::boolean
-        FROM fine GROUP BY 1, 2, 3, 4
+        SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
+               duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
+               limit_max, over_90, %5$L::boolean
+        FROM fine
     ), to_1h AS (
         INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %4$s)
         SELECT date_bin('1 hour', bucket, timestamptz '2000-01-01 00:00+00'),
@@ -355,9 +353,9 @@ AS $$
         FROM fine GROUP BY 1, 2, 3, 4
     )
     INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id, %4$s)
-    SELECT date_bin('1 hour', bucket, timestamptz '2000-01-01 00:00+00'),
-           sandbox_id, event_type, label, agent_id, %3$s, %5$L::boolean
-    FROM fine GROUP BY 1, 2, 3, 4, 5
+    SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'),
+           sandbox_id, event_type, label, agent_id, %2$s, %5$L::boolean
+    FROM facts GROUP BY 1, 2, 3, 4, 5
     $f$, source, runra_obs._rollup_measures(false), runra_obs._rollup_measures(true),
          runra_obs._rollup_columns(), compacted, first_ctes)
 $$;
@@ -375,15 +373,17 @@ BEGIN
         AS %L$f$, format($body$
         BEGIN
             %s;
+            RETURN NULL;
+        END
+        $body$, runra_obs._rollup_fold_sql('new_events AS e', false, $ctes$
+        ingest AS (
             INSERT INTO runra_obs.ingest_1m (bucket, events, statements, delay_sum_s, delay_max_s)
             SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00+00'), count(*), 1,
                    coalesce(sum(extract(epoch FROM ingested_at - created_at)), 0),
                    coalesce(max(extract(epoch FROM ingested_at - created_at)), 0)
             FROM new_events
-            HAVING count(*) > 0;
-            RETURN NULL;
-        END
-        $body$, runra_obs._rollup_fold_sql('new_events AS e', false)));
+            HAVING count(*) > 0
+        ),$ctes$)));
 END
 $do$;
 COMMENT ON FUNCTION runra_obs._rollup_new_events() IS

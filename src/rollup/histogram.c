@@ -31,10 +31,17 @@
 #define HIST_BUCKETS_PER_DOUBLING 4
 #define HIST_NBUCKETS (1 + 40 * HIST_BUCKETS_PER_DOUBLING + 1)
 
-/* The aggregate state: one counter per bucket. */
+/*
+ * The aggregate state: counters for buckets lo..hi, grown as durations
+ * arrive (a group's durations usually span a few buckets, and a big
+ * rebuild holds one state per group of its window).
+ */
 typedef struct HistState
 {
-	int64		counts[HIST_NBUCKETS];
+	MemoryContext context;		/* the aggregate's, where counts live */
+	int			lo;
+	int			hi;				/* counts[k - lo] for lo <= k <= hi */
+	int64	   *counts;			/* NULL until the first duration */
 	int64		total;
 } HistState;
 
@@ -98,6 +105,7 @@ static HistState *
 hist_state(FunctionCallInfo fcinfo)
 {
 	MemoryContext aggcontext;
+	HistState  *state;
 
 	if (!PG_ARGISNULL(0))
 		return (HistState *) PG_GETARG_POINTER(0);
@@ -105,7 +113,36 @@ hist_state(FunctionCallInfo fcinfo)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("histogram aggregate called in non-aggregate context")));
-	return (HistState *) MemoryContextAllocZero(aggcontext, sizeof(HistState));
+	state = (HistState *) MemoryContextAllocZero(aggcontext, sizeof(HistState));
+	state->context = aggcontext;
+	return state;
+}
+
+/* Adds count to bucket k, widening the counted range to include k. */
+static void
+hist_add(HistState *state, int k, int64 count)
+{
+	if (state->counts == NULL)
+	{
+		state->counts = MemoryContextAllocZero(state->context, sizeof(int64));
+		state->lo = state->hi = k;
+	}
+	else if (k < state->lo || k > state->hi)
+	{
+		int			lo = Min(k, state->lo);
+		int			hi = Max(k, state->hi);
+		int64	   *counts = MemoryContextAllocZero(state->context,
+													sizeof(int64) * (hi - lo + 1));
+
+		memcpy(counts + (state->lo - lo), state->counts,
+			   sizeof(int64) * (state->hi - state->lo + 1));
+		pfree(state->counts);
+		state->counts = counts;
+		state->lo = lo;
+		state->hi = hi;
+	}
+	state->counts[k - state->lo] += count;
+	state->total += count;
 }
 
 /* duration_histogram(ms) transition: counts one duration (NULLs are skipped). */
@@ -115,10 +152,7 @@ runra_histogram_add(PG_FUNCTION_ARGS)
 	HistState  *state = hist_state(fcinfo);
 
 	if (!PG_ARGISNULL(1))
-	{
-		state->counts[duration_bucket(PG_GETARG_FLOAT8(1))]++;
-		state->total++;
-	}
+		hist_add(state, duration_bucket(PG_GETARG_FLOAT8(1)), 1);
 	PG_RETURN_POINTER(state);
 }
 
@@ -161,10 +195,7 @@ hist_array_foreach(ArrayType *array, void (*fn) (void *, int, int64), void *arg)
 static void
 add_bucket(void *arg, int k, int64 count)
 {
-	HistState  *state = (HistState *) arg;
-
-	state->counts[k] += count;
-	state->total += count;
+	hist_add((HistState *) arg, k, count);
 }
 
 /* histogram_merge(hist) transition: adds a stored histogram in. */
@@ -184,8 +215,8 @@ runra_histogram_final(PG_FUNCTION_ARGS)
 {
 	HistState  *state;
 	Datum	   *elems;
-	int			first = 0,
-				last = HIST_NBUCKETS - 1;
+	int			first,
+				last;
 	int			dims[1];
 	int			lbs[1];
 
@@ -194,13 +225,15 @@ runra_histogram_final(PG_FUNCTION_ARGS)
 	state = (HistState *) PG_GETARG_POINTER(0);
 	if (state->total == 0)
 		PG_RETURN_NULL();
-	while (state->counts[first] == 0)
+	first = state->lo;
+	last = state->hi;
+	while (state->counts[first - state->lo] == 0)
 		first++;
-	while (state->counts[last] == 0)
+	while (state->counts[last - state->lo] == 0)
 		last--;
 	elems = palloc(sizeof(Datum) * (last - first + 1));
 	for (int k = first; k <= last; k++)
-		elems[k - first] = Int64GetDatum(state->counts[k]);
+		elems[k - first] = Int64GetDatum(state->counts[k - state->lo]);
 	dims[0] = last - first + 1;
 	lbs[0] = first;
 	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, NULL, 1, dims, lbs, INT8OID,
