@@ -260,8 +260,12 @@ executions = dashboard("runra-obs-executions", "Runra sandboxes: executions",
 SELECT $__timeGroupAlias(bucket, $__interval),
        sum(failures)::float8 / nullif(sum(events), 0) AS "error rate",
        coalesce(current_setting('runra_obs.error_rate_threshold', true)::float8, 0.05) AS "threshold"
-FROM runra_obs.rollup_5m
-WHERE $__timeFilter(bucket) AND event_type = 'exec.completed' AND {CMD}
+FROM (
+    SELECT bucket, sum(failures) AS failures, sum(events) AS events
+    FROM runra_obs.rollup_5m
+    WHERE $__timeFilter(bucket) AND event_type = 'exec.completed' AND {CMD}
+    GROUP BY bucket
+) AS per_bucket
 GROUP BY 1
 ORDER BY 1""",
           description="Share of exec.completed events with a non-zero exitCode; the threshold is runra_obs.error_rate_threshold (5 % by default).",
@@ -273,10 +277,15 @@ ORDER BY 1""",
                         "overrides": []}),
     panel("timeseries", "Executions and failures", f"""
 SELECT $__timeGroupAlias(bucket, $__interval),
-       coalesce(sum(events) FILTER (WHERE event_type = 'exec.completed'), 0) AS completed,
-       coalesce(sum(failures), 0) AS failed
-FROM runra_obs.rollup_5m
-WHERE $__timeFilter(bucket) AND {EXEC_FAILURE_TYPES} AND {CMD}
+       sum(completed) AS completed, sum(failures) AS failed
+FROM (
+    SELECT bucket,
+           coalesce(sum(events) FILTER (WHERE event_type = 'exec.completed'), 0) AS completed,
+           sum(failures) AS failures
+    FROM runra_obs.rollup_5m
+    WHERE $__timeFilter(bucket) AND {EXEC_FAILURE_TYPES} AND {CMD}
+    GROUP BY bucket
+) AS per_bucket
 GROUP BY 1
 ORDER BY 1"""),
     panel("table", "Latency by command (p50, p95, p99)", f"""
@@ -312,8 +321,12 @@ ORDER BY failures DESC, 1
 LIMIT 20"""),
     panel("timeseries", "Timeouts", f"""
 SELECT $__timeGroupAlias(bucket, $__interval), sum(events) AS timeouts
-FROM runra_obs.rollup_5m
-WHERE $__timeFilter(bucket) AND event_type = 'exec.timed_out' AND {CMD}
+FROM (
+    SELECT bucket, sum(events) AS events
+    FROM runra_obs.rollup_5m
+    WHERE $__timeFilter(bucket) AND event_type = 'exec.timed_out' AND {CMD}
+    GROUP BY bucket
+) AS per_bucket
 GROUP BY 1
 ORDER BY 1"""),
     panel("table", "Timeouts by command", f"""
@@ -327,28 +340,32 @@ LIMIT 20"""),
 
 agents = dashboard("runra-obs-agents", "Runra sandboxes: agents",
                    "What agents do in sandboxes: tool calls, tool failures, and the audit trail of one sandbox.",
-                   [SANDBOX, AUDIT_SANDBOX], [
-    panel("table", "Tool calls by agent and tool", f"""
+                   [AUDIT_SANDBOX], [
+    panel("table", "Tool calls by agent and tool", """
 SELECT coalesce(nullif(agent_id, ''), '(no agent)') AS agent, label AS tool, sum(events) AS calls
-FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked' AND {SB}
+FROM runra_obs.rollup_1h
+WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
 GROUP BY 1, 2
 ORDER BY calls DESC, 1, 2
 LIMIT 100"""),
     panel("timeseries", "Tool calls over time", """
-SELECT $__timeGroupAlias(bucket, $__interval), label AS metric, sum(events) AS calls
-FROM runra_obs.rollup_5m
-WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
+SELECT $__timeGroupAlias(bucket, $__interval), tool AS metric, sum(calls) AS calls
+FROM (
+    SELECT bucket, label AS tool, sum(events) AS calls
+    FROM runra_obs.rollup_5m
+    WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
+    GROUP BY 1, 2
+) AS per_bucket
 GROUP BY 1, 2
 ORDER BY 1, 2"""),
-    panel("table", "Tool failures", f"""
+    panel("table", "Tool failures", """
 SELECT label AS tool,
        sum(events) FILTER (WHERE event_type = 'tool.failed') AS failures,
        sum(events) FILTER (WHERE event_type = 'tool.invoked') AS calls,
        round(coalesce(sum(events) FILTER (WHERE event_type = 'tool.failed'), 0)::numeric
              / nullif(sum(events) FILTER (WHERE event_type = 'tool.invoked'), 0), 4) AS failure_rate
-FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND event_type IN ('tool.invoked', 'tool.failed') AND {SB}
+FROM runra_obs.rollup_1h
+WHERE $__timeFilter(bucket) AND event_type IN ('tool.invoked', 'tool.failed')
 GROUP BY 1
 HAVING sum(events) FILTER (WHERE event_type = 'tool.failed') > 0
 ORDER BY failures DESC, 1"""),

@@ -13,13 +13,18 @@ CREATE FUNCTION pg_temp.rollup_diff(rollup text, width interval, per_sandbox boo
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     sb text := CASE WHEN per_sandbox THEN 'sandbox_id,' ELSE '' END;
+    -- the keys each table keeps (see runra_obs._rollup_key)
+    label text := CASE rollup
+        WHEN 'runra_obs.rollup_5m' THEN 'CASE WHEN event_type ~ ''^(exec|tool)\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END'
+        WHEN 'runra_obs.rollup_1h' THEN 'runra_obs.event_label(event_type, data)'
+        ELSE 'CASE WHEN event_type ~ ''^sandbox\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END' END;
+    agent text := CASE rollup WHEN 'runra_obs.rollup_5m' THEN '''''' ELSE 'coalesce(data->>''agentId'', '''')' END;
     n  bigint;
 BEGIN
     EXECUTE format($q$
         WITH raw AS (
             SELECT date_bin(%2$L, created_at, timestamptz '2000-01-01') AS bucket, %3$s
-                   event_type, runra_obs.event_label(event_type, data) AS label,
-                   coalesce(data->>'agentId', '') AS agent_id,
+                   event_type, %5$s AS label, %6$s AS agent_id,
                    count(*) AS events,
                    count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)) AS failures,
                    sum(runra_obs.event_cost(data)) AS cost,
@@ -40,7 +45,7 @@ BEGIN
         )
         SELECT (SELECT count(*) FROM (TABLE raw EXCEPT TABLE rolled) AS a)
              + (SELECT count(*) FROM (TABLE rolled EXCEPT TABLE raw) AS b)$q$,
-        rollup, width, sb, CASE WHEN per_sandbox THEN ', 5' ELSE '' END)
+        rollup, width, sb, CASE WHEN per_sandbox THEN ', 5' ELSE '' END, label, agent)
     INTO n;
     RETURN n;
 END

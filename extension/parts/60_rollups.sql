@@ -237,14 +237,14 @@ CREATE INDEX rollup_1h_sandbox_type_bucket_idx
 CREATE INDEX rollup_1h_sandbox_sandbox_idx ON runra_obs.rollup_1h_sandbox (sandbox_id, bucket);
 
 COMMENT ON TABLE runra_obs.rollup_5m IS
-    'Events per 5 minutes (UTC), event type, label and agent, all sandboxes together; several rows per key until compacted: always aggregate';
+    'Events per 5 minutes (UTC), event type and (for exec.* and tool.*) label, all sandboxes together; several rows per key until compacted: always aggregate';
 COMMENT ON TABLE runra_obs.rollup_1h IS
     'Events per hour (UTC), event type, label and agent, all sandboxes together; several rows per key until compacted: always aggregate';
 COMMENT ON TABLE runra_obs.rollup_1h_sandbox IS
-    'Events per hour (UTC), sandbox, event type, label and agent; several rows per key until compacted: always aggregate';
+    'Events per hour (UTC), sandbox, event type, agent and (for sandbox.*) label; several rows per key until compacted: always aggregate';
 COMMENT ON COLUMN runra_obs.rollup_5m.bucket IS 'Start of the bucket (created_at rounded down, UTC)';
-COMMENT ON COLUMN runra_obs.rollup_5m.label IS 'runra_obs.event_label(): command, tool, reason, image, host or period';
-COMMENT ON COLUMN runra_obs.rollup_5m.agent_id IS 'runra_obs.event_agent(): data.agentId or ''''';
+COMMENT ON COLUMN runra_obs.rollup_5m.label IS 'runra_obs.event_label() as far as the table keeps it (runra_obs._rollup_key())';
+COMMENT ON COLUMN runra_obs.rollup_5m.agent_id IS 'runra_obs.event_agent(): data.agentId or '''' (always '''' in rollup_5m)';
 COMMENT ON COLUMN runra_obs.rollup_5m.events IS 'How many events';
 COMMENT ON COLUMN runra_obs.rollup_5m.failures IS 'How many of them runra_obs.event_failed() calls failures';
 COMMENT ON COLUMN runra_obs.rollup_5m.cost IS 'Sum of runra_obs.event_cost()';
@@ -313,19 +313,35 @@ AS $$
             value_count, value_sum, value_max, limit_max, over_90, compacted'
 $$;
 
+-- The keys each table keeps: what its panels group or filter by, no more
+-- (every extra key multiplies rows).
+--   rollup_5m          label for exec.* and tool.* (command, tool), no agent
+--   rollup_1h          every label and agent
+--   rollup_1h_sandbox  label for sandbox.* (image, termination reason), agent
+CREATE FUNCTION runra_obs._rollup_key(rollup text, event_type text, label text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN rollup = 'rollup_5m' AND (event_type LIKE 'exec.%' OR event_type LIKE 'tool.%') THEN label
+        WHEN rollup = 'rollup_1h' THEN label
+        WHEN rollup = 'rollup_1h_sandbox' AND event_type LIKE 'sandbox.%' THEN label
+        ELSE ''
+    END
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
+    'The label a rollup table keeps for an event: rollup_5m only commands and tools, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
+
 -- The folding statement for events read from `source`; `compacted` says
 -- what the new rows are (true when rebuilt, false for trigger deltas);
 -- `first_ctes` (each followed by a comma) run in the same statement.
--- Each event's facts are read once; the 5-minute rows are grouped from
--- them, the hourly rows from the 5-minute ones, the per-sandbox rows from
--- the facts again (grouping them through a 5-minute per-sandbox level
--- would make more groups than either).
+-- Each event's facts are read once, then grouped three ways.
 CREATE FUNCTION runra_obs._rollup_fold_sql(source text, compacted boolean, first_ctes text DEFAULT '')
 RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT format($f$
-    WITH %6$s facts AS MATERIALIZED (
+    WITH %5$s facts AS MATERIALIZED (
         SELECT e.created_at, e.sandbox_id, e.event_type,
                runra_obs.event_label(e.event_type, e.data) AS label,
                runra_obs.event_agent(e.data) AS agent_id,
@@ -335,29 +351,24 @@ AS $$
                runra_obs.event_value(e.event_type, e.data) AS value,
                runra_obs.event_limit(e.event_type, e.data) AS lim
         FROM %1$s
-    ), fine AS MATERIALIZED (
-        SELECT date_bin('5 minutes', created_at, timestamptz '2000-01-01 00:00+00') AS bucket,
-               event_type, label, agent_id, %2$s
-        FROM facts
-        GROUP BY 1, 2, 3, 4
     ), to_5m AS (
-        INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %4$s)
-        SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
-               duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
-               limit_max, over_90, %5$L::boolean
-        FROM fine
+        INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %3$s)
+        SELECT date_bin('5 minutes', created_at, timestamptz '2000-01-01 00:00+00'),
+               event_type, runra_obs._rollup_key('rollup_5m', event_type, label), '',
+               %2$s, %4$L::boolean
+        FROM facts GROUP BY 1, 2, 3, 4
     ), to_1h AS (
-        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %4$s)
-        SELECT date_bin('1 hour', bucket, timestamptz '2000-01-01 00:00+00'),
-               event_type, label, agent_id, %3$s, %5$L::boolean
-        FROM fine GROUP BY 1, 2, 3, 4
+        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %3$s)
+        SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'),
+               event_type, label, agent_id, %2$s, %4$L::boolean
+        FROM facts GROUP BY 1, 2, 3, 4
     )
-    INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id, %4$s)
+    INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id, %3$s)
     SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'),
-           sandbox_id, event_type, label, agent_id, %2$s, %5$L::boolean
+           sandbox_id, event_type, runra_obs._rollup_key('rollup_1h_sandbox', event_type, label),
+           agent_id, %2$s, %4$L::boolean
     FROM facts GROUP BY 1, 2, 3, 4, 5
-    $f$, source, runra_obs._rollup_measures(false), runra_obs._rollup_measures(true),
-         runra_obs._rollup_columns(), compacted, first_ctes)
+    $f$, source, runra_obs._rollup_measures(false), runra_obs._rollup_columns(), compacted, first_ctes)
 $$;
 
 -- The trigger function is generated from the same statement, as static SQL
