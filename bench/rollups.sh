@@ -3,7 +3,7 @@
 # dashboards, measured in one run on a private cluster.
 #
 #   bench/rollups.sh            1M generated events
-#   bench/rollups.sh --10m      1M, then grown to 10M in the same run
+#   bench/rollups.sh --10m      1M, then a fresh week of 10M, in the same run
 #   bench/rollups.sh --events N --skip-ingest --keep
 #
 # 1. Ingest: runra_obs.ingest() (COPY) throughput with pgbench, 2 clients,
@@ -151,15 +151,19 @@ if [ $skip_ingest = 0 ]; then
         done
         echo "$line   runs: ${runs[$m,1000]}/ ${runs[$m,1]}"
     done
-    # the watermark's other half: folding what came in since the last fold
-    # (the table holds what the last watermark cell ingested)
-    fold_ms=$( { echo '\timing on'; echo "SELECT count(*), sum(runra_obs.event_duration_ms(event_type, data)), count(DISTINCT (sandbox_id, event_type, runra_obs.event_label(event_type, data)))
-        FROM runra_obs.sandbox_events
-        WHERE ingested_at >= now() - interval '1 hour'
-          AND pg_visible_in_snapshot((((pg_current_xact_id()::text::bigint >> 32) << 32) + xmin::text::bigint)::text::xid8, pg_current_snapshot());"; } \
-        | "${PSQL[@]}" -d bench -A -t | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
-    recent=$(q "SELECT count(*) FROM runra_obs.sandbox_events")
-    echo "watermark fold (scan by ingested_at, visibility by xid, facts and counts only): $recent events in ${fold_ms} ms"
+    # the watermark's other half: folding what came in since the last fold,
+    # with the same fold statement the trigger runs, over 50 batches of 1000
+    mode watermark
+    q "TRUNCATE runra_obs.sandbox_events" >/dev/null
+    for i in $(seq 50); do echo "SELECT ingested FROM runra_obs.ingest((SELECT body FROM bench.batches WHERE n = 1000));"; done \
+        | "${PSQL[@]}" -d bench -A -t >/dev/null
+    fold_ms=$( { echo '\timing on'; echo "DO \$\$ BEGIN EXECUTE runra_obs._rollup_fold_sql(
+            '(SELECT * FROM runra_obs.sandbox_events
+              WHERE ingested_at >= now() - interval ''1 hour''
+                AND pg_visible_in_snapshot((((pg_current_xact_id()::text::bigint >> 32) << 32)
+                                            + xmin::text::bigint)::text::xid8, pg_current_snapshot())) AS e',
+            false); END \$\$;"; } | "${PSQL[@]}" -d bench -A -t | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+    echo "watermark fold (events found by ingested_at, visibility by xid, then the same fold statement): 50000 events in ${fold_ms} ms"
     mode rollup
     q "TRUNCATE runra_obs.sandbox_events, runra_obs.rollup_5m, runra_obs.rollup_1h, runra_obs.rollup_1h_sandbox, runra_obs.ingest_1m" >/dev/null
     "${PSQL[@]}" -d bench -A -t -c "SELECT ingested FROM runra_obs.ingest((SELECT body FROM bench.batches WHERE n = 1000))" >/dev/null
@@ -209,5 +213,6 @@ measure() {
     echo
 }
 measure "$events" "$(awk -v n="$events" 'BEGIN { if (n % 1000000 == 0) print n / 1000000 "M"; else print n }')"
-[ $big = 1 ] && measure 10000000 10M
-exit 0
+if [ $big = 1 ]; then
+    measure 10000000 10M
+fi

@@ -241,14 +241,23 @@ WHERE $__timeFilter(bucket) AND event_type = 'sandbox.terminated'
 GROUP BY 1
 ORDER BY 2 DESC, 1""",
           options={"reduceOptions": {"values": True, "calcs": [], "fields": ""}}),
-    panel("table", "Sandboxes", f"""
-SELECT sandbox_id AS sandbox, sum(events) AS events, sum(failures) AS failures,
-       sum(cost) AS cost, min(bucket) AS first_hour, max(bucket) AS last_hour
-FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND {SB} AND {in_var('event_type', 'event_type')}
+    panel("table", "Latest sandboxes", f"""
+WITH latest AS (
+    SELECT sandbox_id, bucket AS created_hour
+    FROM runra_obs.rollup_1h_sandbox
+    WHERE $__timeFilter(bucket) AND event_type = 'sandbox.created' AND {SB}
+    ORDER BY bucket DESC, sandbox_id
+    LIMIT 100
+)
+SELECT l.sandbox_id AS sandbox, min(l.created_hour) AS created_hour,
+       sum(s.events) AS events, sum(s.failures) AS failures, sum(s.cost) AS cost,
+       max(s.bucket) AS last_hour
+FROM latest AS l
+JOIN runra_obs.rollup_1h_sandbox AS s ON s.sandbox_id = l.sandbox_id
+WHERE $__timeFilter(s.bucket) AND {in_var('event_type', 's.event_type')}
 GROUP BY 1
-ORDER BY last_hour DESC, 1
-LIMIT 100"""),
+ORDER BY created_hour DESC, 1""",
+          description="The 100 sandboxes created last in the time range, with their events in it."),
 ])
 
 CMD = in_var("command", "label")
@@ -348,16 +357,20 @@ WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
 GROUP BY 1, 2
 ORDER BY calls DESC, 1, 2
 LIMIT 100"""),
-    panel("timeseries", "Tool calls over time", """
-SELECT $__timeGroupAlias(bucket, $__interval), tool AS metric, sum(calls) AS calls
+    panel("timeseries", "Tool calls and failures over time", """
+SELECT $__timeGroupAlias(bucket, $__interval),
+       sum(invoked) AS invoked, sum(completed) AS completed, sum(failed) AS failed
 FROM (
-    SELECT bucket, label AS tool, sum(events) AS calls
+    SELECT bucket,
+           coalesce(sum(events) FILTER (WHERE event_type = 'tool.invoked'), 0) AS invoked,
+           coalesce(sum(events) FILTER (WHERE event_type = 'tool.completed'), 0) AS completed,
+           coalesce(sum(events) FILTER (WHERE event_type = 'tool.failed'), 0) AS failed
     FROM runra_obs.rollup_5m
-    WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
-    GROUP BY 1, 2
+    WHERE $__timeFilter(bucket) AND event_type IN ('tool.invoked', 'tool.completed', 'tool.failed')
+    GROUP BY bucket
 ) AS per_bucket
-GROUP BY 1, 2
-ORDER BY 1, 2"""),
+GROUP BY 1
+ORDER BY 1"""),
     panel("table", "Tool failures", """
 SELECT label AS tool,
        sum(events) FILTER (WHERE event_type = 'tool.failed') AS failures,

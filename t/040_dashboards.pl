@@ -40,7 +40,8 @@ if ($stand_in)
 }
 $node->safe_psql('postgres', q{
     CREATE ROLE grafana_test LOGIN IN ROLE runra_obs_reader;
-    ALTER ROLE grafana_test SET default_transaction_read_only = on;});
+    ALTER ROLE grafana_test SET default_transaction_read_only = on;
+    ALTER ROLE grafana_test SET timezone = 'UTC';});
 
 # ---- known events, one day ago, over three hours ----
 my $base = $node->safe_psql('postgres',
@@ -128,10 +129,12 @@ sub context
 }
 
 my $T = sub { $base + 3600 * $_[0] };    # epoch of hour n of the known events
+my $H = sub { POSIX::strftime('%Y-%m-%d %H:%M:%S+00', gmtime($T->($_[0]))) };    # as timestamptz text
 
 # Expected figures for the known events, range [base, base + 3h], 1h
 # interval, every variable on All (audit_sandbox: sb_b).  Rows as
-# '|'-joined text; T<n> stands for the epoch of hour n.
+# '|'-joined text; T<n> stands for the epoch of hour n, H<n> for its
+# timestamptz text.
 my %expected = (
 	'runra-obs-costs/Current period total' => ['1.925'],
 	"runra-obs-costs/Selected sandboxes' cost" => ['1.925'],
@@ -153,7 +156,8 @@ my %expected = (
 	'runra-obs-executions/Timeouts' => ['T1|1'],
 	'runra-obs-executions/Timeouts by command' => ['make build|1|60000.000'],
 	'runra-obs-agents/Tool calls by agent and tool' => [ 'agent_x|search|3', 'agent_y|search|2', 'agent_x|write|1' ],
-	'runra-obs-agents/Tool calls over time' => [ 'T0|search|3', 'T0|write|1', 'T1|search|2' ],
+	'runra-obs-agents/Tool calls and failures over time' => [ 'T0|4|0|0', 'T1|2|0|1' ],
+	'runra-obs-sandbox-health/Latest sandboxes' => [ 'sb_a|H0|22|2|0.75|H2', 'sb_b|H0|17|4|1.05|H2', 'sb_c|H0|11|1|0.125|H2' ],
 	'runra-obs-agents/Tool failures' => ['search|1|5|0.2000'],
 	'runra-obs-resources/Memory against limit (top 10 sandboxes)' =>
 	  [ 'T0|sb_a|0.95000000000000000000', 'T1|sb_b|0.20000000000000000000' ],
@@ -232,7 +236,7 @@ for my $dash (@dashboards)
 				"$key: reads rollups, or raw events of chosen sandboxes only");
 			if (my $want = $expected{$key})
 			{
-				my @want = map { s/^T(\d+)/$T->($1)/er } @$want;
+				my @want = map { s/^T(\d+)/$T->($1)/er =~ s/\bH(\d+)\b/$H->($1)/ger } @$want;
 				is_deeply(render($rows), \@want, "$key: figures") or diag(explain(render($rows)));
 			}
 			if (my $want = $percentiles{$key})

@@ -230,7 +230,9 @@ ALTER TABLE runra_obs.rollup_1h_sandbox ADD COLUMN sandbox_id text NOT NULL;
 -- One index each (every index is paid for on every insert): panels and
 -- compaction look rows up by type and bucket; per-sandbox panels by
 -- sandbox.  Retention and rebuilds scan, which is cheap for tables this size.
-CREATE INDEX rollup_5m_type_bucket_idx ON runra_obs.rollup_5m (event_type, bucket, label, agent_id);
+-- rollup_5m's carries the counts time series read, for index-only scans.
+CREATE INDEX rollup_5m_type_bucket_idx ON runra_obs.rollup_5m (event_type, bucket, label, agent_id)
+    INCLUDE (events, failures, cost, over_90);
 CREATE INDEX rollup_1h_type_bucket_idx ON runra_obs.rollup_1h (event_type, bucket, label, agent_id);
 CREATE INDEX rollup_1h_sandbox_type_bucket_idx
     ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id);
