@@ -205,7 +205,7 @@ sub check_panel
 	return ($columns, $rows);
 }
 
-my %uids;
+my (%uids, %checked);
 my $known = { from => $T->(0), to => $T->(3), interval => 3600 };
 for my $dash (@dashboards)
 {
@@ -234,6 +234,7 @@ for my $dash (@dashboards)
 			# long windows read rollups, not raw events (the audit trail is per sandbox)
 			ok($target->{rawSql} !~ /sandbox_events/ || $target->{rawSql} =~ /sandbox_id IN \(\$audit_sandbox\)/,
 				"$key: reads rollups, or raw events of chosen sandboxes only");
+			$checked{$key}++;
 			if (my $want = $expected{$key})
 			{
 				my @want = map { s/^T(\d+)/$T->($1)/er =~ s/\bH(\d+)\b/$H->($1)/ger } @$want;
@@ -274,6 +275,10 @@ for my $dash (@dashboards)
 		}
 	}
 }
+
+# every expected figure belongs to a panel that exists (a renamed panel
+# must not silently lose its checks)
+ok($checked{$_}, "$_: panel exists and was checked") for sort(keys %expected, keys %percentiles);
 
 # A second pass: 5-minute interval, the variables on chosen values.
 my %choice = (
