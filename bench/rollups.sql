@@ -62,14 +62,16 @@ $$;
 
 -- The rollup tables recomputed from raw events of a window: a panel's SQL
 -- with these in place of the rollup tables is the same query on raw events.
-CREATE FUNCTION bench.raw_global(width interval, from_ts timestamptz, to_ts timestamptz)
-RETURNS TABLE (bucket timestamptz, event_type text, label text, agent_id text,
+-- sandbox_id is '' unless per_sandbox (grouping by a constant is free).
+CREATE FUNCTION bench.raw(width interval, per_sandbox boolean, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (bucket timestamptz, sandbox_id text, event_type text, label text, agent_id text,
                events bigint, failures bigint, cost numeric, duration_count bigint,
                duration_sum numeric, duration_max numeric, duration_hist bigint[],
                value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
                over_90 bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT date_bin(width, created_at, timestamptz '2000-01-01 00:00+00'), event_type,
+    SELECT date_bin(width, created_at, timestamptz '2000-01-01 00:00+00'),
+           CASE WHEN per_sandbox THEN sandbox_id ELSE '' END, event_type,
            runra_obs.event_label(event_type, data), runra_obs.event_agent(data),
            count(*), count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)),
            sum(runra_obs.event_cost(data)),
@@ -82,29 +84,6 @@ LANGUAGE sql STABLE AS $$
            count(*) FILTER (WHERE runra_obs.event_value(event_type, data) > 0.9 * runra_obs.event_limit(event_type, data))
     FROM runra_obs.sandbox_events
     WHERE created_at >= from_ts - width AND created_at <= to_ts + width
-    GROUP BY 1, 2, 3, 4
-$$;
-
-CREATE FUNCTION bench.raw_sandbox(from_ts timestamptz, to_ts timestamptz)
-RETURNS TABLE (bucket timestamptz, sandbox_id text, event_type text, label text, agent_id text,
-               events bigint, failures bigint, cost numeric, duration_count bigint,
-               duration_sum numeric, duration_max numeric, duration_hist bigint[],
-               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
-               over_90 bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'), sandbox_id, event_type,
-           runra_obs.event_label(event_type, data), runra_obs.event_agent(data),
-           count(*), count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)),
-           sum(runra_obs.event_cost(data)),
-           count(runra_obs.event_duration_ms(event_type, data)),
-           sum(runra_obs.event_duration_ms(event_type, data)),
-           max(runra_obs.event_duration_ms(event_type, data)),
-           runra_obs.duration_histogram(runra_obs.event_duration_ms(event_type, data)::float8),
-           count(runra_obs.event_value(event_type, data)), sum(runra_obs.event_value(event_type, data)),
-           max(runra_obs.event_value(event_type, data)), max(runra_obs.event_limit(event_type, data)),
-           count(*) FILTER (WHERE runra_obs.event_value(event_type, data) > 0.9 * runra_obs.event_limit(event_type, data))
-    FROM runra_obs.sandbox_events
-    WHERE created_at >= from_ts - interval '1 hour' AND created_at <= to_ts + interval '1 hour'
     GROUP BY 1, 2, 3, 4, 5
 $$;
 

@@ -98,6 +98,35 @@ def in_var(var, column):
     return f"('*' IN (${var}) OR {column} IN (${var}))"
 
 
+def threshold_line(unit, value, **limits):
+    """Field config drawing a red line at `value` (thresholds style line)."""
+    return {"defaults": {"unit": unit, **limits,
+                         "custom": {"thresholdsStyle": {"mode": "line"}},
+                         "thresholds": {"mode": "absolute", "steps": [
+                             {"color": "green", "value": None},
+                             {"color": "red", "value": value}]}},
+            "overrides": []}
+
+
+def top_sandboxes_series(title, event_type, measure, name, field_config):
+    """Hourly peaks of `measure` for the 10 sandboxes with the highest peak."""
+    return panel("timeseries", title, f"""
+WITH top AS (
+    SELECT sandbox_id
+    FROM runra_obs.rollup_1h_sandbox
+    WHERE $__timeFilter(bucket) AND event_type = '{event_type}' AND {SB}
+    GROUP BY 1
+    ORDER BY max({measure}) DESC NULLS LAST, 1
+    LIMIT 10
+)
+SELECT $__timeGroupAlias(bucket, $__interval), sandbox_id AS metric,
+       max({measure}) AS "{name}"
+FROM runra_obs.rollup_1h_sandbox
+WHERE $__timeFilter(bucket) AND event_type = '{event_type}' AND sandbox_id IN (SELECT sandbox_id FROM top)
+GROUP BY 1, 2
+ORDER BY 1, 2""", field_config=field_config)
+
+
 COST_TYPES = "event_type IN ('cost.runtime', 'cost.storage')"
 SB = in_var("sandbox", "sandbox_id")
 
@@ -278,12 +307,7 @@ FROM (
 GROUP BY 1
 ORDER BY 1""",
           description="Share of exec.completed events with a non-zero exitCode; the threshold is runra_obs.error_rate_threshold (5 % by default).",
-          field_config={"defaults": {"unit": "percentunit", "min": 0,
-                                     "custom": {"thresholdsStyle": {"mode": "line"}},
-                                     "thresholds": {"mode": "absolute", "steps": [
-                                         {"color": "green", "value": None},
-                                         {"color": "red", "value": 0.05}]}},
-                        "overrides": []}),
+          field_config=threshold_line("percentunit", 0.05, min=0)),
     panel("timeseries", "Executions and failures", f"""
 SELECT $__timeGroupAlias(bucket, $__interval),
        sum(completed) AS completed, sum(failures) AS failed
@@ -398,43 +422,11 @@ LIMIT 500""",
 resources = dashboard("runra-obs-resources", "Runra sandboxes: resources",
                       "Memory and CPU of sandboxes against their limits, and samples above 90 %.",
                       [SANDBOX], [
-    panel("timeseries", "Memory against limit (top 10 sandboxes)", f"""
-WITH top AS (
-    SELECT sandbox_id
-    FROM runra_obs.rollup_1h_sandbox
-    WHERE $__timeFilter(bucket) AND event_type = 'resource.memory' AND {SB}
-    GROUP BY 1
-    ORDER BY max(value_max / nullif(limit_max, 0)) DESC NULLS LAST, 1
-    LIMIT 10
-)
-SELECT $__timeGroupAlias(bucket, $__interval), sandbox_id AS metric,
-       max(value_max / nullif(limit_max, 0)) AS "peak share of limit"
-FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND event_type = 'resource.memory' AND sandbox_id IN (SELECT sandbox_id FROM top)
-GROUP BY 1, 2
-ORDER BY 1, 2""",
-          field_config={"defaults": {"unit": "percentunit", "max": 1,
-                                     "custom": {"thresholdsStyle": {"mode": "line"}},
-                                     "thresholds": {"mode": "absolute", "steps": [
-                                         {"color": "green", "value": None},
-                                         {"color": "red", "value": 0.9}]}},
-                        "overrides": []}),
-    panel("timeseries", "CPU (top 10 sandboxes)", f"""
-WITH top AS (
-    SELECT sandbox_id
-    FROM runra_obs.rollup_1h_sandbox
-    WHERE $__timeFilter(bucket) AND event_type = 'resource.cpu' AND {SB}
-    GROUP BY 1
-    ORDER BY max(value_max) DESC NULLS LAST, 1
-    LIMIT 10
-)
-SELECT $__timeGroupAlias(bucket, $__interval), sandbox_id AS metric,
-       max(value_max) AS "peak cpu %"
-FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND event_type = 'resource.cpu' AND sandbox_id IN (SELECT sandbox_id FROM top)
-GROUP BY 1, 2
-ORDER BY 1, 2""",
-          field_config={"defaults": {"unit": "percent"}, "overrides": []}),
+    top_sandboxes_series("Memory against limit (top 10 sandboxes)", "resource.memory",
+                         "value_max / nullif(limit_max, 0)", "peak share of limit",
+                         threshold_line("percentunit", 0.9, max=1)),
+    top_sandboxes_series("CPU (top 10 sandboxes)", "resource.cpu", "value_max", "peak cpu %",
+                         threshold_line("percent", 90)),
     panel("timeseries", "Samples above 90 %", """
 SELECT $__timeGroupAlias(bucket, $__interval),
        coalesce(sum(over_90) FILTER (WHERE event_type = 'resource.memory'), 0) AS memory,
