@@ -7,9 +7,10 @@
 --   rollup_1h_sandbox  every hour, per sandbox
 --   ingest_1m          every minute of ingest time (not event time)
 --
--- Each row counts the events of one bucket with the same event type, label
--- (command, tool, termination reason, image or host: see event_label) and
--- agent.  How they stay exact: an AFTER INSERT statement trigger on
+-- Each row counts the events of one bucket with the same event type and,
+-- as far as the table keeps them (_rollup_key), the same label (command,
+-- tool, termination reason, image...: see event_label) and agent.  How
+-- they stay exact: an AFTER INSERT statement trigger on
 -- sandbox_events folds each statement's new events (its transition table)
 -- into delta rows, in the inserting transaction.  So an event is counted
 -- when and only when it commits, whatever its timestamp, and a rolled-back
@@ -44,6 +45,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT round(runra_obs.json_numeric(value), 3)
 $$;
+COMMENT ON FUNCTION runra_obs._json_measure(jsonb) IS
+    'Internal: runra_obs.json_numeric() rounded to a thousandth, as rollups keep durations and samples';
 
 CREATE FUNCTION runra_obs.event_label(event_type text, data jsonb)
 RETURNS text
@@ -169,6 +172,12 @@ CREATE FUNCTION runra_obs._histogram_final(internal)
 RETURNS bigint[]
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'runra_histogram_final';
+COMMENT ON FUNCTION runra_obs._histogram_add(internal, double precision) IS
+    'Internal: transition function of runra_obs.duration_histogram';
+COMMENT ON FUNCTION runra_obs._histogram_merge(internal, bigint[]) IS
+    'Internal: transition function of runra_obs.histogram_merge';
+COMMENT ON FUNCTION runra_obs._histogram_final(internal) IS
+    'Internal: final function of both histogram aggregates';
 
 CREATE AGGREGATE runra_obs.duration_histogram(double precision) (
     SFUNC = runra_obs._histogram_add,
@@ -306,6 +315,8 @@ AS $$
          max(lim) AS limit_max, count(*) FILTER (WHERE value > 0.9 * lim) AS over_90'
     END
 $$;
+COMMENT ON FUNCTION runra_obs._rollup_measures(boolean) IS
+    'Internal: the rollup measures as SQL, aggregated from event facts or from rollup rows';
 
 CREATE FUNCTION runra_obs._rollup_columns()
 RETURNS text
@@ -314,6 +325,7 @@ AS $$
     SELECT 'events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
             value_count, value_sum, value_max, limit_max, over_90, compacted'
 $$;
+COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure columns of the rollup tables';
 
 -- The keys each table keeps: what its panels group or filter by, no more
 -- (every extra key multiplies rows).
@@ -372,6 +384,8 @@ AS $$
     FROM facts GROUP BY 1, 2, 3, 4, 5
     $f$, source, runra_obs._rollup_measures(false), runra_obs._rollup_columns(), compacted, first_ctes)
 $$;
+COMMENT ON FUNCTION runra_obs._rollup_fold_sql(text, boolean, text) IS
+    'Internal: the one statement that folds events into all three rollup tables';
 
 -- The trigger function is generated from the same statement, as static SQL
 -- so that PL/pgSQL plans it once per session, not once per insert.
@@ -414,6 +428,8 @@ LANGUAGE sql
 AS $$
     SELECT pg_advisory_xact_lock(hashtext('runra_obs.rollups'))
 $$;
+COMMENT ON FUNCTION runra_obs._rollup_lock() IS
+    'Internal: serialises compaction, retention and rebuilds (never taken by ingest)';
 
 -- Merges the delta rows of each key of one rollup table into one row, in
 -- one statement: rows committed after its snapshot stay deltas for next
@@ -447,6 +463,8 @@ BEGIN
     RETURN removed;
 END
 $$;
+COMMENT ON FUNCTION runra_obs._compact_rollup(regclass, text) IS
+    'Internal: merges the delta rows of each key of one rollup table; returns rows removed';
 
 CREATE FUNCTION runra_obs._compact_ingest()
 RETURNS bigint
@@ -467,6 +485,10 @@ AS $$
     )
     SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM merged)
 $$;
+COMMENT ON FUNCTION runra_obs._compact_ingest() IS
+    'Internal: merges the rows of each minute of runra_obs.ingest_1m; returns rows removed';
+REVOKE ALL ON FUNCTION runra_obs._rollup_lock(), runra_obs._compact_rollup(regclass, text),
+                       runra_obs._compact_ingest() FROM PUBLIC;
 
 CREATE FUNCTION runra_obs._maintain_rollups()
 RETURNS text
