@@ -170,37 +170,40 @@ WITH cost AS (
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1
 ), image AS (
-    SELECT DISTINCT ON (sandbox_id) sandbox_id, label AS image
+    SELECT sandbox_id, max(label) AS image
     FROM runra_obs.rollup_1h_sandbox
-    WHERE event_type = 'sandbox.created' AND sandbox_id IN (SELECT sandbox_id FROM cost)
-    ORDER BY sandbox_id, bucket DESC
+    WHERE event_type = 'sandbox.created'
+      AND bucket >= $__timeFrom()::timestamptz - interval '1 day' AND bucket <= $__timeTo()
+    GROUP BY 1
 )
 SELECT coalesce(nullif(image.image, ''), '(unknown)') AS image,
        count(*) AS sandboxes, sum(cost.cost) AS cost
 FROM cost LEFT JOIN image USING (sandbox_id)
 GROUP BY 1
 ORDER BY cost DESC NULLS LAST, 1""",
-          description="Images come from each sandbox's sandbox.created event (kept as long as the rollups)."),
+          description="Images come from each sandbox's sandbox.created event, if it is at most a day older than the time range."),
     panel("table", "Cost per agent", f"""
 WITH cost AS (
     SELECT sandbox_id, agent_id, sum(cost) AS cost
     FROM runra_obs.rollup_1h_sandbox
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1, 2
-), agent AS (
-    SELECT DISTINCT ON (sandbox_id) sandbox_id, agent_id
+), calls AS (
+    SELECT sandbox_id, agent_id, sum(events) AS calls
     FROM runra_obs.rollup_1h_sandbox
     WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked' AND agent_id <> ''
-      AND sandbox_id IN (SELECT sandbox_id FROM cost)
-    GROUP BY sandbox_id, agent_id
-    ORDER BY sandbox_id, sum(events) DESC, agent_id
+    GROUP BY 1, 2
+), agent AS (
+    SELECT DISTINCT ON (sandbox_id) sandbox_id, agent_id
+    FROM calls
+    ORDER BY sandbox_id, calls DESC, agent_id
 )
 SELECT coalesce(nullif(cost.agent_id, ''), agent.agent_id, '(no agent)') AS agent,
        count(DISTINCT cost.sandbox_id) AS sandboxes, sum(cost.cost) AS cost
 FROM cost LEFT JOIN agent USING (sandbox_id)
 GROUP BY 1
 ORDER BY cost DESC NULLS LAST, 1""",
-          description="A cost event's own agentId, else the agent that invoked most tools in its sandbox."),
+          description="A cost event's own agentId, else the agent that invoked most tools in its sandbox in the time range."),
 ])
 
 LIFECYCLE = ["sandbox.created", "sandbox.started", "sandbox.paused", "sandbox.resumed", "sandbox.terminated"]

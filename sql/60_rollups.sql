@@ -15,7 +15,7 @@ DECLARE
     sb text := CASE WHEN per_sandbox THEN 'sandbox_id,' ELSE '' END;
     -- the keys each table keeps (see runra_obs._rollup_key)
     label text := CASE rollup
-        WHEN 'runra_obs.rollup_5m' THEN 'CASE WHEN event_type ~ ''^(exec|tool)\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END'
+        WHEN 'runra_obs.rollup_5m' THEN 'CASE WHEN event_type ~ ''^exec\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END'
         WHEN 'runra_obs.rollup_1h' THEN 'runra_obs.event_label(event_type, data)'
         ELSE 'CASE WHEN event_type ~ ''^sandbox\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END' END;
     agent text := CASE rollup WHEN 'runra_obs.rollup_5m' THEN '''''' ELSE 'coalesce(data->>''agentId'', '''')' END;

@@ -8,6 +8,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JSON::PP;
 use List::Util qw(sum);
 use POSIX qw(floor);
 use rollups::GrafanaSql qw(load_dashboards expand);

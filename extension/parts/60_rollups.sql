@@ -239,16 +239,18 @@ ALTER TABLE runra_obs.rollup_1h_sandbox ADD COLUMN sandbox_id text NOT NULL;
 -- One index each (every index is paid for on every insert): panels and
 -- compaction look rows up by type and bucket; per-sandbox panels by
 -- sandbox.  Retention and rebuilds scan, which is cheap for tables this size.
--- rollup_5m's carries the counts time series read, for index-only scans.
+-- The type-and-bucket indexes carry the counts panels read, so that they
+-- read the index only, not rows (histograms and sums stay in the rows).
 CREATE INDEX rollup_5m_type_bucket_idx ON runra_obs.rollup_5m (event_type, bucket, label, agent_id)
     INCLUDE (events, failures, cost, over_90);
 CREATE INDEX rollup_1h_type_bucket_idx ON runra_obs.rollup_1h (event_type, bucket, label, agent_id);
 CREATE INDEX rollup_1h_sandbox_type_bucket_idx
-    ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id);
+    ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id)
+    INCLUDE (events, failures, cost, value_max, limit_max, over_90);
 CREATE INDEX rollup_1h_sandbox_sandbox_idx ON runra_obs.rollup_1h_sandbox (sandbox_id, bucket);
 
 COMMENT ON TABLE runra_obs.rollup_5m IS
-    'Events per 5 minutes (UTC), event type and (for exec.* and tool.*) label, all sandboxes together; several rows per key until compacted: always aggregate';
+    'Events per 5 minutes (UTC), event type and (for exec.*) label, all sandboxes together; several rows per key until compacted: always aggregate';
 COMMENT ON TABLE runra_obs.rollup_1h IS
     'Events per hour (UTC), event type, label and agent, all sandboxes together; several rows per key until compacted: always aggregate';
 COMMENT ON TABLE runra_obs.rollup_1h_sandbox IS
@@ -329,7 +331,7 @@ COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure column
 
 -- The keys each table keeps: what its panels group or filter by, no more
 -- (every extra key multiplies rows).
---   rollup_5m          label for exec.* and tool.* (command, tool), no agent
+--   rollup_5m          label for exec.* (command), no agent
 --   rollup_1h          every label and agent
 --   rollup_1h_sandbox  label for sandbox.* (image, termination reason), agent
 CREATE FUNCTION runra_obs._rollup_key(rollup text, event_type text, label text)
@@ -337,14 +339,14 @@ RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN rollup = 'rollup_5m' AND (event_type LIKE 'exec.%' OR event_type LIKE 'tool.%') THEN label
+        WHEN rollup = 'rollup_5m' AND event_type LIKE 'exec.%' THEN label
         WHEN rollup = 'rollup_1h' THEN label
         WHEN rollup = 'rollup_1h_sandbox' AND event_type LIKE 'sandbox.%' THEN label
         ELSE ''
     END
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
-    'The label a rollup table keeps for an event: rollup_5m only commands and tools, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
+    'The label a rollup table keeps for an event: rollup_5m only commands, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
 
 -- The folding statement for events read from `source`; `compacted` says
 -- what the new rows are (true when rebuilt, false for trigger deltas);
