@@ -36,9 +36,12 @@ def variable(name, label, query, multi=True, include_all=True):
     return v
 
 
+# Sandboxes created or started in the range or the day before it (listing
+# every sandbox with any event would read every per-sandbox row).
 SANDBOX = variable("sandbox", "Sandbox", """SELECT DISTINCT sandbox_id
 FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket)
+WHERE event_type IN ('sandbox.created', 'sandbox.started')
+  AND bucket >= $__timeFrom()::timestamptz - interval '1 day' AND bucket <= $__timeTo()
 ORDER BY 1
 LIMIT 1000""")
 EVENT_TYPE = variable("event_type", "Event type", """SELECT DISTINCT event_type
@@ -52,7 +55,7 @@ ORDER BY 1
 LIMIT 500""")
 AUDIT_SANDBOX = variable("audit_sandbox", "Audit sandbox", """SELECT DISTINCT sandbox_id
 FROM runra_obs.rollup_1h_sandbox
-WHERE $__timeFilter(bucket) AND event_type LIKE 'tool.%'
+WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
 ORDER BY 1
 LIMIT 1000""", multi=True, include_all=False)
 

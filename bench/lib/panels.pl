@@ -58,6 +58,11 @@ for my $dash (load_dashboards("$src/dashboards"))
 	my %selected = map { $_ => { all => 1, values => [], options => [] } } keys %vars;
 	$selected{audit_sandbox} = { values => ['sb_1'] } if $vars{audit_sandbox};
 	my $ctx = { from => $from, to => $to, interval => $interval, variables => \%vars, selected => \%selected };
+	for my $var (@{ $dash->{templating}{list} })
+	{
+		my ($ms) = time_query(expand($var->{query}, $ctx), 3);
+		printf "%-62s %10.1f\n", "$dash->{uid} / variable \$$var->{name}", $ms;
+	}
 	for my $panel (@{ $dash->{panels} })
 	{
 		for my $target (@{ $panel->{targets} })
