@@ -236,11 +236,14 @@ CREATE TABLE runra_obs.rollup_1h (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
 CREATE TABLE runra_obs.rollup_1h_sandbox (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
 ALTER TABLE runra_obs.rollup_1h_sandbox ADD COLUMN sandbox_id text NOT NULL;
 
--- One index each (every index is paid for on every insert): panels and
--- compaction look rows up by type and bucket; per-sandbox panels by
--- sandbox.  Retention and rebuilds scan, which is cheap for tables this size.
--- The type-and-bucket indexes carry the counts panels read, so that they
--- read the index only, not rows (histograms and sums stay in the rows).
+-- Indexes are paid for on every insert, so each serves a reader:
+--   type and bucket: panels and compaction look rows up by them; the
+--   5-minute and per-sandbox ones carry the counts panels read, so those
+--   panels read the index only, not the wide rows;
+--   sandbox and bucket: panels on chosen sandboxes;
+--   deltas (partial, holds only rows not yet compacted): compaction finds
+--   its work without reading the table;
+--   BRIN on bucket (a few pages): retention and rebuilds find old buckets.
 CREATE INDEX rollup_5m_type_bucket_idx ON runra_obs.rollup_5m (event_type, bucket, label, agent_id)
     INCLUDE (events, failures, cost, over_90);
 CREATE INDEX rollup_1h_type_bucket_idx ON runra_obs.rollup_1h (event_type, bucket, label, agent_id);
@@ -248,6 +251,12 @@ CREATE INDEX rollup_1h_sandbox_type_bucket_idx
     ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id)
     INCLUDE (events, failures, cost, value_max, limit_max, over_90);
 CREATE INDEX rollup_1h_sandbox_sandbox_idx ON runra_obs.rollup_1h_sandbox (sandbox_id, bucket);
+CREATE INDEX rollup_5m_delta_idx ON runra_obs.rollup_5m (bucket) WHERE NOT compacted;
+CREATE INDEX rollup_1h_delta_idx ON runra_obs.rollup_1h (bucket) WHERE NOT compacted;
+CREATE INDEX rollup_1h_sandbox_delta_idx ON runra_obs.rollup_1h_sandbox (bucket) WHERE NOT compacted;
+CREATE INDEX rollup_5m_bucket_brin ON runra_obs.rollup_5m USING brin (bucket);
+CREATE INDEX rollup_1h_bucket_brin ON runra_obs.rollup_1h USING brin (bucket);
+CREATE INDEX rollup_1h_sandbox_bucket_brin ON runra_obs.rollup_1h_sandbox USING brin (bucket);
 
 COMMENT ON TABLE runra_obs.rollup_5m IS
     'Events per 5 minutes (UTC), event type and (for exec.*) label, all sandboxes together; several rows per key until compacted: always aggregate';
@@ -282,6 +291,7 @@ CREATE TABLE runra_obs.ingest_1m (
     compacted   boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX ingest_1m_bucket_idx ON runra_obs.ingest_1m (bucket);
+CREATE INDEX ingest_1m_delta_idx ON runra_obs.ingest_1m (bucket) WHERE NOT compacted;
 COMMENT ON TABLE runra_obs.ingest_1m IS
     'Events stored per minute of ingest time (UTC), with the delay from created_at to storage; several rows per minute until compacted';
 COMMENT ON COLUMN runra_obs.ingest_1m.statements IS 'Insert statements (COPY batches) that stored them';
