@@ -4,7 +4,7 @@
 #
 #   bench/rollups.sh            1M generated events
 #   bench/rollups.sh --10m      1M, then a fresh week of 10M, in the same run
-#   bench/rollups.sh --events N --skip-ingest --keep
+#   bench/rollups.sh --events N --skip-ingest --ingest-only --keep
 #
 # 1. Ingest: runra_obs.ingest() (COPY) throughput with pgbench, 2 clients,
 #    3 s cells in rotation, median of 3 rounds,
@@ -23,14 +23,16 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 events=1000000
 big=0
 skip_ingest=0
+ingest_only=0
 keep=0
 while [ $# -gt 0 ]; do
     case $1 in
         --10m) big=1 ;;
         --events) events=$2; shift ;;
         --skip-ingest) skip_ingest=1 ;;
+        --ingest-only) ingest_only=1 ;;
         --keep) keep=1 ;;
-        *) echo "usage: $0 [--10m] [--events N] [--skip-ingest] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--10m] [--events N] [--skip-ingest] [--ingest-only] [--keep]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -168,11 +170,19 @@ if [ $skip_ingest = 0 ]; then
     q "TRUNCATE runra_obs.sandbox_events, runra_obs.rollup_5m, runra_obs.rollup_1h, runra_obs.rollup_1h_sandbox, runra_obs.ingest_1m" >/dev/null
     "${PSQL[@]}" -d bench -A -t -c "SELECT ingested FROM runra_obs.ingest((SELECT body FROM bench.batches WHERE n = 1000))" >/dev/null
     echo "rollup trigger freshness: a committed batch of 1000 is in the rollups when ingest() returns: rollup_5m counts $(q 'SELECT sum(events) FROM runra_obs.rollup_5m'), rollup_1h_sandbox $(q 'SELECT sum(events) FROM runra_obs.rollup_1h_sandbox')"
+    # compaction in steady state: the deltas of 3 s of ingest by 2 clients
+    as_pg "$bindir/pgbench" -n -c 2 -j 2 -T 3 -h "$work" -p "$port" -U postgres -f "$work/ingest_1000.sql" bench >/dev/null 2>&1
+    deltas=$(q "SELECT (SELECT count(*) FROM runra_obs.rollup_5m) + (SELECT count(*) FROM runra_obs.rollup_1h)
+                     + (SELECT count(*) FROM runra_obs.rollup_1h_sandbox)")
+    t0=$(ms_now)
+    compact=$(q "SELECT runra_obs._maintain_rollups()")
+    echo "compaction after 3 s of ingest ($(q 'SELECT count(*) FROM runra_obs.sandbox_events') events, $deltas delta rows): $compact in $(( $(ms_now) - t0 )) ms"
     q "TRUNCATE runra_obs.sandbox_events, runra_obs.rollup_5m, runra_obs.rollup_1h, runra_obs.rollup_1h_sandbox, runra_obs.ingest_1m" >/dev/null
     echo
 fi
 
 # ------------------------------------------------------------ dashboards
+if [ $ingest_only = 1 ]; then exit 0; fi
 upto=$(q "SELECT now()")
 generated=0
 grow() {
