@@ -98,6 +98,20 @@ ROLLBACK;
 SELECT count(*) AS ghost_rows_after FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_ghost';
 SELECT pg_temp.all_diffs() AS after_rollback;
 
+-- A rolled-back savepoint: its events are not counted, the rest of the
+-- transaction's are.
+BEGIN;
+SAVEPOINT before_ghost;
+SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
+    'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_ghost', 'type', 'exec.completed'));
+ROLLBACK TO SAVEPOINT before_ghost;
+SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
+    'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_kept', 'type', 'exec.completed'));
+COMMIT;
+SELECT sandbox_id, sum(events) AS events FROM runra_obs.rollup_1h_sandbox
+WHERE sandbox_id IN ('sb_ghost', 'sb_kept') GROUP BY 1;
+SELECT pg_temp.all_diffs() AS after_savepoint;
+
 -- Several statements in one transaction, and a second batch into the same
 -- buckets: several delta rows per key until compaction.
 BEGIN;
