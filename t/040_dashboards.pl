@@ -1,0 +1,317 @@
+# Every Grafana dashboard in dashboards/: each panel and variable query is
+# expanded as Grafana expands it (t/lib/rollups/GrafanaSql.pm), run as a
+# login role that is only a member of runra_obs_reader, against known
+# events, and checked for the columns its panel type needs and, for the
+# known events, the figures it must show.  A query that fails fails here.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use List::Util qw(sum);
+use POSIX qw(floor);
+use rollups::GrafanaSql qw(load_dashboards expand);
+
+my $src = $ENV{RUNRA_OBS_SRC} // '.';
+my @dashboards = load_dashboards("$src/dashboards");
+ok(@dashboards >= 6, 'six dashboards or more');
+
+my $node = PostgreSQL::Test::Cluster->new('dashboards');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'runra_obs'\n"
+	  . "runra_obs.http_workers = 0\nrunra_obs.notify_channel = ''\nrunra_obs.forward_enabled = off\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+
+# Stand-in for the forwarding subsystem's status view, ONLY when the real
+# runra_obs.forward_status is absent (a branch without forwarding): same
+# columns, one known row.  Where forwarding exists, its own view is used.
+my $stand_in = $node->safe_psql('postgres', q{
+    SELECT to_regclass('runra_obs.forward_status') IS NULL}) eq 't';
+if ($stand_in)
+{
+	$node->safe_psql('postgres', q{
+        CREATE VIEW runra_obs.forward_status AS
+        SELECT 'axiom-main'::text AS destination, 'axiom'::text AS provider, true AS enabled,
+               3::bigint AS queued, interval '42 seconds' AS oldest_queued_age,
+               10::bigint AS sent, 1::bigint AS failed, 0::bigint AS dead_lettered,
+               now() AS last_success, NULL::text AS last_error;
+        GRANT SELECT ON runra_obs.forward_status TO runra_obs_reader;});
+}
+$node->safe_psql('postgres', q{
+    CREATE ROLE grafana_test LOGIN IN ROLE runra_obs_reader;
+    ALTER ROLE grafana_test SET default_transaction_read_only = on;
+    ALTER ROLE grafana_test SET timezone = 'UTC';});
+
+# ---- known events, one day ago, over three hours ----
+my $base = $node->safe_psql('postgres',
+	q{SELECT extract(epoch FROM date_trunc('hour', now()) - interval '1 day')::bigint});
+my @events;
+sub ev
+{
+	my ($minute, $sandbox, $type, %data) = @_;
+	my @t = gmtime($base + 60 * $minute);
+	push @events, sprintf('{"timestamp":"%04d-%02d-%02dT%02d:%02d:%02dZ","sandboxId":"%s","type":"%s","data":%s}',
+		$t[5] + 1900, $t[4] + 1, @t[3, 2, 1, 0], $sandbox, $type, JSON::PP->new->canonical->encode(\%data));
+}
+ev(1, 'sb_a', 'sandbox.created', image => 'python:3.12');
+ev(2, 'sb_b', 'sandbox.created', image => 'node:20');
+ev(3, 'sb_c', 'sandbox.created', image => 'python:3.12');
+ev(2, 'sb_a', 'sandbox.started', startupDurationMs => 800);
+ev(3, 'sb_b', 'sandbox.started', startupDurationMs => 1200);
+ev(4, 'sb_c', 'sandbox.started', startupDurationMs => 3000);
+ev(70, 'sb_b', 'sandbox.paused', runtimeDurationMs => 60000);
+ev(80, 'sb_b', 'sandbox.resumed', pausedDurationMs => 600000);
+ev(150, 'sb_a', 'sandbox.terminated', reason => 'completed', totalRuntimeMs => 9000000);
+ev(160, 'sb_b', 'sandbox.terminated', reason => 'timeout', totalRuntimeMs => 9500000);
+ev(10 + $_, 'sb_a', 'exec.completed', command => 'npm test', exitCode => ($_ == 9 ? 1 : 0), durationMs => 100 * ($_ + 1)) for 0 .. 9;
+ev(70 + $_, 'sb_b', 'exec.completed', command => 'make build', exitCode => ($_ < 2 ? 2 : 0), durationMs => 5000) for 0 .. 4;
+ev(130 + $_, 'sb_c', 'exec.completed', command => 'ls', exitCode => 0, durationMs => 5) for 0 .. 4;
+ev(90, 'sb_b', 'exec.timed_out', command => 'make build', timeoutMs => 60000, signal => 'SIGKILL');
+ev(135, 'sb_c', 'exec.failed', command => 'ls', error => 'oom');
+ev(30, 'sb_a', 'cost.runtime', cost => 0.5, durationMs => 1800000, rate => 0.001);
+ev(90, 'sb_a', 'cost.runtime', cost => 0.25, durationMs => 900000, rate => 0.001);
+ev(90, 'sb_b', 'cost.runtime', cost => 1.0, durationMs => 3600000, rate => 0.001);
+ev(140, 'sb_c', 'cost.runtime', cost => 0.125, durationMs => 450000, rate => 0.001);
+ev(75, 'sb_b', 'cost.storage', cost => 0.05, durationMs => 600000, rate => 0.0001);
+ev(20 + $_, 'sb_a', 'tool.invoked', toolName => 'search', agentId => 'agent_x', toolArgs => { q => "q$_" }) for 0 .. 2;
+ev(24, 'sb_a', 'tool.invoked', toolName => 'write', agentId => 'agent_x', toolArgs => { path => '/a' });
+ev(100 + $_, 'sb_b', 'tool.invoked', toolName => 'search', agentId => 'agent_y', toolArgs => { q => 'x' }) for 0 .. 1;
+ev(102, 'sb_b', 'tool.failed', toolName => 'search', error => 'rate limited');
+ev(40, 'sb_a', 'resource.memory', memoryUsedMb => 950, memoryLimitMb => 1000);
+ev(45, 'sb_a', 'resource.memory', memoryUsedMb => 500, memoryLimitMb => 1000);
+ev(100, 'sb_b', 'resource.memory', memoryUsedMb => 400, memoryLimitMb => 2000);
+ev(130, 'sb_c', 'resource.cpu', cpuPercent => 95, cores => 2);
+ev(131, 'sb_c', 'resource.cpu', cpuPercent => 50, cores => 2);
+
+is($node->safe_psql('postgres', "SELECT ingested || '/' || failed FROM runra_obs.ingest('[" . join(',', @events) . "]')"),
+	scalar(@events) . '/0', 'known events stored');
+# a late event (old timestamp, new statement) and a refused one
+@events = ();
+ev(12, 'sb_a', 'exec.completed', command => 'npm test', exitCode => 1, durationMs => 200);
+push @events, '{"sandboxId":"sb_bad","type":"exec.completed"}';
+is($node->safe_psql('postgres', "SELECT ingested || '/' || failed FROM runra_obs.ingest('[" . join(',', @events) . "]')"),
+	'1/1', 'a late event stored, a bad one refused');
+
+# ---- running dashboard SQL as the Grafana role ----
+my $FS = "\x1f";
+
+# Runs SQL as grafana_test; returns (columns, rows) or dies with the error.
+sub run_query
+{
+	my ($sql) = @_;
+	my ($out, $err);
+	my $rc = $node->psql('postgres', $sql,
+		stdout => \$out, stderr => \$err,
+		extra_params => [ '-U', 'grafana_test', '-P', 'tuples_only=off', '-P', 'footer=off',
+			'-F', $FS, '-v', 'ON_ERROR_STOP=1' ]);
+	die "query failed: $err\n$sql\n" if $rc != 0 || $err =~ /ERROR/;
+	my @lines = split /\n/, $out, -1;
+	pop @lines while @lines && $lines[-1] eq '';
+	my @columns = split /$FS/, shift(@lines) // '', -1;
+	my @rows = map { [ split /$FS/, $_, -1 ] } @lines;
+	return (\@columns, \@rows);
+}
+
+# Context for expand(): the time range, interval and variable selection.
+sub context
+{
+	my ($dash, %opt) = @_;
+	my %vars = map { $_->{name} => $_ } @{ $dash->{templating}{list} };
+	my %selected;
+	for my $name (keys %vars)
+	{
+		$selected{$name} = $opt{select}{$name} // { all => 1, values => [] };
+		$selected{$name}{options} //= [];
+	}
+	return { from => $opt{from}, to => $opt{to}, interval => $opt{interval},
+		variables => \%vars, selected => \%selected };
+}
+
+my $T = sub { $base + 3600 * $_[0] };    # epoch of hour n of the known events
+my $H = sub { POSIX::strftime('%Y-%m-%d %H:%M:%S+00', gmtime($T->($_[0]))) };    # as timestamptz text
+
+# Expected figures for the known events, range [base, base + 3h], 1h
+# interval, every variable on All (audit_sandbox: sb_b).  Rows as
+# '|'-joined text; T<n> stands for the epoch of hour n, H<n> for its
+# timestamptz text.
+my %expected = (
+	'runra-obs-costs/Current period total' => ['1.925'],
+	"runra-obs-costs/Selected sandboxes' cost" => ['1.925'],
+	'runra-obs-costs/Cost over time: runtime vs storage' => [ 'T0|0.5|0', 'T1|1.25|0.05', 'T2|0.125|0' ],
+	'runra-obs-costs/Top sandboxes by cost' => [ 'sb_b|1|0.05|1.05', 'sb_a|0.75||0.75', 'sb_c|0.125||0.125' ],
+	'runra-obs-costs/Cost per image' => [ 'node:20|1|1.05', 'python:3.12|2|0.875' ],
+	'runra-obs-costs/Cost per agent' => [ 'agent_y|1|1.05', 'agent_x|1|0.75', '(no agent)|1|0.125' ],
+	'runra-obs-sandbox-health/Sandboxes running now' => ['1'],
+	'runra-obs-sandbox-health/Events in range' => ['50'],
+	'runra-obs-sandbox-health/Failures in range' => ['7'],
+	'runra-obs-sandbox-health/Created, started, terminated' => [ 'T0|3|3|0', 'T2|0|0|2' ],
+	'runra-obs-sandbox-health/Paused vs resumed' => ['T1|1|1'],
+	'runra-obs-sandbox-health/Termination reasons' => [ 'completed|1', 'timeout|1' ],
+	'runra-obs-executions/Error rate' => [ 'T0|0.18181818181818182|0.05', 'T1|0.4|0.05', 'T2|0|0.05' ],
+	'runra-obs-executions/Executions and failures' => [ 'T0|11|2', 'T1|5|3', 'T2|5|1' ],
+	'runra-obs-executions/Slowest commands' =>
+	  [ 'make build|5000.000|5000.0|5', 'npm test|1000.000|518.2|11', 'ls|5.000|5.0|5' ],
+	'runra-obs-executions/Top failing commands' => [ 'make build|3|5|1|', 'npm test|2|11||', 'ls|1|5||1' ],
+	'runra-obs-executions/Timeouts' => ['T1|1'],
+	'runra-obs-executions/Timeouts by command' => ['make build|1|60000.000'],
+	'runra-obs-agents/Tool calls by agent and tool' => [ 'agent_x|search|3', 'agent_y|search|2', 'agent_x|write|1' ],
+	'runra-obs-agents/Tool calls and failures over time' => [ 'T0|4|0|0', 'T1|2|0|1' ],
+	'runra-obs-sandbox-health/Latest sandboxes' => [ 'sb_a|H0|22|2|0.75|H2', 'sb_b|H0|17|4|1.05|H2', 'sb_c|H0|11|1|0.125|H2' ],
+	'runra-obs-agents/Tool failures' => ['search|1|5|0.2000'],
+	'runra-obs-resources/Memory against limit (top 10 sandboxes)' =>
+	  [ 'T0|sb_a|0.95000000000000000000', 'T1|sb_b|0.20000000000000000000' ],
+	'runra-obs-resources/CPU (top 10 sandboxes)' => ['T2|sb_c|95.000'],
+	'runra-obs-resources/Samples above 90 %' => [ 'T0|1|0|0', 'T1|0|0|0', 'T2|0|1|0' ],
+	'runra-obs-resources/Sandboxes above 90 %' => [ 'sb_a|1|950.000|1000.000|', 'sb_c|1|||95.000' ],
+);
+# percentiles: the histogram bucket each must fall into (value of the
+# exact percentile), checked by bucket since histograms are within 9 %
+my %percentiles = (
+	'runra-obs-sandbox-health/Startup p95' => [ [3000] ],
+	'runra-obs-sandbox-health/Startup duration percentiles' => [ [ 'T0', 1200, 3000, 3000 ] ],
+	'runra-obs-executions/Latency by command (p50, p95, p99)' => [
+		[ 'make build', 5, 5000, 5000, 5000 ],
+		[ 'npm test', 11, 500, 1000, 1000 ],
+		[ 'ls', 5, 5, 5, 5 ] ],
+);
+
+sub bucket { my ($ms) = @_; return $ms < 1 ? 0 : 1 + floor(4 * log($ms) / log(2) + 1e-9); }
+
+sub render
+{
+	my ($rows) = @_;
+	return [ map { join('|', @$_) } @$rows ];
+}
+
+# Structural checks every panel must pass; returns the rows.
+sub check_panel
+{
+	my ($dash, $panel, $target, $ctx, $label) = @_;
+	my $sql = expand($target->{rawSql}, $ctx);
+	my ($columns, $rows) = eval { run_query($sql) };
+	if (!ok(defined $columns, "$label: runs")) { diag($@); return; }
+	if ($target->{format} eq 'time_series')
+	{
+		is($columns->[0], 'time', "$label: time column first");
+		my @times = map { $_->[0] } @$rows;
+		is_deeply(\@times, [ sort { $a <=> $b } @times ], "$label: sorted by time");
+		ok(@$columns >= 2, "$label: has a value column");
+	}
+	else
+	{
+		ok(@$columns >= 1, "$label: returns columns");
+	}
+	return ($columns, $rows);
+}
+
+my (%uids, %checked);
+my $known = { from => $T->(0), to => $T->(3), interval => 3600 };
+for my $dash (@dashboards)
+{
+	my $uid = $dash->{uid} // '';
+	ok($uid =~ /^runra-obs-[a-z-]+$/ && !$uids{$uid}++, "$dash->{_file}: fixed unique uid $uid");
+	for my $var (@{ $dash->{templating}{list} })
+	{
+		is($var->{refresh}, 2, "$uid \$$var->{name}: refreshes on time range change");
+		is($var->{datasource}{type}, 'grafana-postgresql-datasource', "$uid \$$var->{name}: PostgreSQL datasource");
+		my ($cols, $rows) = eval { run_query(expand($var->{query}, context($dash, %$known))) };
+		ok(defined $cols, "$uid \$$var->{name}: variable query runs") or diag($@);
+		ok(@{ $rows // [] } > 0, "$uid \$$var->{name}: offers values");
+	}
+	for my $panel (@{ $dash->{panels} })
+	{
+		my $key = "$uid/$panel->{title}";
+		is($panel->{datasource}{type}, 'grafana-postgresql-datasource', "$key: PostgreSQL datasource");
+		for my $target (@{ $panel->{targets} })
+		{
+			ok(defined $target->{rawSql} && $target->{rawSql} =~ /\S/, "$key: has SQL");
+			my $range = $uid eq 'runra-obs-pipeline'
+			  ? { from => time() - 3600, to => time() + 60, interval => 3600 } : $known;
+			my ($columns, $rows) = check_panel($dash, $panel, $target,
+				context($dash, %$range, select => { audit_sandbox => { values => ['sb_b'] } }), $key);
+			next unless $rows;
+			# long windows read rollups, not raw events (the audit trail is per sandbox)
+			ok($target->{rawSql} !~ /sandbox_events/ || $target->{rawSql} =~ /sandbox_id IN \(\$audit_sandbox\)/,
+				"$key: reads rollups, or raw events of chosen sandboxes only");
+			$checked{$key}++;
+			if (my $want = $expected{$key})
+			{
+				my @want = map { s/^T(\d+)/$T->($1)/er =~ s/\bH(\d+)\b/$H->($1)/ger } @$want;
+				is_deeply(render($rows), \@want, "$key: figures") or diag(explain(render($rows)));
+			}
+			if (my $want = $percentiles{$key})
+			{
+				is(scalar @$rows, scalar @$want, "$key: rows");
+				for my $i (0 .. $#$want)
+				{
+					my @w = @{ $want->[$i] };
+					my @g = @{ $rows->[$i] // [] };
+					# percentile columns are compared by histogram bucket
+					my $exp = join('|', map { my $v = $w[$_]; my $g = $g[$_] // '';
+						($g =~ /^[\d.]+$/ && $g != int($g)) ? bucket($v) : ($v =~ /^T(\d+)$/ ? $T->($1) : $v) } 0 .. $#w);
+					my $got = join('|', map { my $g = $g[$_] // ''; ($g =~ /^[\d.]+$/ && $g != int($g)) ? bucket($g) : $g } 0 .. $#g);
+					is($got, $exp, "$key: row $i in the right histogram buckets");
+				}
+			}
+			if ($key eq 'runra-obs-agents/Audit trail')
+			{
+				is(scalar @$rows, 9, "$key: sb_b's nine tool and exec events");
+				ok(!(grep { $_->[1] ne 'sb_b' } @$rows), "$key: only sb_b");
+			}
+			if ($key eq 'runra-obs-pipeline/Ingest rate')
+			{
+				is(sprintf('%.0f', sum(map { $_->[1] } @$rows) * 3600), '50', "$key: 50 events stored in the last hour");
+			}
+			if ($key eq 'runra-obs-pipeline/Rejected events')
+			{
+				is(sum(map { $_->[2] } @$rows), 1, "$key: the refused event");
+			}
+			if ($stand_in && $key eq 'runra-obs-pipeline/Forwarding per destination')
+			{
+				is(render([ [ @{ $rows->[0] }[ 0 .. 7 ] ] ])->[0], 'axiom-main|axiom|t|3|42.000000|10|1|0',
+					"$key: queue depth and lag");
+			}
+		}
+	}
+}
+
+# every expected figure belongs to a panel that exists (a renamed panel
+# must not silently lose its checks)
+ok($checked{$_}, "$_: panel exists and was checked") for sort(keys %expected, keys %percentiles);
+
+# A second pass: 5-minute interval, the variables on chosen values.
+my %choice = (
+	sandbox => { values => [ 'sb_a', 'sb_b' ] },
+	command => { values => ['npm test'] },
+	event_type => { values => [ 'exec.completed', "it's" ] },
+	audit_sandbox => { values => ['sb_a'] });
+for my $dash (@dashboards)
+{
+	for my $panel (@{ $dash->{panels} })
+	{
+		for my $target (@{ $panel->{targets} })
+		{
+			my ($columns, $rows) = check_panel($dash, $panel, $target,
+				context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice),
+				"$dash->{uid}/$panel->{title} (5m, chosen values)");
+			my $key = "$dash->{uid}/$panel->{title}";
+			if ($rows && $key eq 'runra-obs-costs/Top sandboxes by cost')
+			{
+				is_deeply(render($rows), [ 'sb_b|1|0.05|1.05', 'sb_a|0.75||0.75' ], "$key: only the chosen sandboxes");
+			}
+			if ($rows && $key eq 'runra-obs-executions/Error rate')
+			{
+				is(sum(map { $_->[1] > 0 ? 1 : 0 } @$rows), 2, "$key: npm test failed in two 5-minute buckets");
+			}
+		}
+	}
+}
+
+# A query that fails is a failure: the checker itself must notice.
+ok(!defined eval { run_query('SELECT * FROM runra_obs.no_such_table') }, 'a failing query is reported');
+ok(!defined eval { run_query('SELECT runra_obs.rebuild_rollups(now(), now())') }, 'the Grafana role cannot rebuild');
+
+$node->stop;
+done_testing();
