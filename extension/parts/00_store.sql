@@ -261,10 +261,17 @@ BEGIN
         detail := format('%s Idempotency-Keys past runra_obs.idempotency_window', removed);
         RETURN NEXT;
     END IF;
+
+    detail := runra_obs._maintain_rollups();            -- extension/parts/60_rollups.sql
+    IF detail NOT LIKE 'rollups: 0 delta rows compacted away, 0 expired rows dropped' THEN
+        action := 'compacted';
+        object := 'rollups';
+        RETURN NEXT;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION runra_obs.run_maintenance(integer) IS
-    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events and Idempotency-Keys; reports each action';
+    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events and Idempotency-Keys, compacts and expires rollups; reports each action';
 REVOKE ALL ON FUNCTION runra_obs.run_maintenance(integer) FROM PUBLIC;
 
 

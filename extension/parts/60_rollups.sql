@@ -576,3 +576,52 @@ $$;
 COMMENT ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) IS
     'Recounts the rollups of a window (widened to whole hours) from the raw events, in one statement; returns the events counted';
 REVOKE ALL ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Privileges: the reader gets the measuring functions; internals, and above
+-- all the SECURITY DEFINER trigger function (anyone who may execute it could
+-- attach it to a table of their own and forge rollup rows), are the owner's.
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION
+    runra_obs._rollup_new_events(),
+    runra_obs._json_measure(jsonb),
+    runra_obs._histogram_add(internal, double precision),
+    runra_obs._histogram_merge(internal, bigint[]),
+    runra_obs._histogram_final(internal),
+    runra_obs._rollup_measures(boolean),
+    runra_obs._rollup_columns(),
+    runra_obs._rollup_key(text, text, text),
+    runra_obs._rollup_fold_sql(text, boolean, text)
+FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    runra_obs.json_numeric(jsonb),
+    runra_obs.event_label(text, jsonb),
+    runra_obs.event_agent(jsonb),
+    runra_obs.event_failed(text, jsonb),
+    runra_obs.event_cost(jsonb),
+    runra_obs.event_duration_ms(text, jsonb),
+    runra_obs.event_value(text, jsonb),
+    runra_obs.event_limit(text, jsonb),
+    runra_obs.duration_bucket(double precision),
+    runra_obs.duration_bucket_lower(integer),
+    runra_obs.duration_histogram(double precision),
+    runra_obs.histogram_merge(bigint[]),
+    runra_obs.histogram_percentile(bigint[], double precision),
+    runra_obs.histogram_count(bigint[])
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs.json_numeric(jsonb),
+    runra_obs.event_label(text, jsonb),
+    runra_obs.event_agent(jsonb),
+    runra_obs.event_failed(text, jsonb),
+    runra_obs.event_cost(jsonb),
+    runra_obs.event_duration_ms(text, jsonb),
+    runra_obs.event_value(text, jsonb),
+    runra_obs.event_limit(text, jsonb),
+    runra_obs.duration_bucket(double precision),
+    runra_obs.duration_bucket_lower(integer),
+    runra_obs.duration_histogram(double precision),
+    runra_obs.histogram_merge(bigint[]),
+    runra_obs.histogram_percentile(bigint[], double precision),
+    runra_obs.histogram_count(bigint[])
+TO runra_obs_reader;

@@ -21,6 +21,7 @@
 #include "utils/wait_event.h"
 
 #include "forward/forward.h"
+#include "worker/worker_common.h"
 
 #define MAX_SOCKETS 256
 #define MAX_RESPONSE (16 * 1024 * 1024)	/* Axiom names every refused event */
@@ -231,6 +232,7 @@ transport_wait(long timeout_ms, bool *latch_set)
 	}
 	n = WaitEventSetWait(set, wait_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 	FreeWaitEventSet(set);
+	runra_worker_absorb_barriers();
 
 	for (int i = 0; i < n; i++)
 	{

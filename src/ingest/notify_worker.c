@@ -196,6 +196,7 @@ wait_for_work(TimestampTz now, TimestampTz next_maintenance)
 		ResetLatch(MyLatch);
 		n = WaitEventSetWait(wait_set, 0, events, lengthof(events), PG_WAIT_EXTENSION);
 	}
+	runra_worker_absorb_barriers();
 	for (int i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)

@@ -23,6 +23,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/procsignal.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -200,11 +201,26 @@ runra_worker_wait_for_extension(void)
 		logged = true;
 		runra_worker_set_state("waiting for extension");
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 5000L, PG_WAIT_EXTENSION);
+						 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		runra_worker_absorb_barriers();
 		runra_worker_reload_if_needed();
 	}
 	return false;
+}
+
+/*
+ * Answers what other backends wait for us to do, without the ERROR that a
+ * full CHECK_FOR_INTERRUPTS may throw: a ProcSignalBarrier (DROP DATABASE,
+ * ALTER DATABASE SET TABLESPACE ...) waits until every process has absorbed
+ * it, so a worker that sleeps without absorbing it hangs those commands.
+ * Call it after every wait.
+ */
+void
+runra_worker_absorb_barriers(void)
+{
+	if (ProcSignalBarrierPending)
+		ProcessProcSignalBarrier();
 }
 
 /* Re-reads postgresql.conf after SIGHUP. */

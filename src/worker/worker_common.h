@@ -45,6 +45,7 @@ extern void runra_worker_setup_signals(void);
 extern void runra_worker_attach(const char *role);
 extern bool runra_worker_wait_for_extension(void);
 extern void runra_worker_reload_if_needed(void);
+extern void runra_worker_absorb_barriers(void);
 
 extern void runra_worker_set_state(const char *state);
 extern void runra_worker_report_error(const char *message);
