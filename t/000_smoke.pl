@@ -19,5 +19,16 @@ my $result = $node->safe_psql('postgres', q{
 is($result, '1|0', 'an event goes in through runra_obs.ingest()');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM runra_obs.sandbox_events'),
    '1', 'and is stored');
+# The README's reference lists exactly the public objects, with their
+# COMMENTs (scripts/reference rewrites it).
+my $src = $ENV{RUNRA_OBS_SRC} // '.';
+my $expected = $node->safe_psql('postgres', slurp_file("$src/test/reference.sql"));
+my $readme = slurp_file("$src/README.md");
+my ($listed) = $readme =~ /<!-- reference:begin[^\n]*\n\|[^\n]*\n\|---\|---\|---\|\n(.*?)<!-- reference:end -->/s;
+ok(defined $listed, 'README has a reference table');
+$listed //= '';
+chomp $listed;
+is($listed, $expected, 'README reference matches the catalog (run scripts/reference)');
+
 $node->stop;
 done_testing();
