@@ -21,12 +21,7 @@ REPS=${REPS:-5}
 ensure_packages
 
 if [ "$(id -u)" = 0 ]; then
-    ensure_user runra_test
-    work=/tmp/runra_obs-bench-analytics
-    rm -rf "$work" && mkdir -p "$work"
-    tar -C "$src" --exclude=./.git --exclude=./tmp_install --exclude=./tmp_check \
-        --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$work" -xf -
-    chown -R runra_test "$work"
+    work=$(test_user_copy "$src" bench)
     exec runuser -u runra_test -- env EVENTS="$EVENTS" DAYS="$DAYS" REPS="$REPS" "$work/bench/analytics.sh"
 fi
 

@@ -29,7 +29,7 @@ FROM (
          (ARRAY['exec.completed','exec.started','cost.runtime','resource.memory','tool.invoked','file.created','sandbox.started'])[1 + i % 7] AS type,
          CASE i % 7
            WHEN 0 THEN jsonb_build_object('command', 'npm test --filter ' || (i % 50), 'exitCode', (i % 13 = 0)::int,
-                                          'durationMs', (i * 7919) % 20000, 'stdout', repeat('ok ', 10), 'stderr', '')
+                                          'durationMs', (i::bigint * 7919) % 20000, 'stdout', repeat('ok ', 10), 'stderr', '')
            WHEN 1 THEN jsonb_build_object('command', 'npm test --filter ' || (i % 50), 'cwd', '/workspace')
            WHEN 2 THEN jsonb_build_object('durationMs', 60000, 'rate', 0.000012, 'cost', 0.00072)
            WHEN 3 THEN jsonb_build_object('memoryUsedMb', 100 + i % 900, 'memoryLimitMb', 1024)

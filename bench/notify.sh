@@ -24,12 +24,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 ensure_packages
 
 if [ "$(id -u)" = 0 ]; then
-    ensure_user runra_test
-    work=/tmp/runra_obs-bench.$(printf %s "$src" | md5sum | cut -c1-8)
-    rm -rf "$work" && mkdir -p "$work"
-    tar -C "$src" --exclude=./.git --exclude=./tmp_install --exclude=./tmp_check \
-        --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$work" -xf -
-    chown -R runra_test "$work"
+    work=$(test_user_copy "$src" bench)
     exec runuser -u runra_test -- env EVENTS="${EVENTS:-}" CLIENTS="${CLIENTS:-}" "$work/bench/notify.sh"
 fi
 

@@ -33,3 +33,17 @@ ensure_user() {
     local user=$1
     id "$user" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$user"
 }
+
+# A copy of the source tree owned by runra_test, to run PostgreSQL (which
+# refuses to run as root) from it; prints the copy's path.  One copy per
+# source tree and purpose, so several checkouts can test at once.
+test_user_copy() {
+    local src=$1 purpose=$2 work
+    ensure_user runra_test
+    work=/tmp/runra_obs-$purpose.$(printf %s "$src" | md5sum | cut -c1-8)
+    rm -rf "$work" && mkdir -p "$work"
+    tar -C "$src" --exclude=./.git --exclude=./tmp_install --exclude=./tmp_check \
+        --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$work" -xf -
+    chown -R runra_test "$work"
+    printf '%s\n' "$work"
+}
