@@ -4,10 +4,12 @@
 -- the raw events only for the ragged edges, with the same figures as the
 -- raw-only versions of 20_analytics.sql.
 --
--- Why here and not in 20_analytics.sql: the BEGIN ATOMIC bodies are parsed
--- when created, so they can name the rollup tables only after
--- 60_rollups.sql.  CREATE OR REPLACE keeps each function's signature, oid,
--- owner, privileges and comment; the comments are extended below.
+-- Why here and not in 20_analytics.sql with the rest of the API: BEGIN
+-- ATOMIC bodies are parsed when created, so they can name the rollup
+-- tables only after 60_rollups.sql.  Signatures, results, comments and
+-- grants are those the functions had there; the raw-only bodies they had
+-- are kept as the reference the tests compare with
+-- (test/api_raw_reference.sql).
 --
 -- How the window is split, for a rollup of width w (1 hour, or 5 minutes
 -- where a 5-minute rollup can serve the buckets asked for):
@@ -121,7 +123,7 @@ END;
 COMMENT ON FUNCTION runra_obs._cost_parts(timestamptz, timestamptz, interval) IS
     'Internal: the cost rows of [from_time, to_time): raw cost events at the edges, rollup_1h_sandbox rows for the whole hours (w = 1 hour; any other w reads raw)';
 
-CREATE OR REPLACE FUNCTION runra_obs.cost_per_sandbox(from_time timestamptz DEFAULT now() - interval '24 hours',
+CREATE FUNCTION runra_obs.cost_per_sandbox(from_time timestamptz DEFAULT now() - interval '24 hours',
                                                       to_time timestamptz DEFAULT now())
 RETURNS TABLE (sandbox_id text, runtime_cost numeric, storage_cost numeric,
                total_cost numeric, runtime_ms numeric, reported_total_cost numeric)
@@ -147,7 +149,7 @@ END;
 COMMENT ON FUNCTION runra_obs.cost_per_sandbox(timestamptz, timestamptz) IS
     'Per sandbox in [from_time, to_time): cost.runtime and cost.storage costs, their sum, runtime ms, and the cost.total the sandbox reported (never added to total_cost); whole hours of windows of 3 hours or more are read from rollup_1h_sandbox';
 
-CREATE OR REPLACE FUNCTION runra_obs.cost_over_time(from_time timestamptz DEFAULT now() - interval '24 hours',
+CREATE FUNCTION runra_obs.cost_over_time(from_time timestamptz DEFAULT now() - interval '24 hours',
                                                     to_time timestamptz DEFAULT now(),
                                                     bucket interval DEFAULT '1 hour')
 RETURNS TABLE ("time" timestamptz, runtime_cost numeric, storage_cost numeric,
@@ -180,7 +182,7 @@ COMMENT ON FUNCTION runra_obs.cost_over_time(timestamptz, timestamptz, interval)
 -- rollup_1h (buckets of whole hours) or rollup_5m (of whole 5 minutes).
 -- ---------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION runra_obs.error_rate(from_time timestamptz DEFAULT now() - interval '24 hours',
+CREATE FUNCTION runra_obs.error_rate(from_time timestamptz DEFAULT now() - interval '24 hours',
                                                 to_time timestamptz DEFAULT now(),
                                                 bucket interval DEFAULT '5 minutes')
 RETURNS TABLE ("time" timestamptz, executions bigint, failures bigint,
@@ -231,13 +233,19 @@ END;
 COMMENT ON FUNCTION runra_obs.error_rate(timestamptz, timestamptz, interval) IS
     'Per time bucket in [from_time, to_time): executions, failures, failure rate, and whether it is above runra_obs.error_rate_threshold; the whole buckets of windows of 3 hours or more are read from rollup_1h or rollup_5m';
 
--- The reader calls the helpers inside the inlined functions, so it needs
--- EXECUTE on them (the replaced functions keep their grants).
+-- The reader gets the three functions, and the helpers too: a function
+-- called inside an inlined function is checked against the caller.
 REVOKE ALL ON FUNCTION runra_obs._rollup_width(interval, interval),
                        runra_obs._rollup_lo(timestamptz, timestamptz, interval),
                        runra_obs._rollup_hi(timestamptz, timestamptz, interval),
-                       runra_obs._cost_parts(timestamptz, timestamptz, interval) FROM PUBLIC;
+                       runra_obs._cost_parts(timestamptz, timestamptz, interval),
+                       runra_obs.cost_per_sandbox(timestamptz, timestamptz),
+                       runra_obs.cost_over_time(timestamptz, timestamptz, interval),
+                       runra_obs.error_rate(timestamptz, timestamptz, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs._rollup_width(interval, interval),
                           runra_obs._rollup_lo(timestamptz, timestamptz, interval),
                           runra_obs._rollup_hi(timestamptz, timestamptz, interval),
-                          runra_obs._cost_parts(timestamptz, timestamptz, interval) TO runra_obs_reader;
+                          runra_obs._cost_parts(timestamptz, timestamptz, interval),
+                          runra_obs.cost_per_sandbox(timestamptz, timestamptz),
+                          runra_obs.cost_over_time(timestamptz, timestamptz, interval),
+                          runra_obs.error_rate(timestamptz, timestamptz, interval) TO runra_obs_reader;
