@@ -23,59 +23,24 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-. "$src/scripts/lib.sh"
-ensure_packages
-make -s -C "$src" temp-install >/dev/null
-bindir=$(find "$src/tmp_install" -name pg_ctl -path '*/bin/*' -printf '%h\n' | head -1)
-chmod -R a+rX "$src/tmp_install"
+BENCH_PORT=${BENCH_PORT:-$(( 40000 + $$ % 20000 ))}
+. "$src/bench/lib.sh"
+bench_cluster_start rollapi "work_mem = 64MB" "synchronous_commit = off" "jit = off" \
+    "runra_obs.notify_channel = ''" "runra_obs.forward_enabled = off"
+bench_as_user "$BENCH_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
+    < "$src/bench/rollups.sql" >/dev/null
 
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u runra_test -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && ensure_user runra_test
-work=$(mktemp -d /tmp/runra_obs-bench.XXXXXX)
-chmod 755 "$work"
-[ "$(id -u)" = 0 ] && chown runra_test "$work"
-port=$(( 40000 + $$ % 20000 ))
-cleanup() {
-    as_pg "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-as_pg "$bindir/initdb" -D "$work/data" -U postgres -E UTF8 --locale=C >/dev/null
-cat >> "$work/data/postgresql.conf" <<EOF
-shared_preload_libraries = 'runra_obs'
-runra_obs.http_workers = 0
-runra_obs.notify_channel = ''
-runra_obs.forward_enabled = off
-runra_obs.database = 'bench'
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-shared_buffers = 512MB
-work_mem = 64MB
-max_wal_size = 8GB
-synchronous_commit = off
-jit = off
-EOF
-as_pg "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
-PSQL=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres)
-"${PSQL[@]}" -d postgres -c 'CREATE DATABASE bench'
-"${PSQL[@]}" -d bench -c 'CREATE EXTENSION runra_obs' -f "$src/bench/rollups.sql" >/dev/null
-
-echo "runra_obs SQL API over rollups, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "runra_obs SQL API over rollups, $(date -u +%FT%TZ)"
+bench_machine
 t0=$(date +%s)
-"${PSQL[@]}" -d bench -A -t >/dev/null <<EOF
-SELECT bench.generate(lo, least(lo + 249999, $events - 1), $events, now())
-FROM generate_series(0, $events - 1, 250000) AS lo;
-SELECT runra_obs._maintain_rollups();
-VACUUM ANALYZE;
-EOF
+bench_psql "SELECT bench.generate(lo, least(lo + 249999, $events - 1), $events, now())
+            FROM generate_series(0, $events - 1, 250000) AS lo" \
+           "SELECT runra_obs._maintain_rollups()" "VACUUM ANALYZE" >/dev/null
 echo "$events events over the last 7 days generated (rollup trigger on) and compacted in $(( $(date +%s) - t0 )) s"
 echo
 
-cd "$src"
-"${PSQL[@]}" -d bench -A -F ' ' <<'EOF'
-\i test/api_raw_reference.sql
+cat "$src/test/api_raw_reference.sql" - <<'EOF' \
+    | bench_as_user "$BENCH_BIN/psql" -X -q -v ON_ERROR_STOP=1 -A -F ' ' -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench
 -- Median of 5 timed runs of a query, in ms.
 CREATE FUNCTION pg_temp.ms(query text) RETURNS numeric LANGUAGE plpgsql AS $$
 DECLARE
