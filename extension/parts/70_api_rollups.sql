@@ -53,10 +53,10 @@ COMMENT ON FUNCTION runra_obs._rollup_width(interval, interval) IS
     'Internal: the rollup width (1 hour, or 5 minutes if finest allows) whose buckets each fall in one bucket of the given width; NULL when none does';
 
 -- Where the whole rollup buckets of width w in [from_time, to_time) begin:
--- (STABLE, not IMMUTABLE, as timestamptz + interval is: an IMMUTABLE
--- function with a STABLE body would not be inlined)
 -- from_time rounded up to w; to_time when the window is read raw (shorter
--- than 3 hours, or w NULL); -infinity for an unbounded start.
+-- than 3 hours, or w NULL); -infinity for an unbounded start.  STABLE, not
+-- IMMUTABLE, as timestamptz + interval is: an IMMUTABLE function with a
+-- STABLE body would not be inlined.
 CREATE FUNCTION runra_obs._rollup_lo(from_time timestamptz, to_time timestamptz, w interval)
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
