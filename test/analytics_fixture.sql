@@ -1,14 +1,19 @@
 -- Shared by the sql/20_*.sql tests of the analyst's SQL API (included with
 -- \i inside the test's transaction, which ends in ROLLBACK).
 --
--- * A clean slate: whatever other tests stored is deleted, and comes back
---   at the ROLLBACK.
+-- * A clean slate: whatever other tests stored is deleted (events and
+--   their rollups), and comes back at the ROLLBACK.
 -- * A fixed anchor: UTC midnight at the start of yesterday.  Events are
 --   placed at anchor + offset (offsets in hours, never days, so no daylight
 --   saving change can move them), and times are shown as offsets from the
 --   anchor, so the expected output does not depend on today's date or on
 --   pg_regress's TimeZone (PST8PDT).
 DELETE FROM runra_obs.sandbox_events;
+-- The API reads whole hours of long windows from the rollups, which a
+-- DELETE of events does not change: clear them too.
+DELETE FROM runra_obs.rollup_5m;
+DELETE FROM runra_obs.rollup_1h;
+DELETE FROM runra_obs.rollup_1h_sandbox;
 SET LOCAL intervalstyle = 'postgres';
 
 -- t(offset): anchor + offset.

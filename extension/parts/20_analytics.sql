@@ -220,32 +220,8 @@ END;
 COMMENT ON FUNCTION runra_obs.exec_latency(timestamptz, timestamptz) IS
     'Per command in [from_time, to_time): executions, failures, and nearest-rank p50/p95/p99 and max of durationMs';
 
-CREATE FUNCTION runra_obs.error_rate(from_time timestamptz DEFAULT now() - interval '24 hours',
-                                     to_time timestamptz DEFAULT now(),
-                                     bucket interval DEFAULT '5 minutes')
-RETURNS TABLE ("time" timestamptz, executions bigint, failures bigint,
-               rate double precision, threshold double precision, above_threshold boolean)
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT per_bucket."time",
-           per_bucket.executions,
-           per_bucket.failures,
-           per_bucket.failures::double precision / per_bucket.executions,
-           per_bucket.threshold,
-           per_bucket.failures::double precision / per_bucket.executions > per_bucket.threshold
-    FROM (
-        SELECT runra_obs._bucket(bucket, o."time") AS "time",
-               count(*) AS executions,
-               count(*) FILTER (WHERE o.failed) AS failures,
-               coalesce(nullif(current_setting('runra_obs.error_rate_threshold', true), '')::double precision,
-                        0.05) AS threshold
-        FROM runra_obs._exec_events(from_time, to_time) AS o
-        GROUP BY 1
-    ) AS per_bucket
-    ORDER BY per_bucket."time";
-END;
-COMMENT ON FUNCTION runra_obs.error_rate(timestamptz, timestamptz, interval) IS
-    'Per time bucket in [from_time, to_time): executions, failures, failure rate, and whether it is above runra_obs.error_rate_threshold';
+-- error_rate() is defined in 70_api_rollups.sql: it reads rollups for the
+-- whole buckets of long windows.
 
 CREATE FUNCTION runra_obs.top_failing_commands(from_time timestamptz DEFAULT now() - interval '24 hours',
                                                to_time timestamptz DEFAULT now(),
@@ -307,58 +283,8 @@ END;
 COMMENT ON FUNCTION runra_obs._cost_events(timestamptz, timestamptz) IS
     'Every cost.runtime, cost.storage and cost.total event in [from_time, to_time), its cost in the column of its kind';
 
-CREATE FUNCTION runra_obs.cost_per_sandbox(from_time timestamptz DEFAULT now() - interval '24 hours',
-                                           to_time timestamptz DEFAULT now())
-RETURNS TABLE (sandbox_id text, runtime_cost numeric, storage_cost numeric,
-               total_cost numeric, runtime_ms numeric, reported_total_cost numeric)
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT sums.sandbox_id,
-           sums.runtime_cost,
-           sums.storage_cost,
-           sums.runtime_cost + sums.storage_cost,
-           sums.runtime_ms,
-           sums.reported_total_cost
-    FROM (
-        SELECT c.sandbox_id,
-               coalesce(sum(c.runtime_cost), 0) AS runtime_cost,
-               coalesce(sum(c.storage_cost), 0) AS storage_cost,
-               coalesce(sum(c.runtime_ms), 0) AS runtime_ms,
-               sum(c.reported_total_cost) AS reported_total_cost
-        FROM runra_obs._cost_events(from_time, to_time) AS c
-        GROUP BY c.sandbox_id
-    ) AS sums
-    ORDER BY 4 DESC, sums.sandbox_id;
-END;
-COMMENT ON FUNCTION runra_obs.cost_per_sandbox(timestamptz, timestamptz) IS
-    'Per sandbox in [from_time, to_time): cost.runtime and cost.storage costs, their sum, runtime ms, and the cost.total the sandbox reported (never added to total_cost)';
-
-CREATE FUNCTION runra_obs.cost_over_time(from_time timestamptz DEFAULT now() - interval '24 hours',
-                                         to_time timestamptz DEFAULT now(),
-                                         bucket interval DEFAULT '1 hour')
-RETURNS TABLE ("time" timestamptz, runtime_cost numeric, storage_cost numeric,
-               total_cost numeric, reported_total_cost numeric, sandboxes bigint)
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT sums."time",
-           sums.runtime_cost,
-           sums.storage_cost,
-           sums.runtime_cost + sums.storage_cost,
-           sums.reported_total_cost,
-           sums.sandboxes
-    FROM (
-        SELECT runra_obs._bucket(bucket, c."time") AS "time",
-               coalesce(sum(c.runtime_cost), 0) AS runtime_cost,
-               coalesce(sum(c.storage_cost), 0) AS storage_cost,
-               sum(c.reported_total_cost) AS reported_total_cost,
-               count(DISTINCT c.sandbox_id) AS sandboxes
-        FROM runra_obs._cost_events(from_time, to_time) AS c
-        GROUP BY 1
-    ) AS sums
-    ORDER BY sums."time";
-END;
-COMMENT ON FUNCTION runra_obs.cost_over_time(timestamptz, timestamptz, interval) IS
-    'Per time bucket in [from_time, to_time): cost.runtime and cost.storage costs, their sum, the reported cost.total, and how many sandboxes sent cost events';
+-- cost_per_sandbox() and cost_over_time() are defined in 70_api_rollups.sql:
+-- they read rollups for the whole hours of long windows.
 
 -- ---------------------------------------------------------------------------
 -- Resources.
@@ -596,10 +522,7 @@ BEGIN
         'runra_obs._cost_events(timestamptz, timestamptz)',
         'runra_obs.slow_execs(numeric, timestamptz, timestamptz, integer)',
         'runra_obs.exec_latency(timestamptz, timestamptz)',
-        'runra_obs.error_rate(timestamptz, timestamptz, interval)',
         'runra_obs.top_failing_commands(timestamptz, timestamptz, integer)',
-        'runra_obs.cost_per_sandbox(timestamptz, timestamptz)',
-        'runra_obs.cost_over_time(timestamptz, timestamptz, interval)',
         'runra_obs.resource_alerts(numeric, timestamptz, timestamptz)']::regprocedure[]
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', api);

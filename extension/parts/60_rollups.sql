@@ -230,6 +230,9 @@ CREATE TABLE runra_obs.rollup_5m (
     value_max       numeric,
     limit_max       numeric,
     over_90         bigint      NOT NULL,
+    api_failures    bigint      NOT NULL DEFAULT 0,
+    api_cost        numeric,
+    api_duration_sum numeric,
     compacted       boolean     NOT NULL DEFAULT false
 );
 CREATE TABLE runra_obs.rollup_1h (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
@@ -279,6 +282,12 @@ COMMENT ON COLUMN runra_obs.rollup_5m.value_sum IS 'Sum of samples';
 COMMENT ON COLUMN runra_obs.rollup_5m.value_max IS 'Largest sample';
 COMMENT ON COLUMN runra_obs.rollup_5m.limit_max IS 'Largest limit (runra_obs.event_limit())';
 COMMENT ON COLUMN runra_obs.rollup_5m.over_90 IS 'Samples above 90 % of their limit';
+COMMENT ON COLUMN runra_obs.rollup_5m.api_failures IS
+    'How many of them the SQL API counts as failed executions (runra_obs._exec_failed(): also an exec.completed without a usable exitCode)';
+COMMENT ON COLUMN runra_obs.rollup_5m.api_cost IS
+    'Sum of the cost as the SQL API reads it: runra_obs._number() of data.sandboxCost for cost.total, of data.cost otherwise';
+COMMENT ON COLUMN runra_obs.rollup_5m.api_duration_sum IS
+    'Sum of runra_obs._number(data.durationMs), unrounded, as the SQL API sums runtime_ms';
 COMMENT ON COLUMN runra_obs.rollup_5m.compacted IS 'false for the delta rows of one ingest statement, true once compacted';
 
 -- Ingest activity by ingest time, for the pipeline dashboard.
@@ -317,14 +326,18 @@ AS $$
          sum(duration_count) AS duration_count, sum(duration_sum) AS duration_sum,
          max(duration_max) AS duration_max, runra_obs.histogram_merge(duration_hist) AS duration_hist,
          sum(value_count) AS value_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
-         max(limit_max) AS limit_max, sum(over_90) AS over_90'
+         max(limit_max) AS limit_max, sum(over_90) AS over_90,
+         sum(api_failures) AS api_failures, sum(api_cost) AS api_cost,
+         sum(api_duration_sum) AS api_duration_sum'
     ELSE
         'count(*) AS events, count(*) FILTER (WHERE failed) AS failures, sum(cost) AS cost,
          count(duration_ms) AS duration_count, sum(duration_ms) AS duration_sum,
          max(duration_ms) AS duration_max,
          runra_obs.duration_histogram(duration_ms::float8) AS duration_hist,
          count(value) AS value_count, sum(value) AS value_sum, max(value) AS value_max,
-         max(lim) AS limit_max, count(*) FILTER (WHERE value > 0.9 * lim) AS over_90'
+         max(lim) AS limit_max, count(*) FILTER (WHERE value > 0.9 * lim) AS over_90,
+         count(*) FILTER (WHERE api_failed) AS api_failures, sum(api_cost) AS api_cost,
+         sum(api_duration) AS api_duration_sum'
     END
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_measures(boolean) IS
@@ -335,7 +348,8 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT 'events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90, compacted'
+            value_count, value_sum, value_max, limit_max, over_90,
+            api_failures, api_cost, api_duration_sum, compacted'
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure columns of the rollup tables';
 
@@ -375,7 +389,13 @@ AS $$
                runra_obs.event_cost(e.data) AS cost,
                runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
                runra_obs.event_value(e.event_type, e.data) AS value,
-               runra_obs.event_limit(e.event_type, e.data) AS lim
+               runra_obs.event_limit(e.event_type, e.data) AS lim,
+               -- the SQL API's own definitions (20_analytics.sql), so that
+               -- it can read whole hours from here and give the same figures
+               runra_obs._exec_failed(e.event_type, e.data) AS api_failed,
+               runra_obs._number(e.data -> CASE e.event_type WHEN 'cost.total' THEN 'sandboxCost'
+                                                             ELSE 'cost' END) AS api_cost,
+               runra_obs._number(e.data -> 'durationMs') AS api_duration
         FROM %1$s
     ), to_5m AS (
         INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %3$s)
