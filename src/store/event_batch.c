@@ -29,7 +29,6 @@
 #include "partitioning/partdesc.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -493,15 +492,9 @@ add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
 			if (!parse_event_body(batch, line, line_len, true, index, index + 1,
 								  result, &syntax_error))
 			{
-				char	   *reason = syntax_error;
-
 				batch_undo(batch, result, &mark);
-				appendStringInfo(&result->failures, "%s{\"index\":%d,\"line\":%d,\"error\":",
-								 result->failures.len > 1 ? "," : "", index, index + 1);
-				escape_json(&result->failures, reason);
-				appendStringInfoChar(&result->failures, '}');
-				result->failed++;
-				event_batch_reject(batch, index, reason, line, line_len);
+				reject_event_text(batch, result, index, index + 1, syntax_error,
+								  line, line_len);
 			}
 			line[line_len] = saved;
 		}

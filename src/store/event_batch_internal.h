@@ -30,5 +30,8 @@ extern const char *event_batch_check_time(EventBatch *batch, TimestampTz ts);
 extern bool parse_event_body(EventBatch *batch, char *body, int len,
 							 bool one_event_only, int index, int line,
 							 EventBodyResult *result, char **syntax_error);
+extern void reject_event_text(EventBatch *batch, EventBodyResult *result,
+							  int index, int line, const char *reason,
+							  const char *raw, int raw_len);
 
 #endif

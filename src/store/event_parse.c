@@ -74,27 +74,40 @@ typedef struct EventParse
 
 /* Appends {"index":i[,"line":n],"<key>":"message"} to the failures array. */
 static void
-add_failure(EventParse *parse, const char *key, const char *message)
+add_failure(EventBodyResult *result, int index, int line, const char *key,
+			const char *message)
 {
-	StringInfo	out = &parse->result->failures;
+	StringInfo	out = &result->failures;
 
 	appendStringInfoString(out, out->len > 1 ? ",{" : "{");
-	appendStringInfo(out, "\"index\":%d,", parse->index);
-	if (parse->line > 0)
-		appendStringInfo(out, "\"line\":%d,", parse->line);
+	appendStringInfo(out, "\"index\":%d,", index);
+	if (line > 0)
+		appendStringInfo(out, "\"line\":%d,", line);
 	escape_json(out, key);
 	appendStringInfoChar(out, ':');
 	escape_json(out, message);
 	appendStringInfoChar(out, '}');
 }
 
-/* Rejects the current event: reported to the caller, kept with its raw text. */
+/*
+ * Rejects one event (or NDJSON line): reported to the caller with its
+ * position, counted, and kept with its raw text.
+ */
+void
+reject_event_text(EventBatch *batch, EventBodyResult *result, int index,
+				  int line, const char *reason, const char *raw, int raw_len)
+{
+	add_failure(result, index, line, "error", reason);
+	result->failed++;
+	event_batch_reject(batch, index, reason, raw, raw_len);
+}
+
+/* Rejects the current event. */
 static void
 reject_event(EventParse *parse, const char *reason, const char *raw, int raw_len)
 {
-	add_failure(parse, "error", reason);
-	parse->result->failed++;
-	event_batch_reject(parse->batch, parse->index, reason, raw, raw_len);
+	reject_event_text(parse->batch, parse->result, parse->index, parse->line,
+					  reason, raw, raw_len);
 }
 
 /* Notes the first structural problem of the event (unknown key, depth ...). */
@@ -219,7 +232,7 @@ check_trace_id(EventParse *parse, ValidEvent *event, char *buffer)
 		event->trace_id = buffer;
 		return;
 	}
-	add_failure(parse, "warning",
+	add_failure(parse->result, parse->index, parse->line, "warning",
 				"traceId is not 32 hex digits (a W3C trace id); event stored without it");
 }
 
