@@ -13,14 +13,18 @@ SET timezone = 'UTC';
 -- and ref_error_rate (shared with bench/rollapi.sh).
 \i test/api_raw_reference.sql
 
--- Events: anchor is a UTC midnight two days ago; events from 14 hours
--- before it to 14 hours after, at odd seconds and microseconds, so that
+-- Events: anchor is a UTC midnight at least two days ago that is a whole
+-- number of weeks after the buckets' origin (2000-01-01 00:00 UTC), so that
+-- every bucket grid below meets it at the same phase whatever today's date
+-- is (a day is not a whole number of 7-minute buckets; a week is).  Events
+-- from 14 hours before it to 13 hours after, at odd seconds and microseconds, so that
 -- every hour and every window edge has events on both sides.  The data
 -- holds what the API and the dashboards' rollup columns read differently:
 -- exitCode missing, "x", " 0", "0", 0.0; costs as strings, "abc",
 -- 1e40, only sandboxCost on a cost.runtime, a cost on a cost.total;
 -- durationMs with five decimals.
-CREATE TEMP TABLE anchor AS SELECT date_trunc('day', now(), 'UTC') - interval '2 days' AS t;
+CREATE TEMP TABLE anchor AS
+    SELECT date_bin('7 days', now() - interval '2 days', timestamptz '2000-01-01 00:00+00') AS t;
 GRANT SELECT ON anchor TO runra_obs_reader;
 CREATE FUNCTION pg_temp.t(since_anchor interval) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$ SELECT t + since_anchor FROM anchor $$;
@@ -73,6 +77,10 @@ INSERT INTO windows VALUES
 CREATE TEMP TABLE buckets (bucket interval);
 INSERT INTO buckets VALUES ('5 minutes'), ('15 minutes'), ('1 hour'), ('90 minutes'), ('1 day'),
                            ('7 minutes'), ('30 seconds');
+-- Each bucket divides a week, or the row counts below would depend on the
+-- date (see the anchor): no rows.
+SELECT bucket AS bucket_not_dividing_a_week FROM buckets
+WHERE extract(epoch FROM interval '7 days') % extract(epoch FROM bucket) <> 0;
 
 -- Every window and bucket: whether each function's rows, as text and in
 -- order, are the reference's, and how many rows there were.
