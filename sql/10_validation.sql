@@ -15,6 +15,8 @@ INSERT INTO cases VALUES
   ('valid, trace id',         '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"4BF92F3577B34DA6A3CE929D0E0E4736"}'),
   ('bad trace id is dropped', '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"abc"}'),
   ('zero trace id dropped',   '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"00000000000000000000000000000000"}'),
+  ('trace id 31 hex and a g', '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"4bf92f3577b34da6a3ce929d0e0e473g"}'),
+  ('trace id a G, uppercase', '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"G4BF92F3577B34DA6A3CE929D0E0E473"}'),
   ('NUL escape replaced',     '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_nul","type":"exec.completed","data":{"stdout":"a\u0000b"}}'),
   ('lone surrogates replaced','{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_sur","type":"exec.completed","data":{"stdout":"\ud800x\udc00","ok":"\ud83d\ude00"}}'),
   ('escaped key and value',   '{"time\u0073tamp" : "TODAYT01:00:00Z" , "sandboxId":"sb_\u00e9\"q\\","type"  :"exec.started"}'),

@@ -41,6 +41,18 @@ is($node->safe_psql('postgres',
 	"SELECT string_agg(position::text, ',' ORDER BY position) FROM runra_obs.rejected_events WHERE source = 'http'"),
 	'1,3', 'partial batch: the two invalid ones are kept in rejected_events');
 
+# ---- a traceId of the right length that is not hex: a warning, never the
+# whole request (the table's CHECK would refuse the row if validation let
+# it through)
+my $not_hex = '4bf92f3577b34da6a3ce929d0e0e473g';
+my $bad_trace = event('sb_trace', type => 'tool.invoked');
+$bad_trace->{traceId} = $not_hex;
+$r = post_events($port, $token, event_json([event('sb_trace'), $bad_trace, event('sb_trace')]));
+is($r->{status}, 200, 'a traceId that is not hex: 200');
+like($r->{content}, qr/^\{"ingested":3,"failed":0,"failures":\[\{"index":1,"warning":"traceId is not 32 hex digits/,
+	'a traceId that is not hex: stored with a warning');
+is(count_where("sandbox_id = 'sb_trace' AND trace_id IS NULL"), 3, 'a traceId that is not hex: all three stored, none with it');
+
 # ---- 400: a body that is not JSON at all, with where
 $r = post_events($port, $token, '[{"timestamp": "2024-01-01T00:00:00Z",, }]');
 is($r->{status}, 400, 'unparsable body: 400');
