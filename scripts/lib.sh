@@ -47,3 +47,24 @@ test_user_copy() {
     chown -R runra_test "$work"
     printf '%s\n' "$work"
 }
+
+# Runs "make TARGET" (default: test, every pg_regress and TAP file) in the
+# test copy WORK, as runra_test when we are root, with the extra environment
+# given as VAR=value arguments.  -k: a failing pg_regress file does not hide
+# the TAP results.  On failure, points at the logs and shows the first diffs.
+run_suite() {
+    local work=$1 target=$2 status=0
+    shift 2
+    local run=(env PROVE_TESTS="${PROVE_TESTS:-}" PROVE_FLAGS="${PROVE_FLAGS:-}" "$@"
+               make -C "$work" -k -s "$target")
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u runra_test -- "${run[@]}" || status=$?
+    else
+        "${run[@]}" || status=$?
+    fi
+    if [ $status -ne 0 ]; then
+        echo "logs: $work/tmp_check (regression.diffs, tap/log)" >&2
+        [ -f "$work/tmp_check/regression.diffs" ] && head -100 "$work/tmp_check/regression.diffs" >&2
+    fi
+    return $status
+}
