@@ -50,6 +50,9 @@ int			runra_forward_poll_interval_ms = 1000;
 
 /* rollups */
 int			runra_rollup_retention_s = 400 * 86400;
+bool		runra_rollup_enabled = true;
+int			runra_rollup_interval_ms = 1000;
+int			runra_rollup_batch_size = 100000;
 
 #define DAY_S (86400)
 #define YEARS_S(n) ((n) * 366 * DAY_S)
@@ -224,6 +227,27 @@ define_forward_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
+/* Settings of the rollup consumer. */
+static void
+define_rollup_gucs(void)
+{
+	DefineCustomBoolVariable("runra_obs.rollup_enabled",
+							 "Start the rollup worker that folds new events into the rollups.",
+							 "Without it the *_live views and the API stay exact, reading the unfolded events raw.",
+							 &runra_rollup_enabled, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.rollup_interval",
+							"How often the rollup worker folds the events committed since its last fold.",
+							NULL,
+							&runra_rollup_interval_ms, 1000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.rollup_batch_size",
+							"Most event ids the rollup worker folds in one transaction.",
+							NULL,
+							&runra_rollup_batch_size, 100000, 100, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
 /* Defines every setting and reserves the prefix so typos are reported. */
 void
 runra_define_gucs(void)
@@ -233,5 +257,6 @@ runra_define_gucs(void)
 	define_http_gucs();
 	define_notify_gucs();
 	define_forward_gucs();
+	define_rollup_gucs();
 	MarkGUCPrefixReserved("runra_obs");
 }

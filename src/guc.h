@@ -43,6 +43,9 @@ extern int	runra_forward_poll_interval_ms;
 
 /* rollups */
 extern int	runra_rollup_retention_s;
+extern bool runra_rollup_enabled;
+extern int	runra_rollup_interval_ms;
+extern int	runra_rollup_batch_size;
 
 extern void runra_define_gucs(void);
 

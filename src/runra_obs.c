@@ -2,8 +2,8 @@
  * runra_obs.c — module entry point.
  *
  * Defines the settings, and, when loaded through shared_preload_libraries,
- * reserves shared memory for worker status and registers the background
- * workers.  Loaded any other way (a plain CREATE EXTENSION), the SQL API
+ * reserves shared memory for worker status and the safe watermark, and
+ * registers the background workers.  Loaded any other way (a plain CREATE EXTENSION), the SQL API
  * works and no worker runs.
  */
 #include "postgres.h"
@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
+#include "consume/watermark.h"
 #include "guc.h"
 #include "worker/worker_common.h"
 #include "runra_obs.h"
@@ -29,6 +30,7 @@ runra_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	runra_worker_shmem_request();
+	watermark_shmem_request();
 }
 
 static void
@@ -37,6 +39,7 @@ runra_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	runra_worker_shmem_startup();
+	watermark_shmem_startup();
 }
 
 void

@@ -3,8 +3,9 @@
  *
  * One function per subsystem, called from _PG_init while
  * shared_preload_libraries is being processed.  The notify worker always
- * runs (it also does the housekeeping); runra_obs.http_workers and
- * runra_obs.forward_enabled decide about the others.
+ * runs (it also does the housekeeping); runra_obs.http_workers,
+ * runra_obs.rollup_enabled and runra_obs.forward_enabled decide about the
+ * others.
  */
 #include "postgres.h"
 
@@ -19,6 +20,10 @@ runra_register_subsystem_workers(void)
 {
 	/* NOTIFY ingest and housekeeping: one, always (it keeps partitions ahead) */
 	runra_register_worker("notify", "runra_notify_worker_main", (Datum) 0, true);
+
+	/* rollups: one consumer of the event log folds new events */
+	if (runra_rollup_enabled)
+		runra_register_worker("rollups", "runra_rollup_main", (Datum) 0, true);
 
 	/* forwarding: one worker delivers the outbox of runra_obs.database */
 	if (runra_forward_enabled)

@@ -39,7 +39,11 @@ GRANT USAGE ON SCHEMA runra_obs TO runra_obs_reader, runra_obs_writer;
 -- The CHECK constraints state the same envelope rules the C validation
 -- applies, so a direct INSERT cannot store what ingest() would refuse.
 -- ---------------------------------------------------------------------------
-CREATE SEQUENCE runra_obs.sandbox_events_id_seq AS bigint CACHE 1000;
+-- The table is an append-only log in id order, read by consumers (rollups,
+-- forwarding: 10_consume.sql).  Ids are handed out one at a time (CACHE 1):
+-- a backend holding a cache of ids could store one below the watermark the
+-- consumers have already read past.
+CREATE SEQUENCE runra_obs.sandbox_events_id_seq AS bigint CACHE 1;
 
 CREATE TABLE runra_obs.sandbox_events (
     id          bigint      NOT NULL DEFAULT nextval('runra_obs.sandbox_events_id_seq'),
@@ -68,6 +72,11 @@ CREATE INDEX sandbox_events_type_time_idx
 -- Per-sandbox views (summary, audit trail, dashboard drill-down).
 CREATE INDEX sandbox_events_sandbox_time_idx
     ON runra_obs.sandbox_events (sandbox_id, created_at);
+-- Consumers find new events, late ones (an old created_at) included, by id:
+-- ids grow in insert order within each partition, so a BRIN index on id is
+-- a few pages per partition and leads straight to the end they read.
+CREATE INDEX sandbox_events_id_brin
+    ON runra_obs.sandbox_events USING brin (id) WITH (pages_per_range = 16, autosummarize = on);
 
 COMMENT ON TABLE runra_obs.sandbox_events IS
     'Every Runra Sandbox observability event, partitioned by UTC day on created_at';

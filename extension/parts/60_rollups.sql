@@ -10,20 +10,22 @@
 -- Each row counts the events of one bucket with the same event type and,
 -- as far as the table keeps them (_rollup_key), the same label (command,
 -- tool, termination reason, image...: see event_label) and agent.  How
--- they stay exact: an AFTER INSERT statement trigger on
--- sandbox_events folds each statement's new events (its transition table)
--- into delta rows, in the inserting transaction.  So an event is counted
--- when and only when it commits, whatever its timestamp, and a rolled-back
--- insert is never counted.  Delta rows are only ever inserted, never
--- updated, so concurrent ingest transactions never wait on each other;
--- readers always aggregate (they group by coarser time anyway), and
--- _maintain_rollups() compacts the deltas of each key into one row.
+-- they stay exact: the rollup consumer (a worker, src/consume/) folds the
+-- committed events after its position in runra_obs.consumers, up to the
+-- safe watermark (10_consume.sql), into delta rows, and moves its position
+-- in the same transaction.  So an event is counted once, whatever its
+-- timestamp, and a rolled-back insert never; the insert itself pays for
+-- none of it.  Delta rows are only ever inserted, never updated, so a fold
+-- never waits on a reader or on compaction; readers always aggregate (they
+-- group by coarser time anyway), and _maintain_rollups() compacts the
+-- deltas of each key into one row.  The *_live views add the events not
+-- folded yet, so what reads them is exact to the last committed event.
 -- docs/rollups.md has the measurements behind this choice.
 -- ===========================================================================
 
 -- ---------------------------------------------------------------------------
 -- What an event contributes.  Plain SQL expressions, inlined by the planner,
--- shared by the trigger, rebuild_rollups() and the tests that compare
+-- shared by the fold, rebuild_rollups() and the tests that compare
 -- rollups with raw events.  None of them can fail on odd data: a field that
 -- is missing or not a number gives NULL.
 -- ---------------------------------------------------------------------------
@@ -294,7 +296,7 @@ COMMENT ON COLUMN runra_obs.rollup_5m.compacted IS 'false for the delta rows of 
 CREATE TABLE runra_obs.ingest_1m (
     bucket      timestamptz NOT NULL,
     events      bigint      NOT NULL,
-    statements  bigint      NOT NULL,
+    transactions bigint     NOT NULL,
     delay_sum_s double precision NOT NULL,
     delay_max_s double precision NOT NULL,
     compacted   boolean     NOT NULL DEFAULT false
@@ -303,7 +305,7 @@ CREATE INDEX ingest_1m_bucket_idx ON runra_obs.ingest_1m (bucket);
 CREATE INDEX ingest_1m_delta_idx ON runra_obs.ingest_1m (bucket) WHERE NOT compacted;
 COMMENT ON TABLE runra_obs.ingest_1m IS
     'Events stored per minute of ingest time (UTC), with the delay from created_at to storage; several rows per minute until compacted';
-COMMENT ON COLUMN runra_obs.ingest_1m.statements IS 'Insert statements (COPY batches) that stored them';
+COMMENT ON COLUMN runra_obs.ingest_1m.transactions IS 'Transactions that stored them (distinct ingested_at; counted per fold)';
 COMMENT ON COLUMN runra_obs.ingest_1m.delay_sum_s IS 'Sum over the events of ingested_at - created_at, in seconds';
 COMMENT ON COLUMN runra_obs.ingest_1m.delay_max_s IS 'Largest ingested_at - created_at, in seconds';
 
@@ -311,47 +313,15 @@ GRANT SELECT ON runra_obs.rollup_5m, runra_obs.rollup_1h, runra_obs.rollup_1h_sa
                 runra_obs.ingest_1m TO runra_obs_reader;
 
 -- ---------------------------------------------------------------------------
--- Folding events into the rollups.  One statement does it, written once
--- here and used twice: by the trigger on each statement's new events, and
--- by rebuild_rollups() on the events of a window.
+-- Folding events into the rollups.  The rollup consumer (src/consume/
+-- rollup_worker.c) reads the events after its position in
+-- runra_obs.consumers up to the safe watermark, about once a second
+-- (runra_obs.rollup_interval), and folds them into delta rows in the same
+-- transaction that moves its position: an event is counted once, whatever
+-- its timestamp, and a rolled-back insert never.  The insert itself writes
+-- nothing derived.  Readers that must be exact to the last committed event
+-- read the *_live views, which add the events not folded yet.
 -- ---------------------------------------------------------------------------
-
--- The measures, aggregated from events (facts) or from finer rollup rows.
-CREATE FUNCTION runra_obs._rollup_measures(from_rollup boolean)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT CASE WHEN from_rollup THEN
-        'sum(events) AS events, sum(failures) AS failures, sum(cost) AS cost,
-         sum(duration_count) AS duration_count, sum(duration_sum) AS duration_sum,
-         max(duration_max) AS duration_max, runra_obs.histogram_merge(duration_hist) AS duration_hist,
-         sum(value_count) AS value_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
-         max(limit_max) AS limit_max, sum(over_90) AS over_90,
-         sum(api_failures) AS api_failures, sum(api_cost) AS api_cost,
-         sum(api_duration_sum) AS api_duration_sum'
-    ELSE
-        'count(*) AS events, count(*) FILTER (WHERE failed) AS failures, sum(cost) AS cost,
-         count(duration_ms) AS duration_count, sum(duration_ms) AS duration_sum,
-         max(duration_ms) AS duration_max,
-         runra_obs.duration_histogram(duration_ms::float8) AS duration_hist,
-         count(value) AS value_count, sum(value) AS value_sum, max(value) AS value_max,
-         max(lim) AS limit_max, count(*) FILTER (WHERE value > 0.9 * lim) AS over_90,
-         count(*) FILTER (WHERE api_failed) AS api_failures, sum(api_cost) AS api_cost,
-         sum(api_duration) AS api_duration_sum'
-    END
-$$;
-COMMENT ON FUNCTION runra_obs._rollup_measures(boolean) IS
-    'Internal: the rollup measures as SQL, aggregated from event facts or from rollup rows';
-
-CREATE FUNCTION runra_obs._rollup_columns()
-RETURNS text
-LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT 'events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90,
-            api_failures, api_cost, api_duration_sum, compacted'
-$$;
-COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure columns of the rollup tables';
 
 -- The keys each table keeps: what its panels group or filter by, no more
 -- (every extra key multiplies rows).
@@ -372,17 +342,33 @@ $$;
 COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
     'The label a rollup table keeps for an event: rollup_5m only commands, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
 
--- The folding statement for events read from `source`; `compacted` says
--- what the new rows are (true when rebuilt, false for trigger deltas);
--- `first_ctes` (each followed by a comma) run in the same statement.
--- Each event's facts are read once, then grouped three ways.
-CREATE FUNCTION runra_obs._rollup_fold_sql(source text, compacted boolean, first_ctes text DEFAULT '')
-RETURNS text
-LANGUAGE sql IMMUTABLE
+-- The rollup rows of the events with ids in (after_id, up_to_id] and
+-- created_at in [from_time, to_time), for the three tables at once: each
+-- event's facts are read once and grouped three ways (GROUPING SETS);
+-- `rollup` names the table a row is for.  The consumer's fold, rebuilds and
+-- the live views all use this one statement.  It runs with its bounds as
+-- values, so the planner sees how few ids a consumer asks for, and without
+-- sequential scans, so a partition that has no statistics yet is still read
+-- through its id index.
+CREATE FUNCTION runra_obs._rollup_rows(after_id bigint, up_to_id bigint,
+                                       from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (rollup text, bucket timestamptz, sandbox_id text, event_type text, label text,
+               agent_id text, events bigint, failures bigint, cost numeric,
+               duration_count bigint, duration_sum numeric, duration_max numeric,
+               duration_hist bigint[], value_count bigint, value_sum numeric, value_max numeric,
+               limit_max numeric, over_90 bigint, api_failures bigint, api_cost numeric,
+               api_duration_sum numeric)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
-    SELECT format($f$
-    WITH %5$s facts AS MATERIALIZED (
-        SELECT e.created_at, e.sandbox_id, e.event_type,
+BEGIN
+    RETURN QUERY EXECUTE $rows$
+    WITH facts AS MATERIALIZED (
+        SELECT date_bin('5 minutes', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_5m,
+               date_bin('1 hour', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_1h,
+               e.sandbox_id,
+               e.event_type,
                runra_obs.event_label(e.event_type, e.data) AS label,
                runra_obs.event_agent(e.data) AS agent_id,
                runra_obs.event_failed(e.event_type, e.data) AS failed,
@@ -396,62 +382,254 @@ AS $$
                runra_obs._number(e.data -> CASE e.event_type WHEN 'cost.total' THEN 'sandboxCost'
                                                              ELSE 'cost' END) AS api_cost,
                runra_obs._number(e.data -> 'durationMs') AS api_duration
-        FROM %1$s
-    ), to_5m AS (
-        INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %3$s)
-        SELECT date_bin('5 minutes', created_at, timestamptz '2000-01-01 00:00+00'),
-               event_type, runra_obs._rollup_key('rollup_5m', event_type, label), '',
-               %2$s, %4$L::boolean
-        FROM facts GROUP BY 1, 2, 3, 4
-    ), to_1h AS (
-        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %3$s)
-        SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'),
-               event_type, label, agent_id, %2$s, %4$L::boolean
-        FROM facts GROUP BY 1, 2, 3, 4
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.id > $1 AND e.id <= $2
+          AND e.created_at >= $3 AND e.created_at < $4
+    ), keyed AS (
+        SELECT f.*,
+               runra_obs._rollup_key('rollup_5m', f.event_type, f.label) AS label_5m,
+               runra_obs._rollup_key('rollup_1h_sandbox', f.event_type, f.label) AS label_sandbox
+        FROM facts AS f
     )
-    INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id, %3$s)
-    SELECT date_bin('1 hour', created_at, timestamptz '2000-01-01 00:00+00'),
-           sandbox_id, event_type, runra_obs._rollup_key('rollup_1h_sandbox', event_type, label),
-           agent_id, %2$s, %4$L::boolean
-    FROM facts GROUP BY 1, 2, 3, 4, 5
-    $f$, source, runra_obs._rollup_measures(false), runra_obs._rollup_columns(), compacted, first_ctes)
-$$;
-COMMENT ON FUNCTION runra_obs._rollup_fold_sql(text, boolean, text) IS
-    'Internal: the one statement that folds events into all three rollup tables';
-
--- The trigger function is generated from the same statement, as static SQL
--- so that PL/pgSQL plans it once per session, not once per insert.
-DO $do$
-BEGIN
-    EXECUTE format($f$
-        CREATE FUNCTION runra_obs._rollup_new_events()
-        RETURNS trigger
-        LANGUAGE plpgsql
-        SECURITY DEFINER
-        SET search_path = pg_catalog, pg_temp
-        AS %L$f$, format($body$
-        BEGIN
-            %s;
-            RETURN NULL;
-        END
-        $body$, runra_obs._rollup_fold_sql('new_events AS e', false, $ctes$
-        ingest AS (
-            INSERT INTO runra_obs.ingest_1m (bucket, events, statements, delay_sum_s, delay_max_s)
-            SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00+00'), count(*), 1,
-                   coalesce(sum(extract(epoch FROM ingested_at - created_at)), 0),
-                   coalesce(max(extract(epoch FROM ingested_at - created_at)), 0)
-            FROM new_events
-            HAVING count(*) > 0
-        ),$ctes$)));
+    -- In each grouping set the columns of the other sets are NULL, and no
+    -- key is ever NULL itself, so coalesce picks the key of the row's set.
+    SELECT CASE WHEN grouping(k.bucket_5m) = 0 THEN 'rollup_5m'
+                WHEN grouping(k.sandbox_id) = 0 THEN 'rollup_1h_sandbox'
+                ELSE 'rollup_1h' END,
+           coalesce(k.bucket_5m, k.bucket_1h),
+           k.sandbox_id,
+           k.event_type,
+           coalesce(k.label_5m, k.label, k.label_sandbox),
+           coalesce(k.agent_id, ''),
+           count(*),
+           count(*) FILTER (WHERE k.failed),
+           sum(k.cost),
+           count(k.duration_ms),
+           sum(k.duration_ms),
+           max(k.duration_ms),
+           runra_obs.duration_histogram(k.duration_ms::float8),
+           count(k.value),
+           sum(k.value),
+           max(k.value),
+           max(k.lim),
+           count(*) FILTER (WHERE k.value > 0.9 * k.lim),
+           count(*) FILTER (WHERE k.api_failed),
+           sum(k.api_cost),
+           sum(k.api_duration)
+    FROM keyed AS k
+    GROUP BY GROUPING SETS (
+        (k.bucket_5m, k.event_type, k.label_5m),
+        (k.bucket_1h, k.event_type, k.label, k.agent_id),
+        (k.bucket_1h, k.sandbox_id, k.event_type, k.label_sandbox, k.agent_id))
+    $rows$ USING after_id, up_to_id, from_time, to_time;
 END
-$do$;
-COMMENT ON FUNCTION runra_obs._rollup_new_events() IS
-    'Trigger: folds the events an insert statement stored into rollup delta rows, in the same transaction';
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz) IS
+    'Internal: the rollup rows (for rollup_5m, rollup_1h and rollup_1h_sandbox) of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
 
-CREATE TRIGGER sandbox_events_rollup
-    AFTER INSERT ON runra_obs.sandbox_events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION runra_obs._rollup_new_events();
+-- The ingest activity (by ingest time) of the same events.
+CREATE FUNCTION runra_obs._ingest_rows(after_id bigint, up_to_id bigint)
+RETURNS TABLE (bucket timestamptz, events bigint, transactions bigint,
+               delay_sum_s double precision, delay_max_s double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE $rows$
+    SELECT date_bin('1 minute', e.ingested_at, timestamptz '2000-01-01 00:00+00'),
+           count(*),
+           count(DISTINCT e.ingested_at),
+           sum(extract(epoch FROM e.ingested_at - e.created_at))::double precision,
+           max(extract(epoch FROM e.ingested_at - e.created_at))::double precision
+    FROM runra_obs.sandbox_events AS e
+    WHERE e.id > $1 AND e.id <= $2
+    GROUP BY 1
+    $rows$ USING after_id, up_to_id;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._ingest_rows(bigint, bigint) IS
+    'Internal: the runra_obs.ingest_1m rows of the events with ids in (after_id, up_to_id]';
+
+-- Inserts the rollup rows of a range of events; compacted says what they
+-- are (false for the consumer's deltas, true when rebuilt).
+CREATE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
+                                        from_time timestamptz, to_time timestamptz,
+                                        compacted boolean)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS MATERIALIZED (
+        SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
+    ), to_5m AS (
+        INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90,
+            api_failures, api_cost, api_duration_sum, compacted)
+        SELECT bucket, event_type, label, agent_id,
+               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+               value_count, value_sum, value_max, limit_max, over_90,
+               api_failures, api_cost, api_duration_sum, compacted
+        FROM r WHERE rollup = 'rollup_5m'
+    ), to_1h AS (
+        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
+            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90,
+            api_failures, api_cost, api_duration_sum, compacted)
+        SELECT bucket, event_type, label, agent_id,
+               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+               value_count, value_sum, value_max, limit_max, over_90,
+               api_failures, api_cost, api_duration_sum, compacted
+        FROM r WHERE rollup = 'rollup_1h'
+    )
+    INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+        events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+        value_count, value_sum, value_max, limit_max, over_90,
+        api_failures, api_cost, api_duration_sum, compacted)
+    SELECT bucket, sandbox_id, event_type, label, agent_id,
+           events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+           value_count, value_sum, value_max, limit_max, over_90,
+           api_failures, api_cost, api_duration_sum, compacted
+    FROM r WHERE rollup = 'rollup_1h_sandbox';
+$$;
+COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
+    'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
+
+-- The rollup consumer.
+INSERT INTO runra_obs.consumers (name) VALUES ('rollups');
+
+-- One step of it: folds the events after its position, at most max_ids of
+-- them, up to up_to (a safe watermark), and moves the position, in the
+-- caller's transaction.  Its row lock orders it with rebuilds and with a
+-- second folder (fold_rollups() while the worker runs).  Returns the
+-- position it left.
+CREATE FUNCTION runra_obs._consume_rollups(up_to bigint, max_ids bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pos    bigint;
+    target bigint;
+BEGIN
+    SELECT c.position INTO STRICT pos
+    FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+    target := least(up_to, pos + max_ids);
+    IF target <= pos THEN
+        RETURN pos;
+    END IF;
+    PERFORM runra_obs._fold_rollups(pos, target, '-infinity', 'infinity', false);
+    INSERT INTO runra_obs.ingest_1m (bucket, events, transactions, delay_sum_s, delay_max_s)
+    SELECT * FROM runra_obs._ingest_rows(pos, target);
+    UPDATE runra_obs.consumers SET position = target, moved_at = now() WHERE name = 'rollups';
+    RETURN target;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._consume_rollups(bigint, bigint) IS
+    'Internal: one step of the rollup consumer: folds at most max_ids events after its position, up to up_to, and moves the position';
+
+CREATE FUNCTION runra_obs.fold_rollups()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    up_to bigint := runra_obs.safe_watermark();
+    pos   bigint;
+BEGIN
+    LOOP
+        pos := runra_obs._consume_rollups(up_to, 1000000);
+        EXIT WHEN pos >= up_to;
+    END LOOP;
+    RETURN pos;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.fold_rollups() IS
+    'Folds every event committed now into the rollups, as the rollup worker does each second; returns the rollup consumer''s position';
+
+
+-- The rollups as of the last committed event: the folded rows, and the
+-- rows of the events after the consumer's position, computed at query
+-- time (about a second of events when the worker keeps up).  Always
+-- aggregate, as with the tables.
+CREATE VIEW runra_obs.rollup_5m_live WITH (security_invoker = true) AS
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
+       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
+       api_failures, api_cost, api_duration_sum
+FROM runra_obs.rollup_5m
+UNION ALL
+SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+FROM runra_obs.consumers AS c,
+     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+WHERE c.name = 'rollups' AND u.rollup = 'rollup_5m';
+CREATE VIEW runra_obs.rollup_1h_live WITH (security_invoker = true) AS
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
+       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
+       api_failures, api_cost, api_duration_sum
+FROM runra_obs.rollup_1h
+UNION ALL
+SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+FROM runra_obs.consumers AS c,
+     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h';
+CREATE VIEW runra_obs.rollup_1h_sandbox_live WITH (security_invoker = true) AS
+SELECT bucket, sandbox_id, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
+       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
+       api_failures, api_cost, api_duration_sum
+FROM runra_obs.rollup_1h_sandbox
+UNION ALL
+SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+FROM runra_obs.consumers AS c,
+     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox';
+CREATE VIEW runra_obs.ingest_1m_live WITH (security_invoker = true) AS
+SELECT bucket, events, transactions, delay_sum_s, delay_max_s
+FROM runra_obs.ingest_1m
+UNION ALL
+SELECT u.bucket, u.events, u.transactions, u.delay_sum_s, u.delay_max_s
+FROM runra_obs.consumers AS c,
+     LATERAL runra_obs._ingest_rows(c.position, 9223372036854775807) AS u
+WHERE c.name = 'rollups';
+COMMENT ON VIEW runra_obs.rollup_5m_live IS
+    'runra_obs.rollup_5m with the events not folded yet: exact to the last committed event; always aggregate';
+COMMENT ON VIEW runra_obs.rollup_1h_live IS
+    'runra_obs.rollup_1h with the events not folded yet: exact to the last committed event; always aggregate';
+COMMENT ON VIEW runra_obs.rollup_1h_sandbox_live IS
+    'runra_obs.rollup_1h_sandbox with the events not folded yet: exact to the last committed event; always aggregate';
+COMMENT ON VIEW runra_obs.ingest_1m_live IS
+    'runra_obs.ingest_1m with the events not folded yet: exact to the last committed event; always aggregate';
+GRANT SELECT ON runra_obs.rollup_5m_live, runra_obs.rollup_1h_live, runra_obs.rollup_1h_sandbox_live,
+                runra_obs.ingest_1m_live TO runra_obs_reader;
+
+-- Compaction merges the delta rows of each key.
+-- The measures of rollup rows merged into one (compaction).
+CREATE FUNCTION runra_obs._rollup_merge_measures()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT
+        'sum(events) AS events, sum(failures) AS failures, sum(cost) AS cost,
+         sum(duration_count) AS duration_count, sum(duration_sum) AS duration_sum,
+         max(duration_max) AS duration_max, runra_obs.histogram_merge(duration_hist) AS duration_hist,
+         sum(value_count) AS value_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
+         max(limit_max) AS limit_max, sum(over_90) AS over_90,
+         sum(api_failures) AS api_failures, sum(api_cost) AS api_cost,
+         sum(api_duration_sum) AS api_duration_sum'
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_merge_measures() IS
+    'Internal: the rollup measures of several rows of one key merged, as SQL (for compaction)';
+
+CREATE FUNCTION runra_obs._rollup_columns()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90,
+            api_failures, api_cost, api_duration_sum, compacted'
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure columns of the rollup tables, as SQL (for compaction)';
 
 -- Maintenance and rebuilds change rollup rows one at a time.
 CREATE FUNCTION runra_obs._rollup_lock()
@@ -490,7 +668,7 @@ BEGIN
         rollup, keys,
         (SELECT string_agg('r.' || k, ', ') FROM unnest(string_to_array(keys, ', ')) AS k),
         (SELECT string_agg('d.' || k, ', ') FROM unnest(string_to_array(keys, ', ')) AS k),
-        runra_obs._rollup_columns(), runra_obs._rollup_measures(true))
+        runra_obs._rollup_columns(), runra_obs._rollup_merge_measures())
     INTO removed;
     RETURN removed;
 END
@@ -510,8 +688,8 @@ AS $$
         WHERE r.bucket = d.bucket
         RETURNING r.*
     ), merged AS (
-        INSERT INTO runra_obs.ingest_1m (bucket, events, statements, delay_sum_s, delay_max_s, compacted)
-        SELECT bucket, sum(events), sum(statements), sum(delay_sum_s), max(delay_max_s), true
+        INSERT INTO runra_obs.ingest_1m (bucket, events, transactions, delay_sum_s, delay_max_s, compacted)
+        SELECT bucket, sum(events), sum(transactions), sum(delay_sum_s), max(delay_max_s), true
         FROM gone GROUP BY bucket
         RETURNING 1
     )
@@ -567,6 +745,7 @@ DECLARE
     lower_h timestamptz := date_bin('1 hour', window_from, timestamptz '2000-01-01 00:00+00');
     upper_h timestamptz := date_bin('1 hour', window_to, timestamptz '2000-01-01 00:00+00');
     oldest  timestamptz := (SELECT min(lower) FROM runra_obs.partitions);
+    pos     bigint;
     folded  bigint;
 BEGIN
     IF window_to > upper_h THEN
@@ -579,40 +758,50 @@ BEGIN
                   HINT = 'Start the window at or after the oldest partition of runra_obs.sandbox_events.';
     END IF;
     PERFORM runra_obs._rollup_lock();
-    -- One statement: the deletions and the recount see the same snapshot,
-    -- so an insert committing meanwhile is counted once (by its own deltas).
-    EXECUTE runra_obs._rollup_fold_sql(
-        '(SELECT * FROM runra_obs.sandbox_events WHERE created_at >= $1 AND created_at < $2) AS e',
-        true,
-        'drop_5m AS (DELETE FROM runra_obs.rollup_5m WHERE bucket >= $1 AND bucket < $2),
-         drop_1h AS (DELETE FROM runra_obs.rollup_1h WHERE bucket >= $1 AND bucket < $2),
-         drop_sb AS (DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket >= $1 AND bucket < $2),')
-    USING lower_h, upper_h;
+    -- Holding the consumer's row: no fold runs meanwhile, and every event
+    -- up to its position is committed and visible (the watermark's
+    -- promise), so those are recounted here and the later ones are left
+    -- to the consumer.  Nothing is counted twice or missed.
+    SELECT c.position INTO STRICT pos
+    FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+    DELETE FROM runra_obs.rollup_5m WHERE bucket >= lower_h AND bucket < upper_h;
+    DELETE FROM runra_obs.rollup_1h WHERE bucket >= lower_h AND bucket < upper_h;
+    DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket >= lower_h AND bucket < upper_h;
+    PERFORM runra_obs._fold_rollups(0, pos, lower_h, upper_h, true);
     SELECT count(*) INTO folded FROM runra_obs.sandbox_events
-    WHERE created_at >= lower_h AND created_at < upper_h;
+    WHERE created_at >= lower_h AND created_at < upper_h AND id <= pos;
     RETURN folded;
 END
 $$;
 COMMENT ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) IS
-    'Recounts the rollups of a window (widened to whole hours) from the raw events, in one statement; returns the events counted';
+    'Recounts the rollups of a window (widened to whole hours) from the raw events the rollup consumer has passed; returns the events counted';
 REVOKE ALL ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Privileges: the reader gets the measuring functions; internals, and above
--- all the SECURITY DEFINER trigger function (anyone who may execute it could
--- attach it to a table of their own and forge rollup rows), are the owner's.
+-- Privileges: the reader gets the measuring functions and what the live
+-- views call as the reader (they are security_invoker); the fold and the
+-- consumer's step write rollups and are the owner's.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
-    runra_obs._rollup_new_events(),
     runra_obs._json_measure(jsonb),
     runra_obs._histogram_add(internal, double precision),
     runra_obs._histogram_merge(internal, bigint[]),
     runra_obs._histogram_final(internal),
-    runra_obs._rollup_measures(boolean),
+    runra_obs._rollup_merge_measures(),
     runra_obs._rollup_columns(),
     runra_obs._rollup_key(text, text, text),
-    runra_obs._rollup_fold_sql(text, boolean, text)
+    runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
+    runra_obs._ingest_rows(bigint, bigint),
+    runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean),
+    runra_obs._consume_rollups(bigint, bigint),
+    runra_obs.fold_rollups()
 FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs._json_measure(jsonb),
+    runra_obs._rollup_key(text, text, text),
+    runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
+    runra_obs._ingest_rows(bigint, bigint)
+TO runra_obs_reader;
 REVOKE ALL ON FUNCTION
     runra_obs.json_numeric(jsonb),
     runra_obs.event_label(text, jsonb),

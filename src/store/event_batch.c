@@ -36,6 +36,7 @@
 #include "guc.h"
 #include "store/event_batch_internal.h"
 #include "store/json_sanitize.h"
+#include "store/relation.h"
 
 /* a COPY is run whenever this much is queued, to bound memory */
 #define FLUSH_BYTES (64 * 1024 * 1024)
@@ -184,21 +185,6 @@ event_batch_check_time(EventBatch *batch, TimestampTz ts)
 }
 
 /* ---- queueing ---- */
-
-static Oid
-runra_relation_oid(const char *name)
-{
-	Oid			namespace = get_namespace_oid("runra_obs", false);
-	Oid			relid = get_relname_relid(name, namespace);
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation runra_obs.%s does not exist", name),
-				 errhint("Is the runra_obs extension installed in database \"%s\"?",
-						 get_database_name(MyDatabaseId))));
-	return relid;
-}
 
 /*
  * Starts a batch in the current memory context.  Call inside a transaction;

@@ -1,0 +1,317 @@
+/*
+ * watermark.c — the safe watermark of runra_obs.sandbox_events.
+ *
+ * An event's id comes from sandbox_events_id_seq while its transaction
+ * holds a lock on the table it inserts into: RowExclusiveLock on the parent
+ * for every way in (the store's COPY, INSERT, the SDK's batches) and on a
+ * partition for a direct INSERT into one.  So:
+ *
+ *   1. read the sequence's last value W: every id <= W is handed out;
+ *   2. note the transactions then holding a write lock on the parent or on
+ *      any partition (GetLockConflicts, as CREATE INDEX CONCURRENTLY does);
+ *   3. once each of them has ended (VirtualXactLock), every event with an id
+ *      <= W that will ever be visible is visible: W is safe.
+ *
+ * This waits on top-level virtual transactions, not xids, so savepoints and
+ * rolled-back subtransactions need nothing special; an aborted insert simply
+ * never shows.  The sequence must hand out ids one at a time (CACHE 1): a
+ * backend holding cached ids could use one below W long after step 2.  That
+ * is checked on every probe.  Ids set by hand (a superuser's INSERT with an
+ * explicit id; writers may not set it) are not covered.
+ *
+ * Step 3 is polled, not waited on, so a consumer's loop keeps its latch and
+ * its SIGTERM while a long transaction holds the watermark back.  Autovacuum
+ * and VACUUM hold ShareUpdateExclusiveLock, which conflicts with the mode we
+ * ask about, but insert nothing: they are skipped.
+ *
+ * A probe whose own transaction has written (and so may hold ids <= W that
+ * are not committed) uses W for itself only; every other result is published
+ * in shared memory, with a short history of when each value became safe,
+ * from which consumers' lag in seconds is read.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_sequence.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/sinvaladt.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/syscache.h"
+
+#include "consume/watermark.h"
+#include "store/relation.h"
+
+#define WATERMARK_HISTORY 512
+
+/* What every process sees: the newest safe value and when values became safe. */
+typedef struct WatermarkShared
+{
+	slock_t		mutex;
+	int64		safe;
+	TimestampTz safe_since;		/* when safe took its current value */
+	int			next;			/* next slot of the history ring */
+	int64		history_value[WATERMARK_HISTORY];
+	TimestampTz history_at[WATERMARK_HISTORY];
+} WatermarkShared;
+
+static WatermarkShared *shared = NULL;
+
+/* Asks for room for the shared watermark (shmem_request_hook). */
+void
+watermark_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WatermarkShared)));
+}
+
+/* Creates or attaches to the shared watermark (shmem_startup_hook). */
+void
+watermark_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("runra_obs watermark", sizeof(WatermarkShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(WatermarkShared));
+		SpinLockInit(&shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The id sequence's last value (0 before the first id), after checking that
+ * it hands out ids one at a time and in increasing order.
+ */
+static int64
+sequence_last_value(void)
+{
+	Oid			seqoid = runra_relation_oid("sandbox_events_id_seq");
+	HeapTuple	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqoid));
+	Form_pg_sequence seq;
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		value;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for sequence %u", seqoid);
+	seq = (Form_pg_sequence) GETSTRUCT(tuple);
+	if (seq->seqcache != 1 || seq->seqincrement <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("runra_obs.sandbox_events_id_seq must count up with CACHE 1"),
+				 errdetail("It has INCREMENT %lld and CACHE %lld; consumers of the event log rely on ids being handed out one at a time, in order.",
+						   (long long) seq->seqincrement, (long long) seq->seqcache),
+				 errhint("ALTER SEQUENCE runra_obs.sandbox_events_id_seq INCREMENT 1 CACHE 1;")));
+	ReleaseSysCache(tuple);
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seqoid);
+	fcinfo->args[0].isnull = false;
+	value = pg_sequence_last_value(fcinfo);
+	return fcinfo->isnull ? 0 : DatumGetInt64(value);
+}
+
+/* Whether the transaction vxid belongs to a (auto)vacuum, which never inserts. */
+static bool
+is_vacuum(VirtualTransactionId vxid)
+{
+	PGPROC	   *proc;
+
+	if (vxid.backendId == InvalidBackendId)
+		return false;			/* a prepared transaction */
+	proc = BackendIdGetProc(vxid.backendId);
+	return proc != NULL && proc->lxid == vxid.localTransactionId
+		&& (proc->statusFlags & (PROC_IS_AUTOVACUUM | PROC_IN_VACUUM)) != 0;
+}
+
+/*
+ * Notes in the probe every transaction now holding a lock on sandbox_events
+ * or one of its partitions that a writer would hold.
+ */
+static void
+note_writers(WatermarkProbe *probe)
+{
+	Oid			parent = runra_relation_oid("sandbox_events");
+	List	   *relations = find_all_inheritors(parent, NoLock, NULL);
+	ListCell   *lc;
+	int			capacity = 16;
+
+	probe->nwaiting = 0;
+	probe->waiting = MemoryContextAlloc(probe->cxt, capacity * sizeof(VirtualTransactionId));
+	foreach(lc, relations)
+	{
+		LOCKTAG		tag;
+		VirtualTransactionId *holders;
+
+		SET_LOCKTAG_RELATION(tag, MyDatabaseId, lfirst_oid(lc));
+		holders = GetLockConflicts(&tag, ShareLock, NULL);
+		for (; VirtualTransactionIdIsValid(*holders); holders++)
+		{
+			if (is_vacuum(*holders))
+				continue;
+			if (probe->nwaiting == capacity)
+			{
+				capacity *= 2;
+				probe->waiting = repalloc(probe->waiting, capacity * sizeof(VirtualTransactionId));
+			}
+			probe->waiting[probe->nwaiting++] = *holders;
+		}
+	}
+	list_free(relations);
+}
+
+/* Drops from the probe the transactions that have ended; true when none is left. */
+static bool
+writers_ended(WatermarkProbe *probe, bool wait)
+{
+	int			left = 0;
+
+	for (int i = 0; i < probe->nwaiting; i++)
+		if (!VirtualXactLock(probe->waiting[i], wait))
+			probe->waiting[left++] = probe->waiting[i];
+	probe->nwaiting = left;
+	return left == 0;
+}
+
+/* Makes value the published watermark if it is newer. */
+static void
+publish(int64 value)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (shared == NULL || TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	SpinLockAcquire(&shared->mutex);
+	if (value > shared->safe)
+	{
+		shared->safe = value;
+		shared->safe_since = now;
+		shared->history_value[shared->next] = value;
+		shared->history_at[shared->next] = now;
+		shared->next = (shared->next + 1) % WATERMARK_HISTORY;
+	}
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Prepares a probe whose lists live in cxt (a long-lived context). */
+void
+watermark_probe_init(WatermarkProbe *probe, MemoryContext cxt)
+{
+	memset(probe, 0, sizeof(*probe));
+	probe->cxt = cxt;
+}
+
+/* Starts a probe: the sequence's value now, and the writers running now. */
+static void
+start_probe(WatermarkProbe *probe)
+{
+	probe->candidate = sequence_last_value();
+	if (probe->waiting)
+		pfree(probe->waiting);
+	note_writers(probe);
+	probe->active = true;
+}
+
+/* Publishes the probe's value if its writers have ended; true if so. */
+static bool
+finish_probe(WatermarkProbe *probe, int64 *known)
+{
+	if (!writers_ended(probe, false))
+		return false;
+	probe->active = false;
+	publish(probe->candidate);
+	*known = Max(*known, probe->candidate);
+	return true;
+}
+
+/*
+ * One step of the watermark, without waiting: finishes the running probe if
+ * its writers have ended, then starts the next one (finished at once when
+ * nobody is writing).  So with writers always busy, the watermark trails
+ * the sequence by one call.  Returns the newest safe watermark known (the
+ * published one, or this probe's).  Call inside a transaction, as often as
+ * a consumer ticks.
+ */
+int64
+watermark_advance(WatermarkProbe *probe)
+{
+	int64		known = watermark_published(NULL);
+
+	if (probe->active && !finish_probe(probe, &known))
+		return known;
+	start_probe(probe);
+	(void) finish_probe(probe, &known);
+	return known;
+}
+
+/*
+ * A safe watermark now, waiting for the writers (interruptible, as any lock
+ * wait).  For SQL callers: runra_obs.safe_watermark(true), fold_rollups().
+ */
+int64
+watermark_compute_blocking(void)
+{
+	WatermarkProbe probe;
+
+	watermark_probe_init(&probe, CurrentMemoryContext);
+	probe.candidate = sequence_last_value();
+	note_writers(&probe);
+	writers_ended(&probe, true);
+	publish(probe.candidate);
+	return Max(probe.candidate, watermark_published(NULL));
+}
+
+/* The published watermark (0 if none, or without shared memory), and since when. */
+int64
+watermark_published(TimestampTz *since)
+{
+	int64		value = 0;
+
+	if (since)
+		*since = 0;
+	if (shared == NULL)
+		return 0;
+	SpinLockAcquire(&shared->mutex);
+	value = shared->safe;
+	if (since)
+		*since = shared->safe_since;
+	SpinLockRelease(&shared->mutex);
+	return value;
+}
+
+/*
+ * When the events just after position became safe to read: the time of the
+ * first published value above it (the oldest one kept, if they all are);
+ * 0 when none is, that is when nothing after position is safe yet.  A
+ * consumer at position has been behind since then.
+ */
+TimestampTz
+watermark_passed_at(int64 position)
+{
+	TimestampTz at = 0;
+
+	if (shared == NULL)
+		return 0;
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < WATERMARK_HISTORY; i++)
+	{
+		int			slot = (shared->next + i) % WATERMARK_HISTORY;
+
+		if (shared->history_at[slot] != 0 && shared->history_value[slot] > position)
+		{
+			at = shared->history_at[slot];
+			break;
+		}
+	}
+	SpinLockRelease(&shared->mutex);
+	return at;
+}

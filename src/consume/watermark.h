@@ -1,0 +1,36 @@
+/*
+ * watermark.h — the safe watermark of runra_obs.sandbox_events: an id at
+ * or below which no event can still become visible.  Consumers (rollups,
+ * forward destinations) read the log in id order up to it, so what they
+ * have read never changes behind their cursor.
+ */
+#ifndef RUNRA_OBS_WATERMARK_H
+#define RUNRA_OBS_WATERMARK_H
+
+#include "storage/lock.h"
+#include "utils/timestamp.h"
+
+/*
+ * One watermark computation in progress: the sequence value it read, and
+ * the transactions (writers of the table) that were running then and have
+ * not ended yet.  Lives in the memory context given to watermark_probe_init.
+ */
+typedef struct WatermarkProbe
+{
+	MemoryContext cxt;
+	bool		active;
+	int64		candidate;
+	int			nwaiting;
+	VirtualTransactionId *waiting;
+} WatermarkProbe;
+
+extern void watermark_shmem_request(void);
+extern void watermark_shmem_startup(void);
+
+extern void watermark_probe_init(WatermarkProbe *probe, MemoryContext cxt);
+extern int64 watermark_advance(WatermarkProbe *probe);
+extern int64 watermark_compute_blocking(void);
+extern int64 watermark_published(TimestampTz *since);
+extern TimestampTz watermark_passed_at(int64 position);
+
+#endif
