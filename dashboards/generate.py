@@ -39,22 +39,22 @@ def variable(name, label, query, multi=True, include_all=True):
 # Sandboxes created or started in the range or the day before it (listing
 # every sandbox with any event would read every per-sandbox row).
 SANDBOX = variable("sandbox", "Sandbox", """SELECT DISTINCT sandbox_id
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE event_type IN ('sandbox.created', 'sandbox.started')
   AND bucket >= $__timeFrom()::timestamptz - interval '1 day' AND bucket <= $__timeTo()
 ORDER BY 1
 LIMIT 1000""")
 EVENT_TYPE = variable("event_type", "Event type", """SELECT DISTINCT event_type
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket)
 ORDER BY 1""")
 COMMAND = variable("command", "Command", """SELECT DISTINCT label
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type LIKE 'exec.%' AND label <> ''
 ORDER BY 1
 LIMIT 500""")
 AUDIT_SANDBOX = variable("audit_sandbox", "Audit sandbox", """SELECT DISTINCT sandbox_id
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
 ORDER BY 1
 LIMIT 1000""", multi=True, include_all=False)
@@ -116,7 +116,7 @@ def top_sandboxes_series(title, event_type, measure, name, field_config):
     return panel("timeseries", title, f"""
 WITH top AS (
     SELECT sandbox_id
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND event_type = '{event_type}' AND {SB}
     GROUP BY 1
     ORDER BY max({measure}) DESC NULLS LAST, 1
@@ -124,7 +124,7 @@ WITH top AS (
 )
 SELECT $__timeGroupAlias(bucket, $__interval), sandbox_id AS metric,
        max({measure}) AS "{name}"
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND event_type = '{event_type}' AND sandbox_id IN (SELECT sandbox_id FROM top)
 GROUP BY 1, 2
 ORDER BY 1, 2""", field_config=field_config)
@@ -138,19 +138,19 @@ costs = dashboard("runra-obs-costs", "Runra sandboxes: costs",
                   [SANDBOX], [
     panel("stat", "Current period total", f"""
 SELECT sum(cost) AS "total cost"
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND {COST_TYPES}""",
           field_config={"defaults": {"unit": "currencyUSD", "decimals": 4}, "overrides": []}),
     panel("stat", "Selected sandboxes' cost", f"""
 SELECT sum(cost) AS "cost"
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}""",
           field_config={"defaults": {"unit": "currencyUSD", "decimals": 4}, "overrides": []}),
     panel("timeseries", "Cost over time: runtime vs storage", f"""
 SELECT $__timeGroupAlias(bucket, $__interval),
        coalesce(sum(cost) FILTER (WHERE event_type = 'cost.runtime'), 0) AS runtime,
        coalesce(sum(cost) FILTER (WHERE event_type = 'cost.storage'), 0) AS storage
-FROM runra_obs.rollup_5m
+FROM runra_obs.rollup_5m_live
 WHERE $__timeFilter(bucket) AND {COST_TYPES}
 GROUP BY 1
 ORDER BY 1""",
@@ -161,7 +161,7 @@ SELECT sandbox_id AS sandbox,
        sum(cost) FILTER (WHERE event_type = 'cost.runtime') AS runtime,
        sum(cost) FILTER (WHERE event_type = 'cost.storage') AS storage,
        sum(cost) AS total
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
 GROUP BY 1
 ORDER BY total DESC NULLS LAST, 1
@@ -169,12 +169,12 @@ LIMIT 20"""),
     panel("table", "Cost per image", f"""
 WITH cost AS (
     SELECT sandbox_id, sum(cost) AS cost
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1
 ), image AS (
     SELECT sandbox_id, max(label) AS image
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE event_type = 'sandbox.created'
       AND bucket >= $__timeFrom()::timestamptz - interval '1 day' AND bucket <= $__timeTo()
     GROUP BY 1
@@ -188,12 +188,12 @@ ORDER BY cost DESC NULLS LAST, 1""",
     panel("table", "Cost per agent", f"""
 WITH cost AS (
     SELECT sandbox_id, agent_id, sum(cost) AS cost
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1, 2
 ), calls AS (
     SELECT sandbox_id, agent_id, sum(events) AS calls
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked' AND agent_id <> ''
     GROUP BY 1, 2
 ), agent AS (
@@ -226,7 +226,7 @@ FROM (
     SELECT sandbox_id,
            max(bucket) FILTER (WHERE event_type = 'sandbox.started') AS started,
            max(bucket) FILTER (WHERE event_type = 'sandbox.terminated') AS ended
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE bucket >= $__timeFrom() AND event_type IN ('sandbox.started', 'sandbox.terminated')
     GROUP BY 1
 ) AS s
@@ -234,28 +234,28 @@ WHERE started IS NOT NULL AND ended IS NULL""",
           description="Sandboxes started since the start of the time range without a sandbox.terminated event since."),
     panel("stat", "Startup p95", """
 SELECT runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.95) AS "startup p95"
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'sandbox.started'""",
           field_config={"defaults": {"unit": "ms"}, "overrides": []}),
     panel("stat", "Events in range", f"""
 SELECT sum(events) AS "events"
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND {in_var('event_type', 'event_type')}"""),
     panel("stat", "Failures in range", f"""
 SELECT sum(failures) AS "failures"
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND {in_var('event_type', 'event_type')}"""),
     panel("timeseries", "Created, started, terminated", f"""
 SELECT $__timeGroupAlias(bucket, $__interval),
        {count_columns(['sandbox.created', 'sandbox.started', 'sandbox.terminated'])}
-FROM runra_obs.rollup_5m
+FROM runra_obs.rollup_5m_live
 WHERE $__timeFilter(bucket) AND event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.terminated')
 GROUP BY 1
 ORDER BY 1"""),
     panel("timeseries", "Paused vs resumed", f"""
 SELECT $__timeGroupAlias(bucket, $__interval),
        {count_columns(['sandbox.paused', 'sandbox.resumed'])}
-FROM runra_obs.rollup_5m
+FROM runra_obs.rollup_5m_live
 WHERE $__timeFilter(bucket) AND event_type IN ('sandbox.paused', 'sandbox.resumed')
 GROUP BY 1
 ORDER BY 1"""),
@@ -264,14 +264,14 @@ SELECT $__timeGroupAlias(bucket, $__interval),
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.5) AS p50,
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.95) AS p95,
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.99) AS p99
-FROM runra_obs.rollup_5m
+FROM runra_obs.rollup_5m_live
 WHERE $__timeFilter(bucket) AND event_type = 'sandbox.started'
 GROUP BY 1
 ORDER BY 1""",
           field_config={"defaults": {"unit": "ms"}, "overrides": []}),
     panel("piechart", "Termination reasons", """
 SELECT coalesce(nullif(label, ''), '(none)') AS reason, sum(events) AS sandboxes
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'sandbox.terminated'
 GROUP BY 1
 ORDER BY 2 DESC, 1""",
@@ -279,7 +279,7 @@ ORDER BY 2 DESC, 1""",
     panel("table", "Latest sandboxes", f"""
 WITH latest AS (
     SELECT sandbox_id, bucket AS created_hour
-    FROM runra_obs.rollup_1h_sandbox
+    FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND event_type = 'sandbox.created' AND {SB}
     ORDER BY bucket DESC, sandbox_id
     LIMIT 100
@@ -288,7 +288,7 @@ SELECT l.sandbox_id AS sandbox, min(l.created_hour) AS created_hour,
        sum(s.events) AS events, sum(s.failures) AS failures, sum(s.cost) AS cost,
        max(s.bucket) AS last_hour
 FROM latest AS l
-JOIN runra_obs.rollup_1h_sandbox AS s ON s.sandbox_id = l.sandbox_id
+JOIN runra_obs.rollup_1h_sandbox_live AS s ON s.sandbox_id = l.sandbox_id
 WHERE $__timeFilter(s.bucket) AND {in_var('event_type', 's.event_type')}
 GROUP BY 1
 ORDER BY created_hour DESC, 1""",
@@ -306,7 +306,7 @@ SELECT $__timeGroupAlias(bucket, $__interval),
        coalesce(current_setting('runra_obs.error_rate_threshold', true)::float8, 0.05) AS "threshold"
 FROM (
     SELECT bucket, sum(failures) AS failures, sum(events) AS events
-    FROM runra_obs.rollup_5m
+    FROM runra_obs.rollup_5m_live
     WHERE $__timeFilter(bucket) AND event_type = 'exec.completed' AND {CMD}
     GROUP BY bucket
 ) AS per_bucket
@@ -321,7 +321,7 @@ FROM (
     SELECT bucket,
            coalesce(sum(events) FILTER (WHERE event_type = 'exec.completed'), 0) AS completed,
            sum(failures) AS failures
-    FROM runra_obs.rollup_5m
+    FROM runra_obs.rollup_5m_live
     WHERE $__timeFilter(bucket) AND {EXEC_FAILURE_TYPES} AND {CMD}
     GROUP BY bucket
 ) AS per_bucket
@@ -332,7 +332,7 @@ SELECT label AS command, sum(duration_count) AS runs,
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.5) AS p50_ms,
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.95) AS p95_ms,
        runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.99) AS p99_ms
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'exec.completed' AND {CMD}
 GROUP BY 1
 ORDER BY p95_ms DESC NULLS LAST, 1
@@ -342,7 +342,7 @@ LIMIT 50""",
 SELECT label AS command, max(duration_max) AS max_ms,
        round(sum(duration_sum) / nullif(sum(duration_count), 0), 1) AS avg_ms,
        sum(duration_count) AS runs
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'exec.completed' AND {CMD}
 GROUP BY 1
 ORDER BY max_ms DESC NULLS LAST, 1
@@ -352,7 +352,7 @@ SELECT label AS command, sum(failures) AS failures,
        sum(events) FILTER (WHERE event_type = 'exec.completed') AS completed,
        sum(events) FILTER (WHERE event_type = 'exec.timed_out') AS timeouts,
        sum(events) FILTER (WHERE event_type = 'exec.failed') AS infrastructure_errors
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND {EXEC_FAILURE_TYPES} AND {CMD}
 GROUP BY 1
 HAVING sum(failures) > 0
@@ -362,7 +362,7 @@ LIMIT 20"""),
 SELECT $__timeGroupAlias(bucket, $__interval), sum(events) AS timeouts
 FROM (
     SELECT bucket, sum(events) AS events
-    FROM runra_obs.rollup_5m
+    FROM runra_obs.rollup_5m_live
     WHERE $__timeFilter(bucket) AND event_type = 'exec.timed_out' AND {CMD}
     GROUP BY bucket
 ) AS per_bucket
@@ -370,7 +370,7 @@ GROUP BY 1
 ORDER BY 1"""),
     panel("table", "Timeouts by command", f"""
 SELECT label AS command, sum(events) AS timeouts, max(duration_max) AS timeout_ms
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'exec.timed_out' AND {CMD}
 GROUP BY 1
 ORDER BY timeouts DESC, 1
@@ -382,7 +382,7 @@ agents = dashboard("runra-obs-agents", "Runra sandboxes: agents",
                    [AUDIT_SANDBOX], [
     panel("table", "Tool calls by agent and tool", """
 SELECT coalesce(nullif(agent_id, ''), '(no agent)') AS agent, label AS tool, sum(events) AS calls
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked'
 GROUP BY 1, 2
 ORDER BY calls DESC, 1, 2
@@ -395,7 +395,7 @@ FROM (
            coalesce(sum(events) FILTER (WHERE event_type = 'tool.invoked'), 0) AS invoked,
            coalesce(sum(events) FILTER (WHERE event_type = 'tool.completed'), 0) AS completed,
            coalesce(sum(events) FILTER (WHERE event_type = 'tool.failed'), 0) AS failed
-    FROM runra_obs.rollup_5m
+    FROM runra_obs.rollup_5m_live
     WHERE $__timeFilter(bucket) AND event_type IN ('tool.invoked', 'tool.completed', 'tool.failed')
     GROUP BY bucket
 ) AS per_bucket
@@ -407,7 +407,7 @@ SELECT label AS tool,
        sum(events) FILTER (WHERE event_type = 'tool.invoked') AS calls,
        round(coalesce(sum(events) FILTER (WHERE event_type = 'tool.failed'), 0)::numeric
              / nullif(sum(events) FILTER (WHERE event_type = 'tool.invoked'), 0), 4) AS failure_rate
-FROM runra_obs.rollup_1h
+FROM runra_obs.rollup_1h_live
 WHERE $__timeFilter(bucket) AND event_type IN ('tool.invoked', 'tool.failed')
 GROUP BY 1
 HAVING sum(events) FILTER (WHERE event_type = 'tool.failed') > 0
@@ -438,7 +438,7 @@ SELECT $__timeGroupAlias(bucket, $__interval),
        coalesce(sum(over_90) FILTER (WHERE event_type = 'resource.memory'), 0) AS memory,
        coalesce(sum(over_90) FILTER (WHERE event_type = 'resource.cpu'), 0) AS cpu,
        coalesce(sum(over_90) FILTER (WHERE event_type = 'resource.disk'), 0) AS disk
-FROM runra_obs.rollup_5m
+FROM runra_obs.rollup_5m_live
 WHERE $__timeFilter(bucket) AND event_type IN ('resource.memory', 'resource.cpu', 'resource.disk')
 GROUP BY 1
 ORDER BY 1"""),
@@ -448,7 +448,7 @@ SELECT sandbox_id AS sandbox,
        max(value_max) FILTER (WHERE event_type = 'resource.memory') AS peak_memory_mb,
        max(limit_max) FILTER (WHERE event_type = 'resource.memory') AS memory_limit_mb,
        max(value_max) FILTER (WHERE event_type = 'resource.cpu') AS peak_cpu_percent
-FROM runra_obs.rollup_1h_sandbox
+FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND event_type LIKE 'resource.%' AND {SB}
 GROUP BY 1
 HAVING sum(over_90) > 0
@@ -462,7 +462,7 @@ pipeline = dashboard("runra-obs-pipeline", "runra_obs: pipeline",
     panel("timeseries", "Ingest rate", """
 SELECT $__timeGroupAlias(bucket, $__interval),
        sum(events) * 1000.0 / greatest($__interval_ms, 60000) AS "events/s"
-FROM runra_obs.ingest_1m
+FROM runra_obs.ingest_1m_live
 WHERE $__timeFilter(bucket)
 GROUP BY 1
 ORDER BY 1""",
@@ -471,7 +471,7 @@ ORDER BY 1""",
 SELECT $__timeGroupAlias(bucket, $__interval),
        sum(delay_sum_s) / nullif(sum(events), 0) AS "average",
        max(delay_max_s) AS "max"
-FROM runra_obs.ingest_1m
+FROM runra_obs.ingest_1m_live
 WHERE $__timeFilter(bucket)
 GROUP BY 1
 ORDER BY 1""",

@@ -1,5 +1,8 @@
 -- Rollups equal the raw aggregates: after a batch, after late events, after
--- a rolled-back insert, after compaction and after a rebuild.
+-- a rolled-back insert, after compaction and after a rebuild.  Each time,
+-- first the live views (the folded rows plus the events not folded yet,
+-- exact without any fold), then the tables once fold_rollups() has done
+-- what the rollup worker does each second (no worker runs here).
 -- A database of its own, so that events other tests store do not count.
 CREATE DATABASE rollups_regression;
 \c rollups_regression
@@ -13,12 +16,14 @@ CREATE FUNCTION pg_temp.rollup_diff(rollup text, width interval, per_sandbox boo
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     sb text := CASE WHEN per_sandbox THEN 'sandbox_id,' ELSE '' END;
-    -- the keys each table keeps (see runra_obs._rollup_key)
-    label text := CASE rollup
+    -- the keys each table keeps (see runra_obs._rollup_key); a live view
+    -- keeps those of its table
+    tab text := regexp_replace(rollup, '_live$', '');
+    label text := CASE tab
         WHEN 'runra_obs.rollup_5m' THEN 'CASE WHEN event_type ~ ''^exec\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END'
         WHEN 'runra_obs.rollup_1h' THEN 'runra_obs.event_label(event_type, data)'
         ELSE 'CASE WHEN event_type ~ ''^sandbox\.'' THEN runra_obs.event_label(event_type, data) ELSE '''' END' END;
-    agent text := CASE rollup WHEN 'runra_obs.rollup_5m' THEN '''''' ELSE 'coalesce(data->>''agentId'', '''')' END;
+    agent text := CASE tab WHEN 'runra_obs.rollup_5m' THEN '''''' ELSE 'coalesce(data->>''agentId'', '''')' END;
     n  bigint;
 BEGIN
     EXECUTE format($q$
@@ -50,11 +55,19 @@ BEGIN
     RETURN n;
 END
 $$;
-CREATE FUNCTION pg_temp.all_diffs() RETURNS text LANGUAGE sql AS $$
+CREATE FUNCTION pg_temp.diffs(suffix text) RETURNS text LANGUAGE sql AS $$
     SELECT format('5m:%s 1h:%s 1h_sandbox:%s',
-                  pg_temp.rollup_diff('runra_obs.rollup_5m', '5 minutes', false),
-                  pg_temp.rollup_diff('runra_obs.rollup_1h', '1 hour', false),
-                  pg_temp.rollup_diff('runra_obs.rollup_1h_sandbox', '1 hour', true))
+                  pg_temp.rollup_diff('runra_obs.rollup_5m' || suffix, '5 minutes', false),
+                  pg_temp.rollup_diff('runra_obs.rollup_1h' || suffix, '1 hour', false),
+                  pg_temp.rollup_diff('runra_obs.rollup_1h_sandbox' || suffix, '1 hour', true))
+$$;
+CREATE FUNCTION pg_temp.all_diffs() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    live text := pg_temp.diffs('_live');
+BEGIN
+    PERFORM runra_obs.fold_rollups();
+    RETURN format('live %s, folded %s, live again %s', live, pg_temp.diffs(''), pg_temp.diffs('_live'));
+END
 $$;
 
 -- 600 events over two hours two days ago: five sandboxes, every family.
@@ -93,7 +106,8 @@ FROM runra_obs.rollup_1h WHERE label = 'late';
 BEGIN;
 SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
     'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_ghost', 'type', 'exec.completed'));
-SELECT count(*) AS ghost_rows_inside FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_ghost';
+-- (the live view shows the transaction its own events, as any query would)
+SELECT count(*) AS ghost_rows_inside FROM runra_obs.rollup_1h_sandbox_live WHERE sandbox_id = 'sb_ghost';
 ROLLBACK;
 SELECT count(*) AS ghost_rows_after FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_ghost';
 SELECT pg_temp.all_diffs() AS after_rollback;
@@ -108,7 +122,7 @@ ROLLBACK TO SAVEPOINT before_ghost;
 SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
     'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_kept', 'type', 'exec.completed'));
 COMMIT;
-SELECT sandbox_id, sum(events) AS events FROM runra_obs.rollup_1h_sandbox
+SELECT sandbox_id, sum(events) AS events FROM runra_obs.rollup_1h_sandbox_live
 WHERE sandbox_id IN ('sb_ghost', 'sb_kept') GROUP BY 1;
 SELECT pg_temp.all_diffs() AS after_savepoint;
 
@@ -137,12 +151,12 @@ SELECT count(*) = count(DISTINCT (bucket, event_type, label, agent_id)) AS one_r
 FROM runra_obs.rollup_5m;
 SELECT count(*) = count(DISTINCT (bucket, sandbox_id, event_type, label, agent_id)) AS one_row_per_key_sandbox
 FROM runra_obs.rollup_1h_sandbox;
-SELECT sum(events) AS ingest_events, sum(statements) AS ingest_statements FROM runra_obs.ingest_1m;
+SELECT sum(events) AS ingest_events, sum(transactions) AS ingest_transactions FROM runra_obs.ingest_1m;
 
 -- Rebuild: damage a window, rebuild it from raw events in one call.
 DELETE FROM runra_obs.rollup_1h WHERE bucket = (SELECT t FROM base);
 UPDATE runra_obs.rollup_1h_sandbox SET events = events + 1000 WHERE bucket = (SELECT t + interval '1 hour' FROM base);
-SELECT pg_temp.all_diffs() <> '5m:0 1h:0 1h_sandbox:0' AS damaged;
+SELECT pg_temp.diffs('') <> '5m:0 1h:0 1h_sandbox:0' AS damaged;
 SELECT runra_obs.rebuild_rollups(t + interval '10 minutes', t + interval '70 minutes') AS rebuilt_events FROM base;
 SELECT pg_temp.all_diffs() AS after_rebuild;
 -- Not before the oldest partition: there are no raw events left to count.
@@ -192,7 +206,7 @@ SELECT runra_obs.json_numeric('"0.25"') AS from_string, runra_obs.json_numeric('
 SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
     'timestamp', to_char(now(), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_odd', 'type', 'exec.completed',
     'data', jsonb_build_object('durationMs', 1e400, 'exitCode', 'x', 'cost', '1e999', 'command', jsonb_build_array(1))));
-SELECT events, failures, cost, duration_count, label FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_odd';
+SELECT events, failures, cost, duration_count, label FROM runra_obs.rollup_1h_sandbox_live WHERE sandbox_id = 'sb_odd';
 
 -- Retention: hourly rows past runra_obs.rollup_retention go, newer stay.
 INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, events, failures,
@@ -205,7 +219,9 @@ SELECT count(*) AS old_rows_left FROM runra_obs.rollup_1h WHERE bucket < now() -
 -- Readers read rollups; they cannot rebuild or maintain them.
 SET ROLE runra_obs_reader;
 SELECT sum(events) > 0 AS reader_reads FROM runra_obs.rollup_1h_sandbox;
+SELECT sum(events) > 0 AS reader_reads_live FROM runra_obs.rollup_1h_sandbox_live;
 SELECT runra_obs.rebuild_rollups(now() - interval '1 hour', now());
+SELECT runra_obs.fold_rollups();
 SELECT runra_obs._maintain_rollups();
 RESET ROLE;
 

@@ -48,8 +48,14 @@ LANGUAGE sql STABLE AS $$
     FROM generate_series(first_i, last_i) AS i
 $$;
 SELECT ingested, failed FROM runra_obs.ingest(pg_temp.batch(0, 1599, '0'));
--- Late events, in a statement of their own: the same hours again, shifted.
+-- The rollup worker folds these (none runs here, so fold_rollups() does).
+SELECT runra_obs.fold_rollups() > 0 AS folded;
+-- Late events, in a statement of their own: the same hours again, shifted,
+-- folded apart (so the same keys get a second delta row).
 SELECT ingested, failed FROM runra_obs.ingest(pg_temp.batch(0, 399, '17 minutes 3.5 seconds'));
+SELECT runra_obs.fold_rollups() > 0 AS folded_late;
+-- The events below are left unfolded, so the functions read the rollups,
+-- the events after the rollup consumer's position and the raw edges.
 -- Events on the hour exactly, and the microsecond before.
 SELECT ingested, failed FROM runra_obs.ingest((
     SELECT jsonb_agg(jsonb_build_object(
@@ -154,6 +160,10 @@ ROLLBACK;
 
 -- After compaction: the same figures.
 SELECT runra_obs._maintain_rollups() ~ '^rollups: [1-9][0-9]* delta rows compacted away' AS compacted;
+SELECT * FROM pg_temp.compare_all();
+
+-- With every event folded: the same figures.
+SELECT runra_obs.fold_rollups() > 0 AS folded_all;
 SELECT * FROM pg_temp.compare_all();
 
 -- The reader can call them (the helpers are granted).

@@ -23,8 +23,10 @@
 -- so a rollup bucket lies in exactly one output bucket whenever the output
 -- bucket width is a multiple of w.
 --
--- Why the figures are the same: the rollups are exact (every committed
--- event counted once, late ones too, see 60_rollups.sql), and they keep the
+-- Why the figures are the same: the whole buckets are read from the live
+-- views (rollup_1h_live and the others: the folded rows plus the events
+-- after the rollup consumer's position, 60_rollups.sql), which count every
+-- committed event once, late ones too; and the rollups keep the
 -- API's own definitions in api_failures, api_cost and api_duration_sum
 -- (runra_obs._exec_failed and runra_obs._number, not the dashboards'
 -- event_failed and json_numeric, which treat odd data differently).  Sums
@@ -114,7 +116,7 @@ BEGIN ATOMIC
            CASE WHEN r.event_type = 'cost.storage' THEN r.api_cost END,
            CASE WHEN r.event_type = 'cost.total' THEN r.api_cost END,
            CASE WHEN r.event_type = 'cost.runtime' THEN r.api_duration_sum END
-    FROM runra_obs.rollup_1h_sandbox AS r
+    FROM runra_obs.rollup_1h_sandbox_live AS r
     WHERE w = interval '1 hour'
       AND r.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
       AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, w)
@@ -213,14 +215,14 @@ BEGIN ATOMIC
                                         to_time) AS o
             UNION ALL
             SELECT r.bucket, r.events, r.api_failures
-            FROM runra_obs.rollup_1h AS r
+            FROM runra_obs.rollup_1h_live AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '1 hour'
               AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
               AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, interval '1 hour')
               AND r.bucket < runra_obs._rollup_hi(from_time, to_time, interval '1 hour')
             UNION ALL
             SELECT r.bucket, r.events, r.api_failures
-            FROM runra_obs.rollup_5m AS r
+            FROM runra_obs.rollup_5m_live AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '5 minutes'
               AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
               AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, interval '5 minutes')
