@@ -1,62 +1,95 @@
 #!/usr/bin/env bash
-# bench/ingest.sh — runra_obs.ingest_jsonl() against COPY of the same events
-# into the same table, in one run.
+# bench/ingest.sh — runra_obs.ingest_jsonl() against the ceiling, COPY of the
+# same events into the same table (which has no trigger at all), in one run.
 #
-#   bench/ingest.sh [EVENTS] [ROUNDS]      defaults: 1000000 events, 3 rounds
+#   bench/ingest.sh [EVENTS] [ROUNDS] [SESSIONS]
+#                   defaults: 1000000 events, 3 rounds, 2 sessions
 #
-# Events are generated on the fly (a realistic mix of exec, cost, resource,
-# tool and lifecycle events over 1000 sandboxes in the last two days) and
-# written twice: as the seed's JSONL lines, and as COPY text of the same
-# rows.  Each round empties the table, checkpoints, then times COPY and
-# ingest_jsonl (each one statement, one transaction).  The best round of
-# each is reported, with the ratio ingest/COPY.
+# The events are shaped like a fleet (bench/rollups.sql's generator: every
+# event type, sandboxes of 500 events, so 2000 sandboxes per million, over
+# 7 days) and written twice: as the seed's JSONL lines and as COPY text of
+# the same rows, both cut into 1000-event batches.  Each round empties the
+# table, then SESSIONS sessions share the batches, one statement and one
+# transaction per batch, first as COPY, then as ingest_jsonl.  The rollup
+# worker runs all along, as in production; it is let catch up before each
+# timed phase, and the time it takes to fold each phase is printed.  The
+# best round of each is reported, with the ratio ingest_jsonl / COPY.
 set -euo pipefail
 events=${1:-1000000}
 rounds=${2:-3}
+sessions=${3:-2}
 . "$(dirname "$0")/lib.sh"
-bench_cluster_start ingest
+bench_cluster_start ingest "runra_obs.rollup_interval = '1s'"
 bench_machine
+bench_as_user "$BENCH_BIN/psql" -X -q -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
+    -f "$BENCH_SRC/bench/rollups.sql" >/dev/null
 
+bench_psql "SELECT bench.generate(1, $events, $events, now())" >/dev/null
 jsonl=$BENCH_DIR/events.jsonl
 copy=$BENCH_DIR/events.copy
-bench_psql "
-CREATE UNLOGGED TABLE gen AS
-SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts_text, ts, sandbox_id, type, data,
-       CASE WHEN i % 3 = 0 THEN md5(i::text) END AS trace_id
-FROM (
-  SELECT i, now() - interval '2 days' * (i::float8 / $events) AS ts,
-         'sb_' || (i % 1000) AS sandbox_id,
-         (ARRAY['exec.completed','exec.started','cost.runtime','resource.memory','tool.invoked','file.created','sandbox.started'])[1 + i % 7] AS type,
-         CASE i % 7
-           WHEN 0 THEN jsonb_build_object('command', 'npm test --filter ' || (i % 50), 'exitCode', (i % 13 = 0)::int,
-                                          'durationMs', (i::bigint * 7919) % 20000, 'stdout', repeat('ok ', 10), 'stderr', '')
-           WHEN 1 THEN jsonb_build_object('command', 'npm test --filter ' || (i % 50), 'cwd', '/workspace')
-           WHEN 2 THEN jsonb_build_object('durationMs', 60000, 'rate', 0.000012, 'cost', 0.00072)
-           WHEN 3 THEN jsonb_build_object('memoryUsedMb', 100 + i % 900, 'memoryLimitMb', 1024)
-           WHEN 4 THEN jsonb_build_object('toolName', 'shell', 'toolArgs', jsonb_build_object('cmd', 'ls -la'), 'agentId', 'agent_' || (i % 20))
-           WHEN 5 THEN jsonb_build_object('path', '/workspace/src/file' || i || '.ts', 'sizeBytes', i % 65536)
-           ELSE jsonb_build_object('startupDurationMs', 800 + i % 400)
-         END AS data
-  FROM generate_series(1, $events) AS i) AS g"
-# JSONL exactly as the seed writes it, and COPY text of the same rows
-bench_psql "COPY (SELECT json_build_object('timestamp', ts_text, 'sandboxId', sandbox_id, 'type', type, 'data', data, 'traceId', trace_id)::text FROM gen) TO '$jsonl'"
-bench_psql "COPY (SELECT ts, sandbox_id, type, data, trace_id FROM gen) TO '$copy'"
-# COPY text escapes backslashes; the JSONL lines have none, so the file is the lines
-echo "events: $events ($(du -m "$jsonl" | cut -f1) MB of JSONL)"
+bench_psql "COPY (SELECT json_build_object('timestamp', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                                           'sandboxId', sandbox_id, 'type', event_type, 'data', data)::text
+                  FROM runra_obs.sandbox_events ORDER BY id) TO '$jsonl'" \
+           "COPY (SELECT created_at, sandbox_id, event_type, data, trace_id
+                  FROM runra_obs.sandbox_events ORDER BY id) TO '$copy'"
+mkdir -p "$BENCH_DIR/batches" && chown "$BENCH_USER" "$BENCH_DIR/batches"
+bench_as_user split -l 1000 -d -a 6 "$jsonl" "$BENCH_DIR/batches/jsonl."
+bench_as_user split -l 1000 -d -a 6 "$copy" "$BENCH_DIR/batches/copy."
+echo "events: $events over $(bench_psql 'SELECT count(DISTINCT sandbox_id) FROM runra_obs.sandbox_events') sandboxes," \
+     "$(bench_psql 'SELECT count(DISTINCT event_type) FROM runra_obs.sandbox_events') event types," \
+     "$(du -m "$jsonl" | cut -f1) MB of JSONL, batches of 1000, $sessions sessions"
+
+# One script per session: every SESSIONS-th batch, one statement each.
+for s in $(seq 0 $((sessions - 1))); do
+    ls "$BENCH_DIR/batches" | grep '^copy\.' | awk -v s="$s" -v n="$sessions" 'NR % n == s' |
+        sed "s|^|COPY runra_obs.sandbox_events (created_at, sandbox_id, event_type, data, trace_id) FROM '$BENCH_DIR/batches/|; s|\$|';|" \
+        > "$BENCH_DIR/copy.$s.sql"
+    ls "$BENCH_DIR/batches" | grep '^jsonl\.' | awk -v s="$s" -v n="$sessions" 'NR % n == s' |
+        sed "s|^|SELECT failed FROM runra_obs.ingest_jsonl(pg_read_file('$BENCH_DIR/batches/|; s|\$|'));|" \
+        > "$BENCH_DIR/jsonl.$s.sql"
+done
+chmod 644 "$BENCH_DIR"/*.sql
+
+# Waits until the rollup consumer has folded every event; prints the seconds.
+catch_up() {
+    local start=$(date +%s.%N)
+    until [ "$(bench_psql "SELECT position >= (SELECT last_value FROM runra_obs.sandbox_events_id_seq)
+                           FROM runra_obs.consumers WHERE name = 'rollups'")" = t ]; do sleep 0.2; done
+    echo "$(date +%s.%N) $start" | awk '{printf "%.1f", $1 - $2}'
+}
+
+# Runs the sessions' scripts of one kind at once; prints the wall-clock ms.
+run_sessions() {
+    local kind=$1 start pids=() s
+    start=$(date +%s%N)
+    for s in $(seq 0 $((sessions - 1))); do
+        bench_as_user "$BENCH_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
+            -f "$BENCH_DIR/$kind.$s.sql" > "$BENCH_DIR/$kind.$s.out" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    echo $(( ($(date +%s%N) - start) / 1000000 ))
+}
 
 best_copy= ; best_ingest=
 for r in $(seq "$rounds"); do
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
-    c=$(bench_time_ms "COPY runra_obs.sandbox_events (created_at, sandbox_id, event_type, data, trace_id) FROM '$copy'")
+    catch_up >/dev/null
+    c=$(run_sessions copy)
+    fold_c=$(catch_up)
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
-    g=$(bench_time_ms "SELECT ingested, failed FROM runra_obs.ingest_jsonl(pg_read_file('$jsonl'))")
+    g=$(run_sessions jsonl)
+    lag=$(bench_psql "SELECT ids_behind FROM runra_obs.consumer_status WHERE name = 'rollups'")
+    fold_g=$(catch_up)
     n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
     [ "$n" = "$events" ] || { echo "ingest_jsonl stored $n of $events events" >&2; exit 1; }
-    printf 'round %d: COPY %.0f ms, ingest_jsonl %.0f ms\n' "$r" "$c" "$g"
+    ! grep -qv '^0$' "$BENCH_DIR"/jsonl.*.out || { echo "ingest_jsonl rejected events" >&2; exit 1; }
+    printf 'round %d: COPY %.0f ms (rollups caught up %ss later), ingest_jsonl %.0f ms (%s ids behind at the end, caught up %ss later)\n' \
+        "$r" "$c" "$fold_c" "$g" "$lag" "$fold_g"
     best_copy=$(echo "${best_copy:-$c} $c" | awk '{print ($1 < $2) ? $1 : $2}')
     best_ingest=$(echo "${best_ingest:-$g} $g" | awk '{print ($1 < $2) ? $1 : $2}')
 done
 awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" 'BEGIN {
-    printf "COPY:         %9.0f events/s\n", n / (c / 1000);
-    printf "ingest_jsonl: %9.0f events/s\n", n / (g / 1000);
+    printf "COPY (ceiling): %9.0f events/s\n", n / (c / 1000);
+    printf "ingest_jsonl:   %9.0f events/s\n", n / (g / 1000);
     printf "ratio ingest_jsonl / COPY: %.2f\n", c / g }'

@@ -4,9 +4,10 @@
 CREATE SCHEMA bench;
 
 -- n generated events, numbered from lo, spread evenly over the 7 days
--- before `upto`: sandboxes of 500 events each (created, started, paused,
--- resumed, terminated among them), 20 commands, 8 tools, 5 agents, 4
--- images; failures, timeouts and memory peaks at fixed rates.
+-- before `upto`, shaped like a fleet: sandboxes of 500 events each
+-- (created, started, paused, resumed, terminated among them), every event
+-- type of the spec, 20 commands, 8 tools, 5 agents, 4 images; failures,
+-- timeouts and memory peaks at fixed rates.  Shared by the benchmarks.
 CREATE FUNCTION bench.generate(lo bigint, hi bigint, total bigint, upto timestamptz)
 RETURNS bigint LANGUAGE sql AS $$
     WITH ins AS (
@@ -29,11 +30,17 @@ RETURNS bigint LANGUAGE sql AS $$
                  WHEN k.h < 540 THEN 'tool.completed'
                  WHEN k.h < 550 THEN 'tool.failed'
                  WHEN k.h < 650 THEN 'resource.memory'
-                 WHEN k.h < 750 THEN 'resource.cpu'
+                 WHEN k.h < 740 THEN 'resource.cpu'
+                 WHEN k.h < 750 THEN 'resource.disk'
                  WHEN k.h < 830 THEN 'cost.runtime'
                  WHEN k.h < 850 THEN 'cost.storage'
                  WHEN k.h < 930 THEN 'file.created'
-                 WHEN k.h < 980 THEN 'file.read'
+                 WHEN k.h < 970 THEN 'file.read'
+                 WHEN k.h < 975 THEN 'file.modified'
+                 WHEN k.h < 977 THEN 'file.deleted'
+                 WHEN k.h < 979 THEN 'port.exposed'
+                 WHEN k.h < 981 THEN 'port.closed'
+                 WHEN k.h < 983 THEN 'cost.total'
                  ELSE 'network.egress' END AS type) AS ty,
              LATERAL (SELECT ty.type, CASE split_part(ty.type, '.', 1)
                  WHEN 'sandbox' THEN jsonb_build_object(
@@ -49,9 +56,13 @@ RETURNS bigint LANGUAGE sql AS $$
                      'toolArgs', jsonb_build_object('q', k.h), 'durationMs', 10 + k.h)
                  WHEN 'resource' THEN jsonb_build_object(
                      'memoryUsedMb', 200 + (k.h * 11) % 850, 'memoryLimitMb', 1024,
-                     'cpuPercent', (k.h * 7) % 100, 'cores', 2)
-                 WHEN 'cost' THEN jsonb_build_object(
-                     'cost', round(((k.h % 100) + 1) / 10000.0, 4), 'durationMs', 60000, 'rate', 0.0001)
+                     'cpuPercent', (k.h * 7) % 100, 'cores', 2,
+                     'diskUsedMb', 1000 + (k.h * 13) % 9000, 'diskLimitMb', 10240)
+                 WHEN 'cost' THEN CASE ty.type WHEN 'cost.total' THEN jsonb_build_object(
+                     'sandboxCost', round(((k.h % 100) + 1) / 100.0, 4), 'period', 'hour')
+                 ELSE jsonb_build_object(
+                     'cost', round(((k.h % 100) + 1) / 10000.0, 4), 'durationMs', 60000, 'rate', 0.0001) END
+                 WHEN 'port' THEN jsonb_build_object('port', 3000 + k.h % 10, 'url', 'https://sb.example/' || k.h % 10)
                  WHEN 'file' THEN jsonb_build_object('path', '/work/f' || k.h % 50, 'sizeBytes', k.h * 100)
                  ELSE jsonb_build_object('host', 'host' || k.h % 10 || '.example', 'port', 443, 'bytesSent', k.h * 10)
                  END AS data) AS t

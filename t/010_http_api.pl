@@ -158,6 +158,9 @@ like($m, qr/^runra_obs_http_events_rejected_total 3$/m, 'metrics: events rejecte
 like($m, qr/^runra_obs_http_requests_total\{code="401"\} 3$/m, 'metrics: requests by status');
 like($m, qr/^runra_obs_http_batch_commit_seconds_bucket\{le="\+Inf"\} \d+$/m, 'metrics: commit histogram');
 like($m, qr/^runra_obs_http_open_connections 1$/m, 'metrics: open connections (this one)');
+like($m, qr/^runra_obs_safe_watermark \d+$/m, 'metrics: the safe watermark');
+like($m, qr/^runra_obs_consumer_lag_ids\{consumer="rollups"\} \d+$/m, 'metrics: the rollup consumer\'s lag in ids');
+like($m, qr/^runra_obs_consumer_lag_seconds\{consumer="rollups"\} [0-9.]+$/m, 'metrics: and in seconds');
 
 # ---- group commit: requests that arrive while a group is written go into
 # the next one together; a poisonous one fails alone.  A trigger holds the

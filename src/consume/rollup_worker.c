@@ -85,8 +85,18 @@ fold_until_caught_up(WatermarkProbe *probe)
 							 runra_rollup_interval_ms)));
 			return false;
 		}
+		watermark_report_position("rollups", step.position);
 	} while (step.position < step.watermark && !runra_got_sigterm);
 	return true;
+}
+
+/* Shows in worker_status where the consumer stands. */
+static void
+show_position(void)
+{
+	int64		watermark = watermark_published(NULL);
+
+	runra_worker_set_state(psprintf("caught up with the watermark at id " INT64_FORMAT, watermark));
 }
 
 /* Sleeps until the next fold is due, a signal, or the postmaster's death. */
@@ -124,8 +134,8 @@ runra_rollup_main(Datum arg)
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
 		runra_worker_set_state("folding");
-		fold_until_caught_up(&probe);
-		runra_worker_set_state("waiting for events");
+		if (fold_until_caught_up(&probe))
+			show_position();
 		wait_for_next_fold();
 	}
 	proc_exit(0);

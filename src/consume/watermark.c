@@ -43,6 +43,7 @@
 #include "storage/shmem.h"
 #include "storage/sinvaladt.h"
 #include "storage/spin.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/syscache.h"
@@ -51,6 +52,14 @@
 #include "store/relation.h"
 
 #define WATERMARK_HISTORY 512
+#define WATERMARK_CONSUMERS 64
+
+/* A consumer's position as its worker last reported it (for /metrics). */
+typedef struct ConsumerReport
+{
+	char		name[NAMEDATALEN];	/* "" when the slot is free */
+	int64		position;
+} ConsumerReport;
 
 /* What every process sees: the newest safe value and when values became safe. */
 typedef struct WatermarkShared
@@ -61,6 +70,7 @@ typedef struct WatermarkShared
 	int			next;			/* next slot of the history ring */
 	int64		history_value[WATERMARK_HISTORY];
 	TimestampTz history_at[WATERMARK_HISTORY];
+	ConsumerReport consumers[WATERMARK_CONSUMERS];
 } WatermarkShared;
 
 static WatermarkShared *shared = NULL;
@@ -314,4 +324,85 @@ watermark_passed_at(int64 position)
 	}
 	SpinLockRelease(&shared->mutex);
 	return at;
+}
+
+/*
+ * Records where a consumer (by name: rollups, destination:<id>) stands, for
+ * /metrics; called by its worker after each move.  Positions only grow, so
+ * a stale report is merely a little behind.
+ */
+void
+watermark_report_position(const char *name, int64 position)
+{
+	int			free_slot = -1;
+
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < WATERMARK_CONSUMERS; i++)
+	{
+		if (strcmp(shared->consumers[i].name, name) == 0)
+		{
+			shared->consumers[i].position = position;
+			SpinLockRelease(&shared->mutex);
+			return;
+		}
+		if (free_slot < 0 && shared->consumers[i].name[0] == '\0')
+			free_slot = i;
+	}
+	if (free_slot >= 0)
+	{
+		strlcpy(shared->consumers[free_slot].name, name, NAMEDATALEN);
+		shared->consumers[free_slot].position = position;
+	}
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Forgets a consumer that no longer exists (a removed destination). */
+void
+watermark_forget_consumer(const char *name)
+{
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < WATERMARK_CONSUMERS; i++)
+		if (strcmp(shared->consumers[i].name, name) == 0)
+			shared->consumers[i].name[0] = '\0';
+	SpinLockRelease(&shared->mutex);
+}
+
+/* The watermark and each reported consumer's lag, in Prometheus text. */
+void
+watermark_append_metrics(StringInfo out)
+{
+	ConsumerReport reports[WATERMARK_CONSUMERS];
+	int64		safe;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	safe = shared->safe;
+	memcpy(reports, shared->consumers, sizeof(reports));
+	SpinLockRelease(&shared->mutex);
+	appendStringInfo(out, "# HELP runra_obs_safe_watermark Event id below which every event that will be visible is visible\n"
+					 "# TYPE runra_obs_safe_watermark gauge\nrunra_obs_safe_watermark " INT64_FORMAT "\n", safe);
+	appendStringInfoString(out, "# HELP runra_obs_consumer_lag_ids Event ids between a consumer's position and the watermark\n"
+						   "# TYPE runra_obs_consumer_lag_ids gauge\n");
+	for (int i = 0; i < WATERMARK_CONSUMERS; i++)
+		if (reports[i].name[0] != '\0')
+			appendStringInfo(out, "runra_obs_consumer_lag_ids{consumer=\"%s\"} " INT64_FORMAT "\n",
+							 reports[i].name, Max(safe - reports[i].position, 0));
+	appendStringInfoString(out, "# HELP runra_obs_consumer_lag_seconds How long the events after a consumer's position have been safe to read\n"
+						   "# TYPE runra_obs_consumer_lag_seconds gauge\n");
+	for (int i = 0; i < WATERMARK_CONSUMERS; i++)
+	{
+		TimestampTz since;
+
+		if (reports[i].name[0] == '\0')
+			continue;
+		since = safe > reports[i].position ? watermark_passed_at(reports[i].position) : 0;
+		appendStringInfo(out, "runra_obs_consumer_lag_seconds{consumer=\"%s\"} %.3f\n", reports[i].name,
+						 since == 0 ? 0.0 : (double) (now - since) / USECS_PER_SEC);
+	}
 }

@@ -7,6 +7,7 @@
 #ifndef RUNRA_OBS_WATERMARK_H
 #define RUNRA_OBS_WATERMARK_H
 
+#include "lib/stringinfo.h"
 #include "storage/lock.h"
 #include "utils/timestamp.h"
 
@@ -32,5 +33,8 @@ extern int64 watermark_advance(WatermarkProbe *probe);
 extern int64 watermark_compute_blocking(void);
 extern int64 watermark_published(TimestampTz *since);
 extern TimestampTz watermark_passed_at(int64 position);
+extern void watermark_report_position(const char *name, int64 position);
+extern void watermark_forget_consumer(const char *name);
+extern void watermark_append_metrics(StringInfo out);
 
 #endif

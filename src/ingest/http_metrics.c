@@ -15,6 +15,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "consume/watermark.h"
 #include "ingest/http.h"
 
 #define MAX_HTTP_WORKERS 32
@@ -214,4 +215,6 @@ http_metrics_render(StringInfo out)
 	render_commit_histogram(out);
 	render_counter(out, "runra_obs_http_open_connections", "gauge",
 				   "HTTP connections open now, over all workers.", open);
+	/* how far each consumer of the event log is behind */
+	watermark_append_metrics(out);
 }
