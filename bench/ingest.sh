@@ -93,3 +93,32 @@ awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" 'BEGIN {
     printf "COPY (ceiling): %9.0f events/s\n", n / (c / 1000);
     printf "ingest_jsonl:   %9.0f events/s\n", n / (g / 1000);
     printf "ratio ingest_jsonl / COPY: %.2f\n", c / g }'
+
+# Steady load at half the ceiling for STEADY_SECONDS: pgbench sends the
+# batches at a fixed rate while the rollup consumer's lag is sampled twice a
+# second (seconds_behind: how long events after its position have been safe
+# to read and not folded).
+steady=${STEADY_SECONDS:-20}
+rate=$(awk -v n="$events" -v c="$best_copy" 'BEGIN { printf "%d", n / (c / 1000) / 2 / 1000 }')
+batches=$(ls "$BENCH_DIR/batches" | grep -c '^jsonl\.')
+cat > "$BENCH_DIR/steady.sql" <<SQL
+\\set k random(0, $((batches - 1)))
+SELECT failed FROM runra_obs.ingest_jsonl(pg_read_file('$BENCH_DIR/batches/jsonl.' || lpad(:k::text, 6, '0')));
+SQL
+chmod 644 "$BENCH_DIR/steady.sql"
+bench_psql "TRUNCATE runra_obs.sandbox_events"
+catch_up >/dev/null
+bench_as_user "$BENCH_BIN/pgbench" -n -c "$sessions" -j "$sessions" -R "$rate" -T "$steady" -f "$BENCH_DIR/steady.sql" \
+    -h "$BENCH_DIR" -p "$BENCH_PORT" bench > "$BENCH_DIR/steady.out" 2>&1 &
+load=$!
+: > "$BENCH_DIR/lag"
+while kill -0 "$load" 2>/dev/null; do
+    bench_psql "SELECT seconds_behind FROM runra_obs.consumer_status WHERE name = 'rollups'" >> "$BENCH_DIR/lag"
+    sleep 0.5
+done
+wait "$load"
+sort -g "$BENCH_DIR/lag" | awk -v r="$rate" '{ v[NR] = $1 } END {
+    p99 = int(NR * 0.99) + 1; if (p99 > NR) p99 = NR;
+    printf "steady load, %d batches/s (%d events/s, half the ceiling): rollup lag p50 %.1f s, p99 %.1f s, max %.1f s (%d samples)\n",
+           r, r * 1000, v[int(NR * 0.5) + 1], v[p99], v[NR], NR }'
+grep -E '^(tps|latency average)' "$BENCH_DIR/steady.out" | sed 's/^/pgbench: /'
