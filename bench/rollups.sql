@@ -99,7 +99,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION bench.raw_ingest(from_ts timestamptz, to_ts timestamptz)
-RETURNS TABLE (bucket timestamptz, events bigint, statements bigint,
+RETURNS TABLE (bucket timestamptz, events bigint, transactions bigint,
                delay_sum_s double precision, delay_max_s double precision)
 LANGUAGE sql STABLE AS $$
     SELECT date_bin('1 minute', ingested_at, timestamptz '2000-01-01 00:00+00'), count(*),
@@ -110,6 +110,3 @@ LANGUAGE sql STABLE AS $$
     GROUP BY 1
 $$;
 
--- A do-nothing trigger with a transition table: what any other such
--- trigger (forwarding's outbox) costs COPY by itself.
-CREATE FUNCTION bench.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;

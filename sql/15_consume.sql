@@ -11,8 +11,10 @@ WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND NOT tgisinternal;
 SELECT seqcache, seqincrement FROM pg_sequence
 WHERE seqrelid = 'runra_obs.sandbox_events_id_seq'::regclass;
 SELECT count(*) = (SELECT count(*) FROM runra_obs.partitions) AS every_partition_has_an_id_index
-FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_am AS a ON a.oid = c.relam
-WHERE a.amname = 'brin' AND i.indrelid IN (SELECT partition FROM runra_obs.partitions);
+FROM pg_index AS i
+WHERE i.indkey::text = (SELECT attnum::text FROM pg_attribute
+                        WHERE attrelid = 'runra_obs.sandbox_events'::regclass AND attname = 'id')
+  AND i.indrelid IN (SELECT partition FROM runra_obs.partitions);
 
 -- With nobody writing, the watermark is the sequence's last value.
 SELECT runra_obs.ingest(jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_w', 'type', 'exec.started')) IS NOT NULL AS stored;

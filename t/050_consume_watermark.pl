@@ -7,8 +7,6 @@
 # server, nothing is counted twice or lost.
 use strict;
 use warnings;
-use FindBin;
-use lib "$FindBin::RealBin/lib";
 use RunraNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;

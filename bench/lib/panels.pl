@@ -42,10 +42,10 @@ sub raw_version
 {
 	my ($sql) = @_;
 	my ($f, $t) = map { "'" . rfc3339nano($_) . "'" } $from, $to;
-	$sql =~ s/runra_obs\.rollup_1h_sandbox\b/bench.raw('1 hour', true, $f, $t)/g;
-	$sql =~ s/runra_obs\.rollup_1h\b/bench.raw('1 hour', false, $f, $t)/g;
-	$sql =~ s/runra_obs\.rollup_5m\b/bench.raw('5 minutes', false, $f, $t)/g;
-	$sql =~ s/runra_obs\.ingest_1m\b/bench.raw_ingest($f, $t)/g;
+	$sql =~ s/runra_obs\.rollup_1h_sandbox(?:_live)?\b/bench.raw('1 hour', true, $f, $t)/g;
+	$sql =~ s/runra_obs\.rollup_1h(?:_live)?\b/bench.raw('1 hour', false, $f, $t)/g;
+	$sql =~ s/runra_obs\.rollup_5m(?:_live)?\b/bench.raw('5 minutes', false, $f, $t)/g;
+	$sql =~ s/runra_obs\.ingest_1m(?:_live)?\b/bench.raw_ingest($f, $t)/g;
 	return $sql;
 }
 

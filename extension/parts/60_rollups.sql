@@ -346,10 +346,13 @@ COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
 -- created_at in [from_time, to_time), for the three tables at once: each
 -- event's facts are read once and grouped three ways (GROUPING SETS);
 -- `rollup` names the table a row is for.  The consumer's fold, rebuilds and
--- the live views all use this one statement.  It runs with its bounds as
--- values, so the planner sees how few ids a consumer asks for, and without
--- sequential scans, so a partition that has no statistics yet is still read
--- through its id index.
+-- the live views all use this one statement.  It is planned with its
+-- bounds as values (a generic plan would read the id range through the
+-- created_at indexes of every partition) and without sequential scans, so
+-- the id range is read through the index on id, even in a partition
+-- without statistics yet (where any id range looks like a third of it).  It is not run at all when no event was stored
+-- after after_id, which is what a live view finds when the worker keeps up
+-- and nobody is writing.
 CREATE FUNCTION runra_obs._rollup_rows(after_id bigint, up_to_id bigint,
                                        from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (rollup text, bucket timestamptz, sandbox_id text, event_type text, label text,
@@ -363,7 +366,12 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$
 BEGIN
-    RETURN QUERY EXECUTE $rows$
+    IF after_id >= (SELECT s.last_value FROM runra_obs.sandbox_events_id_seq AS s) THEN
+        RETURN;
+    END IF;
+    -- The time bounds go into the statement only when a rebuild gives them:
+    -- -infinity..infinity would make a created_at index look useful.
+    RETURN QUERY EXECUTE format($rows$
     WITH facts AS MATERIALIZED (
         SELECT date_bin('5 minutes', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_5m,
                date_bin('1 hour', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_1h,
@@ -383,8 +391,7 @@ BEGIN
                                                              ELSE 'cost' END) AS api_cost,
                runra_obs._number(e.data -> 'durationMs') AS api_duration
         FROM runra_obs.sandbox_events AS e
-        WHERE e.id > $1 AND e.id <= $2
-          AND e.created_at >= $3 AND e.created_at < $4
+        WHERE e.id > $1 AND e.id <= $2 %s
     ), keyed AS (
         SELECT f.*,
                runra_obs._rollup_key('rollup_5m', f.event_type, f.label) AS label_5m,
@@ -421,13 +428,16 @@ BEGIN
         (k.bucket_5m, k.event_type, k.label_5m),
         (k.bucket_1h, k.event_type, k.label, k.agent_id),
         (k.bucket_1h, k.sandbox_id, k.event_type, k.label_sandbox, k.agent_id))
-    $rows$ USING after_id, up_to_id, from_time, to_time;
+    $rows$, CASE WHEN from_time > '-infinity' OR to_time < 'infinity'
+                 THEN 'AND e.created_at >= $3 AND e.created_at < $4' ELSE '' END)
+    USING after_id, up_to_id, from_time, to_time;
 END
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz) IS
     'Internal: the rollup rows (for rollup_5m, rollup_1h and rollup_1h_sandbox) of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
 
--- The ingest activity (by ingest time) of the same events.
+-- The ingest activity (by ingest time) of the same events, planned and
+-- skipped as in _rollup_rows.
 CREATE FUNCTION runra_obs._ingest_rows(after_id bigint, up_to_id bigint)
 RETURNS TABLE (bucket timestamptz, events bigint, transactions bigint,
                delay_sum_s double precision, delay_max_s double precision)
@@ -436,6 +446,9 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$
 BEGIN
+    IF after_id >= (SELECT s.last_value FROM runra_obs.sandbox_events_id_seq AS s) THEN
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE $rows$
     SELECT date_bin('1 minute', e.ingested_at, timestamptz '2000-01-01 00:00+00'),
            count(*),
@@ -796,6 +809,8 @@ REVOKE ALL ON FUNCTION
     runra_obs._consume_rollups(bigint, bigint),
     runra_obs.fold_rollups()
 FROM PUBLIC;
+-- (the live views read the id sequence's last value as the reader)
+GRANT SELECT ON SEQUENCE runra_obs.sandbox_events_id_seq TO runra_obs_reader;
 GRANT EXECUTE ON FUNCTION
     runra_obs._json_measure(jsonb),
     runra_obs._rollup_key(text, text, text),

@@ -6,6 +6,7 @@ use strict;
 use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
+use RunraNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -17,21 +18,13 @@ our @EXPORT = qw(notify_node wait_listening listener_pid worker_pid
 sub notify_node
 {
 	my ($name, @conf) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	$node->append_conf('postgresql.conf', join("\n",
-		"shared_preload_libraries = 'runra_obs'",
-		"runra_obs.http_workers = 0",
-		"runra_obs.forward_enabled = off",
+	return runra_node($name,
+		"runra_obs.notify_channel = 'runra_events'",
 		"runra_obs.notify_flush_ms = 50",
 		"log_min_messages = debug1",
-		@conf) . "\n");
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
-	return $node;
+		@conf);
 }
 
-# Waits until the notify worker says it listens (on $channel, if given).
 sub wait_listening
 {
 	my ($node, $channel) = @_;
