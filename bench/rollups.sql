@@ -85,7 +85,7 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN per_sandbox THEN sandbox_id ELSE '' END, event_type,
            runra_obs.event_label(event_type, data), runra_obs.event_agent(data),
            count(*), count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)),
-           sum(runra_obs.event_cost(data)),
+           sum(runra_obs.event_cost(event_type, data)),
            count(runra_obs.event_duration_ms(event_type, data)),
            sum(runra_obs.event_duration_ms(event_type, data)),
            max(runra_obs.event_duration_ms(event_type, data)),

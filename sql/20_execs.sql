@@ -52,7 +52,8 @@ FROM runra_obs.slow_execs(8000, pg_temp.t('10:00'), pg_temp.t('11:00'));
 --                  p95 = p99 = max = 12000
 --   make:          2, 2 failures; 100, 9000: p50 = 100 (1/2 >= 0.5), p95 = p99 = max = 9000
 --   npm run build: 2, 0; 5000, 5001: p50 = 5000, p95 = p99 = max = 5001
---   lint, pip install, sleep 999: 1 execution, 1 failure, no duration
+--   lint, pip install: 1 execution, 1 failure, no duration
+--   sleep 999: 1 execution, 1 failure, 300000 (a timeout lasts its timeoutMs)
 -- Ordered by executions descending, then command.
 SELECT * FROM runra_obs.exec_latency(pg_temp.t('10:00'), pg_temp.t('11:00'));
 

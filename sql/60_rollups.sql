@@ -32,7 +32,7 @@ BEGIN
                    event_type, %5$s AS label, %6$s AS agent_id,
                    count(*) AS events,
                    count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)) AS failures,
-                   sum(runra_obs.event_cost(data)) AS cost,
+                   sum(runra_obs.event_cost(event_type, data)) AS cost,
                    count(runra_obs.event_duration_ms(event_type, data)) AS duration_count,
                    sum(runra_obs.event_duration_ms(event_type, data)) AS duration_sum,
                    max(runra_obs.event_duration_ms(event_type, data)) AS duration_max,

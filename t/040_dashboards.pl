@@ -152,19 +152,19 @@ my %expected = (
 	'runra-obs-executions/Error rate' => [ 'T0|0.18181818181818182|0.05', 'T1|0.4|0.05', 'T2|0|0.05' ],
 	'runra-obs-executions/Executions and failures' => [ 'T0|11|2', 'T1|5|3', 'T2|5|1' ],
 	'runra-obs-executions/Slowest commands' =>
-	  [ 'make build|5000.000|5000.0|5', 'npm test|1000.000|518.2|11', 'ls|5.000|5.0|5' ],
+	  [ 'make build|5000|5000.0|5', 'npm test|1000|518.2|11', 'ls|5|5.0|5' ],
 	'runra-obs-executions/Top failing commands' => [ 'make build|3|5|1|', 'npm test|2|11||', 'ls|1|5||1' ],
 	'runra-obs-executions/Timeouts' => ['T1|1'],
-	'runra-obs-executions/Timeouts by command' => ['make build|1|60000.000'],
+	'runra-obs-executions/Timeouts by command' => ['make build|1|60000'],
 	'runra-obs-agents/Tool calls by agent and tool' => [ 'agent_x|search|3', 'agent_y|search|2', 'agent_x|write|1' ],
 	'runra-obs-agents/Tool calls and failures over time' => [ 'T0|4|0|0', 'T1|2|0|1' ],
 	'runra-obs-sandbox-health/Latest sandboxes' => [ 'sb_a|H0|22|2|0.75|H2', 'sb_b|H0|17|4|1.05|H2', 'sb_c|H0|11|1|0.125|H2' ],
 	'runra-obs-agents/Tool failures' => ['search|1|5|0.2000'],
 	'runra-obs-resources/Memory against limit (top 10 sandboxes)' =>
 	  [ 'T0|sb_a|0.95000000000000000000', 'T1|sb_b|0.20000000000000000000' ],
-	'runra-obs-resources/CPU (top 10 sandboxes)' => ['T2|sb_c|95.000'],
+	'runra-obs-resources/CPU (top 10 sandboxes)' => ['T2|sb_c|95'],
 	'runra-obs-resources/Samples above 90 %' => [ 'T0|1|0|0', 'T1|0|0|0', 'T2|0|1|0' ],
-	'runra-obs-resources/Sandboxes above 90 %' => [ 'sb_a|1|950.000|1000.000|', 'sb_c|1|||95.000' ],
+	'runra-obs-resources/Sandboxes above 90 %' => [ 'sb_a|1|950|1000|', 'sb_c|1|||95' ],
 );
 # percentiles: the histogram bucket each must fall into (value of the
 # exact percentile), checked by bucket since histograms are within 9 %

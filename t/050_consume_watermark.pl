@@ -58,7 +58,7 @@ BEGIN
             SELECT date_bin(%1$L, created_at, timestamptz '2000-01-01') AS bucket, %2$s AS sandbox_id,
                    event_type, count(*) AS events,
                    count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)) AS failures,
-                   sum(runra_obs.event_cost(data)) AS cost
+                   sum(runra_obs.event_cost(event_type, data)) AS cost
             FROM runra_obs.sandbox_events GROUP BY 1, 2, 3
         ), rolled AS (
             SELECT bucket, %2$s AS sandbox_id, event_type, sum(events)::bigint, sum(failures)::bigint,

@@ -20,10 +20,12 @@
 --   change what they mean, without the SET search_path that would stop
 --   the inlining.
 --
--- * Event data is whatever the sandbox sent.  A field that should be a
---   number but is not one (durationMs: "fast") never makes a query fail:
---   runra_obs._number() turns it into NULL and the value is skipped, as the
---   reference in docs/analytics.md says for each figure.
+-- * Event data is whatever the sandbox sent.  What an event means (a
+--   number, failed, cost, duration) is defined once, in 15_event_facts.sql,
+--   and read here as by the rollups and the dashboards.  A field that should
+--   be a number but is not one (durationMs: "fast") never makes a query
+--   fail: runra_obs.json_numeric() turns it into NULL and the value is
+--   skipped, as the reference in docs/analytics.md says for each figure.
 --
 -- * The reader runs these functions with its own SELECT on sandbox_events
 --   (SECURITY INVOKER); the views are security_invoker for the same reason,
@@ -33,45 +35,6 @@
 -- ---------------------------------------------------------------------------
 -- Small helpers, inlined into the queries that use them.
 -- ---------------------------------------------------------------------------
-
--- A JSON value as a number, or NULL when it is not one.  JSON numbers are
--- taken as they are; strings holding a plain decimal number ("5000", as the
--- seed's own queries accept with ::int) too; anything else is NULL.  The
--- pattern is strict (ASCII digits, no spaces, no NaN or Infinity, an
--- exponent of at most three digits) so that every string it lets through
--- converts: a cast that could fail would fail the whole query.
-CREATE FUNCTION runra_obs._number(value jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT CASE jsonb_typeof(value)
-               WHEN 'number' THEN value::numeric
-               WHEN 'string' THEN
-                   CASE WHEN value #>> '{}' ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$'
-                        THEN (value #>> '{}')::numeric
-                   END
-           END;
-END;
-COMMENT ON FUNCTION runra_obs._number(jsonb) IS
-    'A JSON number, or a string holding a plain decimal number, as numeric; NULL for anything else (how the API skips bad data)';
-
--- Whether an event is a failed execution: exec.failed, exec.timed_out, or
--- exec.completed whose exitCode is not 0.  An exec.completed with no usable
--- exitCode is a failure too: the seed's own monitor counts only
--- exitCode === 0 as success, and a run that cannot show it succeeded should
--- not lower the error rate.  NULL for events that are not executions.
-CREATE FUNCTION runra_obs._exec_failed(event_type text, data jsonb)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT CASE event_type
-               WHEN 'exec.completed' THEN runra_obs._number(data -> 'exitCode') IS DISTINCT FROM 0
-               WHEN 'exec.failed' THEN true
-               WHEN 'exec.timed_out' THEN true
-           END;
-END;
-COMMENT ON FUNCTION runra_obs._exec_failed(text, jsonb) IS
-    'True for a failed execution (exec.failed, exec.timed_out, exec.completed with exitCode other than 0), false for a successful one, NULL for other events';
 
 -- The start of the time bucket an instant falls in.  Buckets are aligned on
 -- UTC midnight of 2000-01-01, so a '1 day' bucket is a UTC day whatever the
@@ -116,14 +79,14 @@ BEGIN ATOMIC
            e.sandbox_id,
            e.event_type,
            e.data ->> 'command',
-           runra_obs._number(e.data -> 'durationMs'),
-           runra_obs._number(e.data -> 'exitCode'),
-           runra_obs._exec_failed(e.event_type, e.data),
+           runra_obs.event_duration_ms(e.event_type, e.data),
+           runra_obs.json_numeric(e.data -> 'exitCode'),
+           runra_obs.event_failed(e.event_type, e.data),
            CASE e.event_type
                WHEN 'exec.failed' THEN coalesce(e.data ->> 'error', 'exec.failed')
                WHEN 'exec.timed_out' THEN 'timed out'
                    || coalesce(' after ' || (e.data ->> 'timeoutMs') || ' ms', '')
-               ELSE CASE WHEN runra_obs._exec_failed(e.event_type, e.data)
+               ELSE CASE WHEN runra_obs.event_failed(e.event_type, e.data)
                          THEN coalesce('exit code ' || (e.data ->> 'exitCode'), 'no exit code')
                     END
            END
@@ -218,7 +181,7 @@ BEGIN ATOMIC
     ORDER BY count(*) DESC, o.command;
 END;
 COMMENT ON FUNCTION runra_obs.exec_latency(timestamptz, timestamptz) IS
-    'Per command in [from_time, to_time): executions, failures, and nearest-rank p50/p95/p99 and max of durationMs';
+    'Per command in [from_time, to_time): executions, failures, and nearest-rank p50/p95/p99 and max of the duration (durationMs; timeoutMs for a timeout)';
 
 -- error_rate() is defined in 70_api_rollups.sql: it reads rollups for the
 -- whole buckets of long windows.
@@ -271,10 +234,10 @@ LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT e.created_at,
            e.sandbox_id,
-           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs._number(e.data -> 'cost') END,
-           CASE WHEN e.event_type = 'cost.storage' THEN runra_obs._number(e.data -> 'cost') END,
-           CASE WHEN e.event_type = 'cost.total' THEN runra_obs._number(e.data -> 'sandboxCost') END,
-           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs._number(e.data -> 'durationMs') END
+           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs.event_cost(e.event_type, e.data) END,
+           CASE WHEN e.event_type = 'cost.storage' THEN runra_obs.event_cost(e.event_type, e.data) END,
+           CASE WHEN e.event_type = 'cost.total' THEN runra_obs.event_cost(e.event_type, e.data) END,
+           CASE WHEN e.event_type = 'cost.runtime' THEN runra_obs.event_duration_ms(e.event_type, e.data) END
     FROM runra_obs.sandbox_events AS e
     WHERE e.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
       AND e.created_at >= coalesce(from_time, '-infinity')
@@ -308,19 +271,19 @@ BEGIN ATOMIC
                e.created_at AS "time",
                e.sandbox_id,
                CASE e.event_type WHEN 'resource.memory' THEN 'memory' ELSE 'disk' END AS resource,
-               runra_obs._number(CASE e.event_type
-                                     WHEN 'resource.memory' THEN e.data -> 'memoryUsedMb'
-                                     ELSE e.data -> 'diskUsedMb'
-                                 END) AS used_mb,
-               runra_obs._number(CASE e.event_type
-                                     WHEN 'resource.memory' THEN e.data -> 'memoryLimitMb'
-                                     ELSE e.data -> 'diskLimitMb'
-                                 END) AS limit_mb
+               runra_obs.json_numeric(CASE e.event_type
+                                          WHEN 'resource.memory' THEN e.data -> 'memoryUsedMb'
+                                          ELSE e.data -> 'diskUsedMb'
+                                      END) AS used_mb,
+               runra_obs.json_numeric(CASE e.event_type
+                                          WHEN 'resource.memory' THEN e.data -> 'memoryLimitMb'
+                                          ELSE e.data -> 'diskLimitMb'
+                                      END) AS limit_mb
         FROM runra_obs.sandbox_events AS e
         WHERE e.event_type IN ('resource.memory', 'resource.disk')
           AND e.created_at >= coalesce(from_time, '-infinity')
           AND e.created_at < coalesce(to_time, 'infinity')
-        OFFSET 0   -- evaluate each _number() once per sample, not once per use
+        OFFSET 0   -- evaluate each json_numeric() once per sample, not once per use
     ) AS sample
     WHERE sample.limit_mb > 0
       AND sample.used_mb * 100 > threshold_pct * sample.limit_mb
@@ -359,7 +322,7 @@ SELECT i.id AS event_id,
        END AS outcome,
        o.id AS outcome_event_id,
        o.created_at AS finished_at,
-       coalesce(runra_obs._number(o.data -> 'durationMs'),
+       coalesce(runra_obs.event_duration_ms(o.event_type, o.data),
                 trim_scale(extract(epoch FROM o.created_at - i.created_at) * 1000)) AS duration_ms,
        o.data -> 'result' AS result,
        o.data ->> 'error' AS error,
@@ -448,25 +411,26 @@ FROM (
            (array_agg(e.data ->> 'image' ORDER BY e.created_at, e.id)
                 FILTER (WHERE e.event_type = 'sandbox.created'))[1] AS image,
            min(e.created_at) FILTER (WHERE e.event_type = 'sandbox.started') AS started_at,
-           (array_agg(runra_obs._number(e.data -> 'startupDurationMs') ORDER BY e.created_at, e.id)
+           (array_agg(runra_obs.event_duration_ms(e.event_type, e.data) ORDER BY e.created_at, e.id)
                 FILTER (WHERE e.event_type = 'sandbox.started'))[1] AS startup_ms,
            count(*) FILTER (WHERE e.event_type = 'sandbox.paused') AS pauses,
            count(*) FILTER (WHERE e.event_type = 'sandbox.resumed') AS resumes,
-           coalesce(sum(runra_obs._number(e.data -> 'pausedDurationMs'))
+           coalesce(sum(runra_obs.event_duration_ms(e.event_type, e.data))
                         FILTER (WHERE e.event_type = 'sandbox.resumed'), 0) AS paused_ms,
            min(e.created_at) FILTER (WHERE e.event_type = 'sandbox.terminated') AS terminated_at,
            (array_agg(e.data ->> 'reason' ORDER BY e.created_at, e.id)
                 FILTER (WHERE e.event_type = 'sandbox.terminated'))[1] AS termination_reason,
-           (array_agg(runra_obs._number(e.data -> 'totalRuntimeMs') ORDER BY e.created_at, e.id)
+           (array_agg(runra_obs.event_duration_ms(e.event_type, e.data) ORDER BY e.created_at, e.id)
                 FILTER (WHERE e.event_type = 'sandbox.terminated'))[1] AS runtime_ms,
            count(*) FILTER (WHERE e.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')) AS execs,
-           count(*) FILTER (WHERE runra_obs._exec_failed(e.event_type, e.data)) AS exec_failures,
+           count(*) FILTER (WHERE e.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
+                              AND runra_obs.event_failed(e.event_type, e.data)) AS exec_failures,
            -- the same sums as cost_per_sandbox(), over all time
-           coalesce(sum(runra_obs._number(e.data -> 'cost'))
+           coalesce(sum(runra_obs.event_cost(e.event_type, e.data))
                         FILTER (WHERE e.event_type = 'cost.runtime'), 0) AS runtime_cost,
-           coalesce(sum(runra_obs._number(e.data -> 'cost'))
+           coalesce(sum(runra_obs.event_cost(e.event_type, e.data))
                         FILTER (WHERE e.event_type = 'cost.storage'), 0) AS storage_cost,
-           sum(runra_obs._number(e.data -> 'sandboxCost'))
+           sum(runra_obs.event_cost(e.event_type, e.data))
                FILTER (WHERE e.event_type = 'cost.total') AS reported_total_cost,
            (array_agg(e.event_type ORDER BY e.created_at DESC, e.id DESC)
                 FILTER (WHERE e.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.paused',
@@ -514,8 +478,6 @@ DECLARE
     api regprocedure;
 BEGIN
     FOREACH api IN ARRAY ARRAY[
-        'runra_obs._number(jsonb)',
-        'runra_obs._exec_failed(text, jsonb)',
         'runra_obs._bucket(interval, timestamptz)',
         'runra_obs._exec_events(timestamptz, timestamptz)',
         'runra_obs._exec_outcomes(timestamptz, timestamptz)',

@@ -24,126 +24,6 @@
 -- ===========================================================================
 
 -- ---------------------------------------------------------------------------
--- What an event contributes.  Plain SQL expressions, inlined by the planner,
--- shared by the fold, rebuild_rollups() and the tests that compare
--- rollups with raw events.  None of them can fail on odd data: a field that
--- is missing or not a number gives NULL.
--- ---------------------------------------------------------------------------
-
--- A JSON number, or a string spelling a decimal number (as the SDK's own
--- query (data->>'cost')::numeric reads it), below 1e30 in magnitude, as
--- numeric; NULL for anything else (src/rollup/json_numeric.c).
-CREATE FUNCTION runra_obs.json_numeric(value jsonb)
-RETURNS numeric
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'runra_json_numeric';
-COMMENT ON FUNCTION runra_obs.json_numeric(jsonb) IS
-    'A JSON number or decimal string below 1e30 in magnitude as numeric, NULL for anything else';
-
--- A measure in the rollups: rounded to a thousandth.
-CREATE FUNCTION runra_obs._json_measure(value jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT round(runra_obs.json_numeric(value), 3)
-$$;
-COMMENT ON FUNCTION runra_obs._json_measure(jsonb) IS
-    'Internal: runra_obs.json_numeric() rounded to a thousandth, as rollups keep durations and samples';
-
-CREATE FUNCTION runra_obs.event_label(event_type text, data jsonb)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT left(coalesce(CASE
-        WHEN event_type LIKE 'exec.%' THEN data ->> 'command'
-        WHEN event_type LIKE 'tool.%' THEN data ->> 'toolName'
-        WHEN event_type = 'sandbox.terminated' THEN data ->> 'reason'
-        WHEN event_type = 'sandbox.created' THEN data ->> 'image'
-        WHEN event_type = 'network.egress' THEN data ->> 'host'
-        WHEN event_type = 'cost.total' THEN data ->> 'period'
-    END, ''), 200)
-$$;
-COMMENT ON FUNCTION runra_obs.event_label(text, jsonb) IS
-    'The label rollups keep per event: command (exec.*), toolName (tool.*), reason (sandbox.terminated), image (sandbox.created), host (network.egress), period (cost.total); '''' otherwise; at most 200 characters';
-
-CREATE FUNCTION runra_obs.event_agent(data jsonb)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT left(coalesce(data ->> 'agentId', ''), 200)
-$$;
-COMMENT ON FUNCTION runra_obs.event_agent(jsonb) IS
-    'The agentId an event carries, '''' if none; at most 200 characters';
-
-CREATE FUNCTION runra_obs.event_failed(event_type text, data jsonb)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE
-        WHEN event_type IN ('exec.failed', 'exec.timed_out', 'tool.failed') THEN true
-        WHEN event_type = 'exec.completed'
-        THEN coalesce(runra_obs.json_numeric(data -> 'exitCode') <> 0, false)
-        ELSE false
-    END
-$$;
-COMMENT ON FUNCTION runra_obs.event_failed(text, jsonb) IS
-    'Whether an event is a failure: exec.completed with a non-zero exitCode, exec.failed, exec.timed_out, tool.failed';
-
-CREATE FUNCTION runra_obs.event_cost(data jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT coalesce(runra_obs.json_numeric(data -> 'cost'),
-                    runra_obs.json_numeric(data -> 'sandboxCost'))
-$$;
-COMMENT ON FUNCTION runra_obs.event_cost(jsonb) IS
-    'The cost an event carries: data.cost (cost.runtime, cost.storage) or data.sandboxCost (cost.total)';
-
-CREATE FUNCTION runra_obs.event_duration_ms(event_type text, data jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT runra_obs._json_measure(data -> CASE event_type
-        WHEN 'sandbox.started'    THEN 'startupDurationMs'
-        WHEN 'sandbox.paused'     THEN 'runtimeDurationMs'
-        WHEN 'sandbox.resumed'    THEN 'pausedDurationMs'
-        WHEN 'sandbox.terminated' THEN 'totalRuntimeMs'
-        WHEN 'exec.timed_out'     THEN 'timeoutMs'
-        ELSE 'durationMs'
-    END)
-$$;
-COMMENT ON FUNCTION runra_obs.event_duration_ms(text, jsonb) IS
-    'The duration an event reports, in ms: startupDurationMs, runtimeDurationMs, pausedDurationMs, totalRuntimeMs or timeoutMs by type, else durationMs';
-
-CREATE FUNCTION runra_obs.event_value(event_type text, data jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT runra_obs._json_measure(data -> CASE
-        WHEN event_type = 'resource.memory' THEN 'memoryUsedMb'
-        WHEN event_type = 'resource.cpu'    THEN 'cpuPercent'
-        WHEN event_type = 'resource.disk'   THEN 'diskUsedMb'
-        WHEN event_type = 'network.egress'  THEN 'bytesSent'
-        WHEN event_type LIKE 'file.%'       THEN 'sizeBytes'
-    END)
-$$;
-COMMENT ON FUNCTION runra_obs.event_value(text, jsonb) IS
-    'The sample an event carries: memoryUsedMb, cpuPercent, diskUsedMb, bytesSent (network.egress) or sizeBytes (file.*)';
-
-CREATE FUNCTION runra_obs.event_limit(event_type text, data jsonb)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE event_type
-        WHEN 'resource.memory' THEN runra_obs._json_measure(data -> 'memoryLimitMb')
-        WHEN 'resource.disk'   THEN runra_obs._json_measure(data -> 'diskLimitMb')
-        WHEN 'resource.cpu'    THEN 100
-    END
-$$;
-COMMENT ON FUNCTION runra_obs.event_limit(text, jsonb) IS
-    'The limit a resource sample is measured against: memoryLimitMb, diskLimitMb, 100 for cpuPercent';
-
--- ---------------------------------------------------------------------------
 -- Duration histograms (src/rollup/histogram.c): four buckets per doubling.
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION runra_obs.duration_bucket(ms double precision)
@@ -232,9 +112,6 @@ CREATE TABLE runra_obs.rollup_5m (
     value_max       numeric,
     limit_max       numeric,
     over_90         bigint      NOT NULL,
-    api_failures    bigint      NOT NULL DEFAULT 0,
-    api_cost        numeric,
-    api_duration_sum numeric,
     compacted       boolean     NOT NULL DEFAULT false
 );
 CREATE TABLE runra_obs.rollup_1h (LIKE runra_obs.rollup_5m INCLUDING DEFAULTS);
@@ -284,12 +161,6 @@ COMMENT ON COLUMN runra_obs.rollup_5m.value_sum IS 'Sum of samples';
 COMMENT ON COLUMN runra_obs.rollup_5m.value_max IS 'Largest sample';
 COMMENT ON COLUMN runra_obs.rollup_5m.limit_max IS 'Largest limit (runra_obs.event_limit())';
 COMMENT ON COLUMN runra_obs.rollup_5m.over_90 IS 'Samples above 90 % of their limit';
-COMMENT ON COLUMN runra_obs.rollup_5m.api_failures IS
-    'How many of them the SQL API counts as failed executions (runra_obs._exec_failed(): also an exec.completed without a usable exitCode)';
-COMMENT ON COLUMN runra_obs.rollup_5m.api_cost IS
-    'Sum of the cost as the SQL API reads it: runra_obs._number() of data.sandboxCost for cost.total, of data.cost otherwise';
-COMMENT ON COLUMN runra_obs.rollup_5m.api_duration_sum IS
-    'Sum of runra_obs._number(data.durationMs), unrounded, as the SQL API sums runtime_ms';
 COMMENT ON COLUMN runra_obs.rollup_5m.compacted IS 'false for the delta rows of one ingest statement, true once compacted';
 
 -- Ingest activity by ingest time, for the pipeline dashboard.
@@ -359,8 +230,7 @@ RETURNS TABLE (rollup text, bucket timestamptz, sandbox_id text, event_type text
                agent_id text, events bigint, failures bigint, cost numeric,
                duration_count bigint, duration_sum numeric, duration_max numeric,
                duration_hist bigint[], value_count bigint, value_sum numeric, value_max numeric,
-               limit_max numeric, over_90 bigint, api_failures bigint, api_cost numeric,
-               api_duration_sum numeric)
+               limit_max numeric, over_90 bigint)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
@@ -380,16 +250,10 @@ BEGIN
                runra_obs.event_label(e.event_type, e.data) AS label,
                runra_obs.event_agent(e.data) AS agent_id,
                runra_obs.event_failed(e.event_type, e.data) AS failed,
-               runra_obs.event_cost(e.data) AS cost,
+               runra_obs.event_cost(e.event_type, e.data) AS cost,
                runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
                runra_obs.event_value(e.event_type, e.data) AS value,
-               runra_obs.event_limit(e.event_type, e.data) AS lim,
-               -- the SQL API's own definitions (20_analytics.sql), so that
-               -- it can read whole hours from here and give the same figures
-               runra_obs._exec_failed(e.event_type, e.data) AS api_failed,
-               runra_obs._number(e.data -> CASE e.event_type WHEN 'cost.total' THEN 'sandboxCost'
-                                                             ELSE 'cost' END) AS api_cost,
-               runra_obs._number(e.data -> 'durationMs') AS api_duration
+               runra_obs.event_limit(e.event_type, e.data) AS lim
         FROM runra_obs.sandbox_events AS e
         WHERE e.id > $1 AND e.id <= $2 %s
     ), keyed AS (
@@ -419,10 +283,7 @@ BEGIN
            sum(k.value),
            max(k.value),
            max(k.lim),
-           count(*) FILTER (WHERE k.value > 0.9 * k.lim),
-           count(*) FILTER (WHERE k.api_failed),
-           sum(k.api_cost),
-           sum(k.api_duration)
+           count(*) FILTER (WHERE k.value > 0.9 * k.lim)
     FROM keyed AS k
     GROUP BY GROUPING SETS (
         (k.bucket_5m, k.event_type, k.label_5m),
@@ -478,32 +339,26 @@ AS $$
     ), to_5m AS (
         INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
             events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90,
-            api_failures, api_cost, api_duration_sum, compacted)
+            value_count, value_sum, value_max, limit_max, over_90, compacted)
         SELECT bucket, event_type, label, agent_id,
                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-               value_count, value_sum, value_max, limit_max, over_90,
-               api_failures, api_cost, api_duration_sum, compacted
+               value_count, value_sum, value_max, limit_max, over_90, compacted
         FROM r WHERE rollup = 'rollup_5m'
     ), to_1h AS (
         INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
             events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90,
-            api_failures, api_cost, api_duration_sum, compacted)
+            value_count, value_sum, value_max, limit_max, over_90, compacted)
         SELECT bucket, event_type, label, agent_id,
                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-               value_count, value_sum, value_max, limit_max, over_90,
-               api_failures, api_cost, api_duration_sum, compacted
+               value_count, value_sum, value_max, limit_max, over_90, compacted
         FROM r WHERE rollup = 'rollup_1h'
     )
     INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
         events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-        value_count, value_sum, value_max, limit_max, over_90,
-        api_failures, api_cost, api_duration_sum, compacted)
+        value_count, value_sum, value_max, limit_max, over_90, compacted)
     SELECT bucket, sandbox_id, event_type, label, agent_id,
            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-           value_count, value_sum, value_max, limit_max, over_90,
-           api_failures, api_cost, api_duration_sum, compacted
+           value_count, value_sum, value_max, limit_max, over_90, compacted
     FROM r WHERE rollup = 'rollup_1h_sandbox';
 $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
@@ -568,32 +423,38 @@ COMMENT ON FUNCTION runra_obs.fold_rollups() IS
 -- time (about a second of events when the worker keeps up).  Always
 -- aggregate, as with the tables.
 CREATE VIEW runra_obs.rollup_5m_live WITH (security_invoker = true) AS
-SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
-       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
-       api_failures, api_cost, api_duration_sum
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
+       duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
+       limit_max, over_90
 FROM runra_obs.rollup_5m
 UNION ALL
-SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+       u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+       u.value_sum, u.value_max, u.limit_max, u.over_90
 FROM runra_obs.consumers AS c,
      LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
 WHERE c.name = 'rollups' AND u.rollup = 'rollup_5m';
 CREATE VIEW runra_obs.rollup_1h_live WITH (security_invoker = true) AS
-SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
-       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
-       api_failures, api_cost, api_duration_sum
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
+       duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
+       limit_max, over_90
 FROM runra_obs.rollup_1h
 UNION ALL
-SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+       u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+       u.value_sum, u.value_max, u.limit_max, u.over_90
 FROM runra_obs.consumers AS c,
      LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
 WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h';
 CREATE VIEW runra_obs.rollup_1h_sandbox_live WITH (security_invoker = true) AS
-SELECT bucket, sandbox_id, event_type, label, agent_id, events, failures, cost, duration_count, duration_sum,
-       duration_max, duration_hist, value_count, value_sum, value_max, limit_max, over_90,
-       api_failures, api_cost, api_duration_sum
+SELECT bucket, sandbox_id, event_type, label, agent_id, events, failures, cost,
+       duration_count, duration_sum, duration_max, duration_hist, value_count, value_sum,
+       value_max, limit_max, over_90
 FROM runra_obs.rollup_1h_sandbox
 UNION ALL
-SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90, u.api_failures, u.api_cost, u.api_duration_sum
+SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures,
+       u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist,
+       u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90
 FROM runra_obs.consumers AS c,
      LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
 WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox';
@@ -627,9 +488,7 @@ AS $$
          sum(duration_count) AS duration_count, sum(duration_sum) AS duration_sum,
          max(duration_max) AS duration_max, runra_obs.histogram_merge(duration_hist) AS duration_hist,
          sum(value_count) AS value_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
-         max(limit_max) AS limit_max, sum(over_90) AS over_90,
-         sum(api_failures) AS api_failures, sum(api_cost) AS api_cost,
-         sum(api_duration_sum) AS api_duration_sum'
+         max(limit_max) AS limit_max, sum(over_90) AS over_90'
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_merge_measures() IS
     'Internal: the rollup measures of several rows of one key merged, as SQL (for compaction)';
@@ -639,8 +498,7 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT 'events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90,
-            api_failures, api_cost, api_duration_sum, compacted'
+            value_count, value_sum, value_max, limit_max, over_90, compacted'
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_columns() IS 'Internal: the measure columns of the rollup tables, as SQL (for compaction)';
 
@@ -796,7 +654,6 @@ REVOKE ALL ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) FROM 
 -- consumer's step write rollups and are the owner's.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
-    runra_obs._json_measure(jsonb),
     runra_obs._histogram_add(internal, double precision),
     runra_obs._histogram_merge(internal, bigint[]),
     runra_obs._histogram_final(internal),
@@ -812,20 +669,11 @@ FROM PUBLIC;
 -- (the live views read the id sequence's last value as the reader)
 GRANT SELECT ON SEQUENCE runra_obs.sandbox_events_id_seq TO runra_obs_reader;
 GRANT EXECUTE ON FUNCTION
-    runra_obs._json_measure(jsonb),
     runra_obs._rollup_key(text, text, text),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
     runra_obs._ingest_rows(bigint, bigint)
 TO runra_obs_reader;
 REVOKE ALL ON FUNCTION
-    runra_obs.json_numeric(jsonb),
-    runra_obs.event_label(text, jsonb),
-    runra_obs.event_agent(jsonb),
-    runra_obs.event_failed(text, jsonb),
-    runra_obs.event_cost(jsonb),
-    runra_obs.event_duration_ms(text, jsonb),
-    runra_obs.event_value(text, jsonb),
-    runra_obs.event_limit(text, jsonb),
     runra_obs.duration_bucket(double precision),
     runra_obs.duration_bucket_lower(integer),
     runra_obs.duration_histogram(double precision),
@@ -834,14 +682,6 @@ REVOKE ALL ON FUNCTION
     runra_obs.histogram_count(bigint[])
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    runra_obs.json_numeric(jsonb),
-    runra_obs.event_label(text, jsonb),
-    runra_obs.event_agent(jsonb),
-    runra_obs.event_failed(text, jsonb),
-    runra_obs.event_cost(jsonb),
-    runra_obs.event_duration_ms(text, jsonb),
-    runra_obs.event_value(text, jsonb),
-    runra_obs.event_limit(text, jsonb),
     runra_obs.duration_bucket(double precision),
     runra_obs.duration_bucket_lower(integer),
     runra_obs.duration_histogram(double precision),

@@ -26,13 +26,11 @@
 -- Why the figures are the same: the whole buckets are read from the live
 -- views (rollup_1h_live and the others: the folded rows plus the events
 -- after the rollup consumer's position, 60_rollups.sql), which count every
--- committed event once, late ones too; and the rollups keep the
--- API's own definitions in api_failures, api_cost and api_duration_sum
--- (runra_obs._exec_failed and runra_obs._number, not the dashboards'
--- event_failed and json_numeric, which treat odd data differently).  Sums
--- of numeric are exact and associative, NULL-only parts stay NULL, so
--- summing per-bucket sums gives the figure summing the events gives.
---
+-- committed event once, late ones too; the rollups and the raw edges read
+-- the same facts (15_event_facts.sql: failed, cost, duration).  Sums of
+-- numeric are exact and associative, NULL-only parts stay NULL, so summing
+-- per-bucket sums gives the figure summing the events gives.
+
 -- Still LANGUAGE sql, STABLE, BEGIN ATOMIC and without SET, so they are
 -- inlined as before and the raw edges prune partitions.
 -- ===========================================================================
@@ -112,10 +110,10 @@ BEGIN ATOMIC
     UNION ALL
     SELECT r.bucket,
            r.sandbox_id,
-           CASE WHEN r.event_type = 'cost.runtime' THEN r.api_cost END,
-           CASE WHEN r.event_type = 'cost.storage' THEN r.api_cost END,
-           CASE WHEN r.event_type = 'cost.total' THEN r.api_cost END,
-           CASE WHEN r.event_type = 'cost.runtime' THEN r.api_duration_sum END
+           CASE WHEN r.event_type = 'cost.runtime' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.storage' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.total' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.runtime' THEN r.duration_sum END
     FROM runra_obs.rollup_1h_sandbox_live AS r
     WHERE w = interval '1 hour'
       AND r.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
@@ -214,14 +212,14 @@ BEGIN ATOMIC
                                                              runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')),
                                         to_time) AS o
             UNION ALL
-            SELECT r.bucket, r.events, r.api_failures
+            SELECT r.bucket, r.events, r.failures
             FROM runra_obs.rollup_1h_live AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '1 hour'
               AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
               AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, interval '1 hour')
               AND r.bucket < runra_obs._rollup_hi(from_time, to_time, interval '1 hour')
             UNION ALL
-            SELECT r.bucket, r.events, r.api_failures
+            SELECT r.bucket, r.events, r.failures
             FROM runra_obs.rollup_5m_live AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '5 minutes'
               AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
