@@ -539,7 +539,8 @@ COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
 -- The events a destination selects with ids in (after_id, up_to_id], in id
 -- order, at most max_events.  The bounds are values (EXECUTE), and seqscans
 -- are off, so that partitions without statistics are still read through
--- the BRIN index on id.  A replay (start_at) reads up to replay_to with
+-- the BRIN index on id; parallel workers are off (starting them costs more
+-- than reading 10,000 rows).  A replay (start_at) reads up to replay_to with
 -- created_at >= start_at, which prunes the partitions before it; the
 -- worker never asks for a range that crosses replay_to.
 CREATE FUNCTION runra_obs._forward_batch(destination integer, after_id bigint,
@@ -549,6 +550,7 @@ RETURNS TABLE (id bigint, created_at timestamptz, sandbox_id text, event_type te
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET max_parallel_workers_per_gather = 0
 AS $$
 DECLARE
     d runra_obs.destinations;
@@ -576,7 +578,41 @@ $$;
 COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer) IS
     'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events';
 
+-- Summarizes the page ranges of sandbox_events' BRIN index on id that are
+-- not summarized yet, in every partition; returns how many it summarized.
+-- A range inserted into since it was last summarized is read by every
+-- id-range scan whatever its ids (BRIN returns unsummarized ranges as
+-- matches), and autosummarize leaves that to autovacuum, a minute or so
+-- later: without this a consumer reading the newest 10,000 ids would scan
+-- every row inserted in the last minute.  A partition busy with
+-- (auto)vacuum is skipped (lock_timeout): then it returns NULL, to be
+-- called again.
+CREATE FUNCTION runra_obs._summarize_new_ids()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '20ms'
+AS $$
+DECLARE
+    idx   regclass;
+    total bigint := 0;
+BEGIN
+    FOR idx IN SELECT h.inhrelid::regclass FROM pg_inherits AS h
+               WHERE h.inhparent = 'runra_obs.sandbox_events_id_brin'::regclass LOOP
+        BEGIN
+            total := total + brin_summarize_new_values(idx);
+        EXCEPTION WHEN lock_not_available THEN
+            total := NULL;
+        END;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._summarize_new_ids() IS
+    'Internal: summarizes the new page ranges of the BRIN index on sandbox_events.id in every partition, so id-range reads skip what they do not need; NULL when a partition was busy';
+
 REVOKE ALL ON FUNCTION
+    runra_obs._summarize_new_ids(),
     runra_obs.add_destination(text, text, jsonb, text[]),
     runra_obs.change_destination(text, jsonb, text[]),
     runra_obs.pause_destination(text),

@@ -443,3 +443,22 @@ cursor_move(Destination *dest, int64 position)
 
 	run(move_sql, dest, &p);
 }
+
+/*
+ * Summarizes the new page ranges of the BRIN index on id (see
+ * 50_forward.sql); false when a partition was busy and was skipped.
+ */
+bool
+cursor_summarize_new_ids(void)
+{
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT runra_obs._summarize_new_ids()", false, 1) != SPI_OK_SELECT
+		|| SPI_processed != 1)
+		elog(ERROR, "runra_obs forward: could not summarize the BRIN index on sandbox_events.id");
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+	return !isnull;
+}

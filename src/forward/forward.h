@@ -154,6 +154,7 @@ extern void cursor_failed_redeliveries(Destination *dest, ForwardEvent *events, 
 									   const char *error);
 extern void cursor_record(Destination *dest);
 extern void cursor_move(Destination *dest, int64 position);
+extern bool cursor_summarize_new_ids(void);
 extern void cursor_queue_redeliveries(Destination *dest, ForwardEvent *events, int n,
 									  const char *error);
 

@@ -47,6 +47,7 @@ PGDLLEXPORT void runra_forward_main(Datum arg);
 static List *destinations = NIL;
 static WatermarkProbe probe;
 static int64 watermark = 0;
+static int64 summarized_to = 0;	/* the watermark at the last BRIN summarizing */
 static MemoryContext forward_cxt = NULL;
 
 /* ---------------------------------------------------------------------------
@@ -94,7 +95,11 @@ typedef struct Look
 	bool		reload;
 } Look;
 
-/* The look of a turn: advance the watermark, re-read the destinations if asked. */
+/*
+ * The look of a turn: advance the watermark (and, when it moved while
+ * destinations exist, summarize the new BRIN ranges the reads will scan),
+ * re-read the destinations if asked.
+ */
 static void
 look_step(void *arg)
 {
@@ -102,6 +107,8 @@ look_step(void *arg)
 	ListCell   *lc;
 
 	watermark = watermark_advance(&probe);
+	if (watermark > summarized_to && destinations != NIL && cursor_summarize_new_ids())
+		summarized_to = watermark;
 	if (!look->reload)
 		return;
 	foreach(lc, destinations)
