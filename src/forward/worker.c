@@ -661,13 +661,38 @@ forget_recorded(Destination *d)
 	d->error[0] = '\0';
 }
 
+/* Has d anything for the settle transaction? */
+static bool
+has_outcomes(Destination *d)
+{
+	ListCell   *lc;
+
+	if (d->provider == PROVIDER_FUNCTION)
+		return false;
+	if (d->sent || d->failed || d->success || d->error[0] || settled_up_to(d) > d->position)
+		return true;
+	if (d->redelivery && d->redelivery->state == BATCH_SETTLED)
+		return true;
+	foreach(lc, d->batches)
+	{
+		InFlight   *b = lfirst(lc);
+
+		if (b->state == BATCH_SETTLED && !b->recorded)
+			return true;
+	}
+	return false;
+}
+
 /* Records every outcome since the last turn and moves the cursors. */
 static void
 record_outcomes(void)
 {
 	ListCell   *lc;
+	bool		any = false;
 
-	if (!in_xact("runra_obs forward: moving cursors", record_step, NULL))
+	foreach(lc, destinations)
+		any |= has_outcomes(lfirst(lc));
+	if (!any || !in_xact("runra_obs forward: moving cursors", record_step, NULL))
 		return;
 	foreach(lc, destinations)
 	{
