@@ -44,7 +44,7 @@ sub dead_letter_of
 my %rx = map { $_ => forward::Receiver->new } qw(flaky limited dated strict otel down up);
 $rx{flaky}->plan(('503') x 3);
 $rx{limited}->plan('429 Retry-After: 2');
-$rx{dated}->plan('503 Retry-After: ' . strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime(int(time) + 3)));
+$rx{dated}->plan('503 Retry-After: ' . strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime(int(time) + 5)));
 $rx{strict}->plan('400 BODY {"message":"invalid dataset"}');
 $rx{otel}->plan('502', '500');
 $rx{down}->plan(('503') x 100);
@@ -122,6 +122,12 @@ ok($node->poll_query_until('postgres',
 like(dead_letter_of('nowhere', 'error'), qr/still failing after 1500 ms.*connection failure/,
 	'the dead letter says it gave up after the limit');
 cmp_ok(dead_letter_of('nowhere', 'attempts'), '>=', 2, 'after more than one attempt');
+# after dead-lettering, the destination still backs off; a new event is
+# tried (and, nobody listening still, dead-lettered too): it is not stuck
+ingest_events($node, event_at(0, 'sb_n2', 'resource.memory'));
+ok($node->poll_query_until('postgres',
+	"SELECT dead_lettered = 2 AND behind_events = 0 FROM runra_obs.forward_status WHERE destination = 'nowhere'"),
+	'a destination that dead-lettered a batch goes on to the next events');
 
 $node->stop;
 done_testing();

@@ -475,13 +475,34 @@ start_redelivery(Destination *d)
 	send_batch(r.batch);
 }
 
-/* May d read another batch now: due, not failing, and with room for one? */
+/* Has d a batch waiting to be sent again? */
+static bool
+has_failed_batch(Destination *d)
+{
+	ListCell   *lc;
+
+	if (d->redelivery && d->redelivery->state == BATCH_FAILED)
+		return true;
+	foreach(lc, d->batches)
+	{
+		if (((InFlight *) lfirst(lc))->state == BATCH_FAILED)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * May d read another batch now: due, with room for one, and not failing,
+ * or failing with nothing left to retry (its failed batch was
+ * dead-lettered, or a read failed): then one batch probes it.
+ */
 static bool
 may_read(Destination *d, TimestampTz now)
 {
-	return d->enabled && d->provider != PROVIDER_FUNCTION && d->failures == 0 &&
-		now >= d->next_attempt &&
-		list_length(d->batches) < runra_forward_requests && due(d, now);
+	if (!d->enabled || d->provider == PROVIDER_FUNCTION || now < d->next_attempt ||
+		list_length(d->batches) >= runra_forward_requests || !due(d, now))
+		return false;
+	return d->failures == 0 || (d->on_wire == 0 && !has_failed_batch(d));
 }
 
 /* Reads and sends new batches while d may. */
@@ -560,9 +581,8 @@ dispatch(Destination *d, TimestampTz now)
 	if (d->provider == PROVIDER_FUNCTION)
 		return consume_with_handler(d, now);
 	resend_failed(d);
-	if (d->failures > 0)
-		return false;
-	start_redelivery(d);
+	if (d->failures == 0)
+		start_redelivery(d);
 	start_new_batches(d, now);
 	return false;
 }
