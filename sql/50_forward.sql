@@ -152,6 +152,10 @@ FROM runra_obs.destinations AS d,
      runra_obs._forward_batch(d.id, d.replay_to, d.replay_to + 100, 1000) AS b WHERE d.name = 'replay';
 SELECT runra_obs.remove_destination('replay');
 
+-- the worker summarizes new BRIN ranges before reading (NULL only when a
+-- partition was busy)
+SELECT runra_obs._summarize_new_ids() IS NOT NULL AS summarized;
+
 -- runra_obs.on: a function destination named after its pattern and handler
 CREATE FUNCTION note_event(e runra_obs.sandbox_events) RETURNS void
 LANGUAGE sql AS $$ SELECT $$;
