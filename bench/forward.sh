@@ -15,11 +15,11 @@
 #      and the receiver compete with ingest for the CPU); best of ROUNDS
 #      (default 2) interleaved rounds; events/s (wall) and the ingesting
 #      backend's CPU time per event, each as a ratio to the baseline.
-#   3. Lag under steady load: RATE events/s (default 5000) for SECONDS
-#      (default 30) in 10 commits a second with the 3 destinations active;
+#   3. Lag under steady load: RATE events/s (default 5000) for LAG_SECONDS
+#      (default 30, LAG_SECONDS=) in 10 commits a second with the 3 destinations active;
 #      forward_status.behind_seconds sampled every 100 ms: p50, p99, max.
 #
-# Usage: bench/forward.sh   (D=, N=, ROUNDS=, RATE=, SECONDS=)
+# Usage: bench/forward.sh   (D=, N=, ROUNDS=, RATE=, LAG_SECONDS=)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -27,7 +27,7 @@ D=${D:-200000}
 N=${N:-200000}
 ROUNDS=${ROUNDS:-2}
 RATE=${RATE:-5000}
-SECONDS_LOAD=${SECONDS:-30}
+SECONDS_LOAD=${LAG_SECONDS:-30}
 
 bench_cluster_start forward "runra_obs.rollup_enabled = off"
 q() { bench_psql "$@"; }
@@ -114,7 +114,7 @@ set_destinations() {	# none, paused or active: 3 destinations selecting every ev
     [ "$1" = none ] && return
     for p in axiom otel jsonl; do
         q "SELECT runra_obs.add_destination('$p', '$p', '$(config_of $p)')" >/dev/null
-        [ "$1" = paused ] && q "SELECT runra_obs.pause_destination('$p')" >/dev/null
+        if [ "$1" = paused ]; then q "SELECT runra_obs.pause_destination('$p')" >/dev/null; fi
     done
 }
 declare -A wall cpu
@@ -122,7 +122,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for c in none paused active; do
         set_destinations "$c"
         read -r w u < <(ingest_seconds)
-        [ "$c" = active ] && for p in axiom otel jsonl; do wait_caught_up "$p"; done
+        if [ "$c" = active ]; then for p in axiom otel jsonl; do wait_caught_up "$p"; done; fi
         echo "round $round, destinations $c: wall ${w}s, cpu ${u}s"
         if [ -z "${wall[$c]:-}" ] || awk "BEGIN{exit !($w < ${wall[$c]})}"; then wall[$c]=$w; fi
         if [ -z "${cpu[$c]:-}" ] || awk "BEGIN{exit !($u < ${cpu[$c]})}"; then cpu[$c]=$u; fi
