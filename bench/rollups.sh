@@ -66,21 +66,6 @@ as_pg "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
 PSQL=("$bindir/psql" -X -q -h "$work" -p "$port" -U postgres)
 "${PSQL[@]}" -d postgres -c 'CREATE DATABASE bench'
 "${PSQL[@]}" -d bench -c 'CREATE EXTENSION runra_obs' -f "$src/bench/rollups.sql" >/dev/null
-"${PSQL[@]}" -d bench >/dev/null <<'EOF'
-DO $$
-BEGIN
-    -- stand-in for forwarding's status view on branches without it
-    IF to_regclass('runra_obs.forward_status') IS NULL THEN
-        CREATE VIEW runra_obs.forward_status AS
-        SELECT NULL::text AS destination, NULL::text AS provider, NULL::boolean AS enabled,
-               NULL::bigint AS queued, NULL::interval AS oldest_queued_age, NULL::bigint AS sent,
-               NULL::bigint AS failed, NULL::bigint AS dead_lettered,
-               NULL::timestamptz AS last_success, NULL::text AS last_error
-        WHERE false;
-    END IF;
-END
-$$;
-EOF
 q() { "${PSQL[@]}" -d bench -A -t -c "$1"; }
 ms_now() { date +%s%3N; }
 

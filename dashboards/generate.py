@@ -489,18 +489,18 @@ WHERE $__timeFilter(received_at)
 GROUP BY 1, 2
 ORDER BY events DESC, 1, 2
 LIMIT 50"""),
-    panel("bargauge", "Forward queue depth", """
-SELECT destination, queued
+    panel("bargauge", "Forward lag (events behind)", """
+SELECT destination, behind_events + redelivering AS behind
 FROM runra_obs.forward_status
 ORDER BY destination""",
           options={"reduceOptions": {"values": True, "calcs": [], "fields": ""}, "orientation": "horizontal"}),
     panel("table", "Forwarding per destination", """
-SELECT destination, provider, enabled, queued,
-       extract(epoch FROM oldest_queued_age) AS lag_s,
+SELECT destination, provider, enabled, position, behind_events,
+       behind_seconds AS lag_s, redelivering,
        sent, failed, dead_lettered, last_success, last_error
 FROM runra_obs.forward_status
 ORDER BY destination""",
-          description="lag_s: age of the oldest event still queued for the destination."),
+          description="lag_s: how long the events after the destination's cursor have been safe to read and not delivered."),
     panel("table", "Workers", """
 SELECT pid, role, state, started_at, events_ingested, events_rejected,
        last_error, last_maintenance_at

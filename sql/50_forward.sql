@@ -1,6 +1,8 @@
--- Forwarding configuration: destinations, validation, selection into the
--- outbox, privileges and the status view.  (No worker runs under
--- pg_regress: what the outbox holds is exactly what the trigger queued.)
+-- Forwarding configuration: destinations, validation, each destination's
+-- cursor, the selection applied when reading, privileges and the status
+-- view.  (No worker runs under pg_regress: cursors stay where
+-- add_destination put them, and _forward_batch() shows what the worker
+-- would read.)
 CREATE ROLE forward_writer LOGIN IN ROLE runra_obs_writer;
 CREATE ROLE forward_reader LOGIN IN ROLE runra_obs_reader;
 
@@ -11,9 +13,9 @@ LANGUAGE sql AS $$
                               'data', jsonb_build_object('n', 1))
 $$;
 
--- no destination, no trigger (it would make COPY insert row by row)
+-- forwarding reads the log: nothing is attached to the event table
 SELECT count(*) AS triggers FROM pg_trigger
-WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND tgname = 'forward_select';
+WHERE tgrelid = 'runra_obs.sandbox_events'::regclass;
 
 -- ---- validation: every mistake names what and where ----
 \set SHOW_CONTEXT never
@@ -34,6 +36,8 @@ SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "timeoutM
 SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x"}', '{Exec.*}');
 SELECT runra_obs.add_destination('x', 'function', '{"handler": "now()"}');
 SELECT runra_obs.add_destination('x', 'jsonl', '[]');
+SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "startAt": "soon"}');
+SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "startAt": 5}');
 SELECT count(*) AS destinations_after_mistakes FROM runra_obs.destinations;
 
 -- ---- three destinations, the seed's option names ----
@@ -50,41 +54,38 @@ SELECT runra_obs.add_destination('ax', 'axiom', '{"dataset": "d", "token": "t"}'
 SELECT name, provider, enabled, event_types, like_patterns, batch_size, flush_interval_ms,
        settings, secrets
 FROM runra_obs.destinations ORDER BY id;
+-- still no trigger; each destination is a consumer, at "now" (the safe
+-- watermark when it was added)
 SELECT count(*) AS triggers FROM pg_trigger
-WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND tgname = 'forward_select';
+WHERE tgrelid = 'runra_obs.sandbox_events'::regclass;
+SELECT c.name ~ '^destination:\d+$' AS named, c.position = (SELECT last_value FROM runra_obs.sandbox_events_id_seq) AS at_now
+FROM runra_obs.consumers AS c WHERE c.name LIKE 'destination:%' ORDER BY c.name;
 
--- ---- selection: each event queued once per destination that selects it ----
+-- ---- selection, applied when reading: each destination reads only its types ----
+SELECT last_value AS before FROM runra_obs.sandbox_events_id_seq \gset
 SELECT ingested, failed FROM runra_obs.ingest(jsonb_build_array(
     ev('exec.completed'), ev('sandbox.created'), ev('tool.failed'), ev('cost.runtime'),
     ev('cost_x.total'), ev('costyx.total')));
-SELECT d.name, string_agg(e.event_type, ', ' ORDER BY e.id) AS queued
-FROM runra_obs.outbox o
-JOIN runra_obs.destinations d ON d.id = o.destination_id
-JOIN runra_obs.sandbox_events e ON e.id = o.event_id
-GROUP BY d.name ORDER BY d.name;
-
--- a rolled-back insert queues nothing
-BEGIN;
-SELECT ingested FROM runra_obs.ingest(ev('exec.started'));
-ROLLBACK;
-SELECT count(*) AS queued FROM runra_obs.outbox;
-
--- a direct INSERT by a writer (the SDK's Postgres exporter) is queued too,
--- though the writer may not read the destinations or the outbox
+-- a direct INSERT by a writer (the SDK's Postgres exporter) is read too
 SET ROLE forward_writer;
 INSERT INTO runra_obs.sandbox_events (created_at, sandbox_id, event_type, data)
 VALUES (now(), 'sb_sdk', 'exec.started', '{}');
-SELECT count(*) FROM runra_obs.outbox;
 RESET ROLE;
-SELECT d.name FROM runra_obs.outbox o JOIN runra_obs.destinations d ON d.id = o.destination_id
-WHERE o.sandbox_id = 'sb_sdk' ORDER BY 1;
+-- a rolled-back insert is never read
+BEGIN;
+SELECT ingested FROM runra_obs.ingest(ev('exec.failed'));
+ROLLBACK;
+SELECT d.name, string_agg(b.event_type || '/' || b.sandbox_id, ', ' ORDER BY b.id) AS reads
+FROM runra_obs.destinations AS d,
+     runra_obs._forward_batch(d.id, :before, :before + 100, 1000) AS b
+GROUP BY d.name ORDER BY d.name;
+-- at most max_events, the first ones by id
+SELECT string_agg(b.event_type, ', ' ORDER BY b.id) AS first_two
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 2) AS b;
 
--- ---- a paused destination keeps queueing, and says it is paused ----
+-- ---- a paused destination says so; its cursor stays ----
 SELECT runra_obs.pause_destination('ax');
-SELECT ingested FROM runra_obs.ingest(ev('exec.started', 'sb_paused'));
-SELECT count(*) AS queued_while_paused FROM runra_obs.outbox o
-JOIN runra_obs.destinations d ON d.id = o.destination_id
-WHERE d.name = 'ax' AND o.sandbox_id = 'sb_paused';
 SELECT destination, enabled FROM runra_obs.forward_status ORDER BY destination;
 SELECT runra_obs.resume_destination('ax');
 SELECT runra_obs.pause_destination('nope');
@@ -100,15 +101,15 @@ SELECT event_types, like_patterns FROM runra_obs.destinations WHERE name = 'ax';
 SELECT column_name, data_type FROM information_schema.columns
 WHERE table_schema = 'runra_obs' AND table_name = 'forward_status'
 ORDER BY ordinal_position;
-SELECT destination, provider, enabled, queued, oldest_queued_age >= interval '0' AS has_age,
-       sent, failed, dead_lettered, last_success, last_error
+SELECT destination, provider, enabled, position > 0 AS has_position, behind_events, behind_seconds,
+       redelivering, sent, failed, dead_lettered, last_success, last_error
 FROM runra_obs.forward_status ORDER BY destination;
 
 -- ---- privileges: readers see destinations without secrets ----
 SET ROLE forward_reader;
 SELECT * FROM runra_obs.destinations;
 SELECT name, settings FROM runra_obs.destination_list ORDER BY name;
-SELECT destination, queued FROM runra_obs.forward_status ORDER BY destination;
+SELECT destination, behind_events FROM runra_obs.forward_status ORDER BY destination;
 SELECT runra_obs.add_destination('y', 'jsonl', '{"filePath": "/tmp/y"}');
 SELECT runra_obs.requeue_dead_letters();
 RESET ROLE;
@@ -116,25 +117,40 @@ SELECT count(*) AS secret_columns FROM information_schema.columns
 WHERE table_schema = 'runra_obs' AND table_name = 'destination_list'
   AND column_name IN ('secrets', 'token', 'headers');
 
--- ---- dead letters: one call puts them back ----
-WITH moved AS (
-    DELETE FROM runra_obs.outbox o USING runra_obs.destinations d
-    WHERE d.id = o.destination_id AND d.name = 'file'
-    RETURNING o.*)
+-- ---- dead letters: one call puts them back, to be sent again behind the cursor ----
 INSERT INTO runra_obs.dead_letters (destination_id, event_id, created_at, sandbox_id, queued_at, attempts, error)
-SELECT destination_id, event_id, created_at, sandbox_id, queued_at, 3, 'HTTP 400: test' FROM moved;
-SELECT destination, queued, dead_lettered FROM runra_obs.forward_status WHERE destination = 'file';
+SELECT d.id, e.id, e.created_at, e.sandbox_id, now(), 3, 'HTTP 400: test'
+FROM runra_obs.destinations AS d, runra_obs.sandbox_events AS e
+WHERE d.name = 'file' AND e.id > :before;
+SELECT destination, redelivering, dead_lettered FROM runra_obs.forward_status WHERE destination = 'file';
 SELECT runra_obs.requeue_dead_letters('file') AS requeued;
-SELECT destination, queued, dead_lettered FROM runra_obs.forward_status WHERE destination = 'file';
+SELECT destination, redelivering, dead_lettered FROM runra_obs.forward_status WHERE destination = 'file';
 
--- ---- removal takes the queue along; the last one takes the trigger ----
+-- ---- removal takes the cursor, redeliveries and counters along ----
 SELECT runra_obs.remove_destination('ax');
 SELECT runra_obs.remove_destination('ot');
 SELECT runra_obs.remove_destination('file');
-SELECT (SELECT count(*) FROM runra_obs.outbox) AS queued,
+SELECT (SELECT count(*) FROM runra_obs.redeliveries) AS redeliveries,
        (SELECT count(*) FROM runra_obs.forward_counters) AS counters,
-       (SELECT count(*) FROM pg_trigger
-        WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND tgname = 'forward_select') AS triggers;
+       (SELECT count(*) FROM runra_obs.consumers WHERE name LIKE 'destination:%') AS cursors;
+
+-- ---- a start time: the destination replays from the beginning of the log,
+-- up to the watermark when it was added with created_at >= startAt, and
+-- everything after that
+SELECT runra_obs.add_destination('replay', 'jsonl',
+    jsonb_build_object('filePath', '/tmp/replay.jsonl', 'startAt', now() + interval '1 hour'));
+SELECT d.start_at > now() AS starts_later, d.replay_to = (SELECT last_value FROM runra_obs.sandbox_events_id_seq) AS replays_to_now,
+       c.position AS position
+FROM runra_obs.destinations AS d JOIN runra_obs.consumers AS c ON c.name = 'destination:' || d.id;
+-- the history before the start time is not read; what arrived after the
+-- destination was added is, whatever its created_at
+SELECT count(*) AS history_read
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'replay'), 0, 1000000, 1000);
+SELECT ingested FROM runra_obs.ingest(ev('exec.late'));
+SELECT string_agg(b.event_type, ', ') AS after_replay_to
+FROM runra_obs.destinations AS d,
+     runra_obs._forward_batch(d.id, d.replay_to, d.replay_to + 100, 1000) AS b WHERE d.name = 'replay';
+SELECT runra_obs.remove_destination('replay');
 
 -- runra_obs.on: a function destination named after its pattern and handler
 CREATE FUNCTION note_event(e runra_obs.sandbox_events) RETURNS void

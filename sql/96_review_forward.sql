@@ -1,42 +1,21 @@
--- Review of forwarding: who may use the selection trigger's function.
+-- Review of forwarding: who may steer what the forward worker sends.
 --
--- runra_obs._forward_select() is SECURITY DEFINER and writes the outbox.
--- CREATE TRIGGER checks EXECUTE on the function, so a role that may run it
--- could put it on a table of its own (a temporary one will do) and queue
--- any event id it likes for every destination, as the extension's owner.
+-- The worker reads events through runra_obs._forward_batch() and sends
+-- what runra_obs.redeliveries names, as the extension's owner.  A role
+-- that could write the redeliveries could have any stored event sent to
+-- any destination; one that could run _forward_batch() could read a
+-- destination's selection.  (The selection trigger of the old design, a
+-- SECURITY DEFINER function anyone attaching it to a table could use, is
+-- gone: nothing is attached to sandbox_events.)
 SET client_min_messages = warning;
-CREATE ROLE runra_review_snoop IN ROLE runra_obs_reader, runra_obs_writer;
-
-SELECT has_function_privilege('runra_obs_reader', 'runra_obs._forward_select()', 'EXECUTE') AS reader_may,
-       has_function_privilege('runra_obs_writer', 'runra_obs._forward_select()', 'EXECUTE') AS writer_may,
-       has_function_privilege('public', 'runra_obs._forward_select()', 'EXECUTE') AS public_may;
-
-SET ROLE runra_review_snoop;
-CREATE TEMP TABLE fake_events (id bigint, created_at timestamptz, sandbox_id text, event_type text);
-\set VERBOSITY terse
-CREATE TRIGGER fake_select AFTER INSERT ON fake_events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION runra_obs._forward_select();
-\set VERBOSITY default
-DROP TABLE fake_events;
-RESET ROLE;
-DROP ROLE runra_review_snoop;
-
--- The trigger the extension itself creates still fires for a writer's insert.
-SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS today \gset
-SELECT runra_obs.add_destination('review_jsonl', 'jsonl', '{"filePath": "/nonexistent/review.jsonl"}');
-CREATE ROLE runra_review_writer IN ROLE runra_obs_writer;
-SET ROLE runra_review_writer;
-SELECT ingested FROM runra_obs.ingest(jsonb_build_object(
-    'timestamp', :'today' || 'T04:00:00Z', 'sandboxId', 'sb_review_fwd', 'type', 'exec.started'));
-INSERT INTO runra_obs.sandbox_events (sandbox_id, event_type, created_at)
-VALUES ('sb_review_fwd', 'exec.completed', now());
-RESET ROLE;
-SELECT o.sandbox_id, count(*) AS queued
-FROM runra_obs.outbox AS o JOIN runra_obs.destinations AS d ON d.id = o.destination_id
-WHERE d.name = 'review_jsonl' GROUP BY o.sandbox_id;
-SELECT runra_obs.remove_destination('review_jsonl');
-DROP ROLE runra_review_writer;
+SELECT has_function_privilege('runra_obs_reader', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS reader_may_read,
+       has_function_privilege('runra_obs_writer', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS writer_may_read,
+       has_function_privilege('public', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS public_may_read,
+       has_table_privilege('runra_obs_writer', 'runra_obs.redeliveries', 'INSERT') AS writer_may_redeliver,
+       has_table_privilege('runra_obs_reader', 'runra_obs.redeliveries', 'INSERT') AS reader_may_redeliver,
+       has_table_privilege('runra_obs_writer', 'runra_obs.consumers', 'UPDATE') AS writer_may_move_cursors;
+SELECT count(*) AS triggers_on_events FROM pg_trigger
+WHERE tgrelid = 'runra_obs.sandbox_events'::regclass;
 
 -- An Axiom token goes into the Authorization header as it is: libcurl
 -- does not check it, so a trailing line break would end the header block

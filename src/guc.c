@@ -46,7 +46,8 @@ int			runra_rejected_retention_s = 7 * 86400;
 
 /* forwarding */
 bool		runra_forward_enabled = true;
-int			runra_forward_poll_interval_ms = 1000;
+int			runra_forward_poll_interval_ms = 100;
+int			runra_forward_requests = 10;
 
 /* rollups */
 int			runra_rollup_retention_s = 400 * 86400;
@@ -221,10 +222,15 @@ define_forward_gucs(void)
 							 &runra_forward_enabled, true,
 							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("runra_obs.forward_poll_interval",
-							"How often the forward worker looks at the outbox when nobody woke it.",
+							"How often the forward worker advances the safe watermark and looks for new events.",
 							NULL,
-							&runra_forward_poll_interval_ms, 1000, 10, 600000,
+							&runra_forward_poll_interval_ms, 100, 10, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.forward_requests",
+							"Batches each destination may have read and not yet acknowledged (HTTP requests in flight at once).",
+							NULL,
+							&runra_forward_requests, 10, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 /* Settings of the rollup consumer. */

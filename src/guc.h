@@ -40,6 +40,7 @@ extern int	runra_rejected_retention_s;
 /* forwarding */
 extern bool runra_forward_enabled;
 extern int	runra_forward_poll_interval_ms;
+extern int	runra_forward_requests;
 
 /* rollups */
 extern int	runra_rollup_retention_s;

@@ -25,7 +25,7 @@ runra_register_subsystem_workers(void)
 	if (runra_rollup_enabled)
 		runra_register_worker("rollups", "runra_rollup_main", (Datum) 0, true);
 
-	/* forwarding: one worker delivers the outbox of runra_obs.database */
+	/* forwarding: one worker consumes the log for every destination of runra_obs.database */
 	if (runra_forward_enabled)
 		runra_register_worker("forward", "runra_forward_main", (Datum) 0, true);
 

@@ -1,15 +1,14 @@
 # SQL handlers (runra_obs.on): called by the worker outside the inserting
-# transaction, once per event; an error is logged, counted and retried,
-# without holding up the other events of the batch.  The worker polls only
-# hourly here, so every delivery also shows the commit-time wake-up works.
+# transaction, once per event (the cursor moves in the handlers'
+# transaction); an error is logged, counted and the event retried from
+# runra_obs.redeliveries, without holding up the events after it.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use forward::Util;
 
-# No polling to speak of: only the wake-up at commit can bring events out.
-my $node = forward_node('forward_handler', "runra_obs.forward_poll_interval = 1h\n");
+my $node = forward_node('forward_handler');
 $node->safe_psql('postgres', q{
 	CREATE TABLE seen (event_id bigint, type text, sandbox text, xid xid8);
 	CREATE FUNCTION remember(e runra_obs.sandbox_events) RETURNS void
@@ -58,8 +57,8 @@ ingest_events($node,
 	event_at(0, 'sb_good', 'tool.invoked'), event_at(1, 'sb_bad', 'tool.invoked'),
 	event_at(2, 'sb_good', 'tool.completed'));
 ok($node->poll_query_until('postgres',
-	"SELECT failed >= 2 AND sent = 2 AND queued = 1 FROM runra_obs.forward_status WHERE destination = '$picky'"),
-	'the failing event is retried, the others delivered');
+	"SELECT failed >= 2 AND sent = 2 AND redelivering = 1 AND behind_events = 0 FROM runra_obs.forward_status WHERE destination = '$picky'"),
+	'the failing event is retried from the redeliveries, the others delivered and passed');
 like(status_of($node, $picky, 'last_error'), qr/cannot handle sandbox sb_bad/, 'last_error has the handler error');
 ok($node->log_contains(qr/handler picky\(runra_obs\.sandbox_events\) failed on event \d+: cannot handle sandbox sb_bad/),
 	'the error is logged');

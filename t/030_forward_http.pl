@@ -112,17 +112,17 @@ is_deeply($s4->{status}, { code => 2, message => 'boom' }, 'otlp: tool.failed is
 my $sid = $node->safe_psql('postgres',
 	"SELECT id FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_2'");
 $node->safe_psql('postgres', qq{
-	INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
+	INSERT INTO runra_obs.redeliveries (destination_id, event_id, created_at, sandbox_id)
 	SELECT d.id, e.id, e.created_at, e.sandbox_id
 	FROM runra_obs.sandbox_events e, runra_obs.destinations d
 	WHERE e.id = $sid AND d.name = 'ot';
 	SELECT runra_obs._forward_wake();});
-wait_delivered($node, 'ot', 4, 'otlp: a re-queued event is sent again');
+wait_delivered($node, 'ot', 4, 'otlp: a redelivered event is sent again');
 my $again = decode_json(($otel->requests)[1]{body})->{resourceSpans}[0]{scopeSpans}[0]{spans}[0];
 is($again->{spanId}, $s2->{spanId}, 'otlp: a re-sent span has the same spanId');
 
 is($node->safe_psql('postgres',
-	"SELECT count(*) FROM runra_obs.outbox"), '0', 'nothing left queued');
+	"SELECT count(*) FROM runra_obs.redeliveries"), '0', 'nothing left to redeliver');
 
 # ---- Axiom refusing some events of a batch ----
 my $refuse = event_at(20, 'sb_9', 'exec.started', { command => 'x' });
@@ -130,7 +130,7 @@ $axiom->plan('200 BODY ' . encode_json({ ingested => 1, failed => 1,
 	failures => [ { timestamp => $refuse->{timestamp}, error => 'field limit exceeded' } ] }));
 ingest_events($node, event_at(10, 'sb_9', 'exec.started', { command => 'y' }), $refuse);
 ok($node->poll_query_until('postgres',
-	"SELECT queued = 0 AND dead_lettered = 1 AND sent = 4 FROM runra_obs.forward_status WHERE destination = 'ax'"),
+	"SELECT behind_events = 0 AND dead_lettered = 1 AND sent = 4 FROM runra_obs.forward_status WHERE destination = 'ax'"),
 	'axiom: the refused event is dead-lettered, the other one sent');
 like($node->safe_psql('postgres', 'SELECT error FROM runra_obs.dead_letters'),
 	qr/field limit exceeded/, 'axiom: the dead letter says why');

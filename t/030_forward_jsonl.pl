@@ -59,28 +59,25 @@ mkdir "$dir/later";
 wait_delivered($node, 'later', 1, 'delivered once the directory exists');
 like(slurp_file("$dir/later/events.jsonl"), qr/"sandboxId":"sb_l"/, 'the event is in the file');
 
-# ---- a queued event that is no longer stored (its partition dropped) is dead-lettered ----
+# ---- a redelivery whose event is no longer stored (its partition dropped) is dead-lettered ----
 $node->safe_psql('postgres', q{
-	INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
+	INSERT INTO runra_obs.redeliveries (destination_id, event_id, created_at, sandbox_id)
 	SELECT id, 999999999, now() - interval '40 days', 'sb_gone'
 	FROM runra_obs.destinations WHERE name = 'later';
 	SELECT runra_obs._forward_wake();});
 ok($node->poll_query_until('postgres',
-	"SELECT dead_lettered = 1 AND queued = 0 FROM runra_obs.forward_status WHERE destination = 'later'"),
+	"SELECT dead_lettered = 1 AND redelivering = 0 FROM runra_obs.forward_status WHERE destination = 'later'"),
 	'an event gone from sandbox_events is dead-lettered, not skipped');
 like($node->safe_psql('postgres', 'SELECT error FROM runra_obs.dead_letters'),
 	qr/no longer in runra_obs.sandbox_events/, 'with the reason');
 
-# ---- the selection trigger, dropped by hand (or left out by a restore), comes back ----
-$node->safe_psql('postgres', 'DROP TRIGGER forward_select ON runra_obs.sandbox_events');
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM pg_trigger
-	WHERE tgrelid = 'runra_obs.sandbox_events'::regclass AND tgname = 'forward_select'}),
-	'the worker recreates a missing selection trigger');
-ok($node->log_contains(qr/selection trigger on runra_obs.sandbox_events is missing or disabled; recreating it/),
-	'and says so in the log');
+# ---- nothing is attached to the event table: forwarding reads it ----
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_trigger WHERE tgrelid = 'runra_obs.sandbox_events'::regclass}), '0',
+	'no trigger on sandbox_events while destinations exist');
 ingest_events($node, event_at(0, 'sb_back', 'exec.started'));
-wait_delivered($node, 'later', 2, 'events are selected again');
+wait_delivered($node, 'later', 2, 'new events are read and delivered');
+like(slurp_file("$dir/later/events.jsonl"), qr/"sandboxId":"sb_back"/, 'the new event is in the file');
 
 $node->stop;
 done_testing();

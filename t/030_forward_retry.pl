@@ -4,7 +4,7 @@
 # down does not hold up another, and a destination failing for longer than
 # its maxRetryMs dead-letters.  The cases run at once, each destination
 # selecting its own event family, which also shows the destinations'
-# queues are independent.
+# cursors are independent.
 use strict;
 use warnings;
 use JSON::PP;
@@ -44,7 +44,7 @@ sub dead_letter_of
 my %rx = map { $_ => forward::Receiver->new } qw(flaky limited dated strict otel down up);
 $rx{flaky}->plan(('503') x 3);
 $rx{limited}->plan('429 Retry-After: 2');
-my $retry_date = int(time) + 3;	# an HTTP date: whole seconds
+my $retry_date = int(time) + 5;	# an HTTP date: whole seconds
 $rx{dated}->plan('503 Retry-After: ' . strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime($retry_date)));
 $rx{strict}->plan('400 BODY {"message":"invalid dataset"}');
 $rx{otel}->plan('502', '500');
@@ -72,7 +72,10 @@ ingest_events($node,
 
 # ---- a destination that is down does not stall another ----
 wait_delivered($node, 'up', 5, 'the healthy destination delivers');
-is(status_of($node, 'down', 'queued'), '5', 'while the one that is down keeps its events queued');
+is($node->safe_psql('postgres', q{
+	SELECT position < (SELECT min(id) FROM runra_obs.sandbox_events WHERE event_type = 'network.egress')
+	FROM runra_obs.forward_status WHERE destination = 'down'}), 't',
+	'while the cursor of the one that is down stays before its events');
 
 # ---- 503 for a while, then 200: nothing lost, nothing twice ----
 wait_delivered($node, 'flaky', 50, '503 x3 then 200: all 50 delivered');
@@ -98,14 +101,15 @@ cmp_ok($r[1]{t}, '>=', $retry_date, 'Retry-After as an HTTP date honoured: no re
 
 # ---- 400 dead-letters; one call re-queues ----
 ok($node->poll_query_until('postgres',
-	"SELECT queued = 0 AND dead_lettered = 3 FROM runra_obs.forward_status WHERE destination = 'strict'"),
+	"SELECT behind_events = 0 AND dead_lettered = 3 FROM runra_obs.forward_status WHERE destination = 'strict'"),
 	'400: the batch is dead-lettered');
 is(scalar($rx{strict}->requests), 1, '400: not retried');
 like(dead_letter_of('strict', 'DISTINCT error'), qr/HTTP 400 .*invalid dataset/,
 	'400: the dead letter keeps the answer');
 is($node->safe_psql('postgres', "SELECT runra_obs.requeue_dead_letters('strict')"), '3',
-	'requeue_dead_letters moves 3 back');
-wait_delivered($node, 'strict', 3, 're-queued events delivered');
+	'requeue_dead_letters moves 3 to the redeliveries');
+wait_delivered($node, 'strict', 3, 'redelivered events delivered, behind the cursor');
+is(scalar(grep { $_->{body} =~ /sb_d1/ } $rx{strict}->requests), 2, 'the dead letters were sent again');
 is(status_of($node, 'strict', 'dead_lettered'), '0', 'no dead letters left');
 
 # ---- OTLP retries only 429/502/503/504: a 500 is permanent ----
@@ -116,11 +120,17 @@ is(scalar($rx{otel}->requests), 2, 'otlp: two attempts');
 
 # ---- nobody listening, limit of 1.5 s: dead-lettered after the limit ----
 ok($node->poll_query_until('postgres',
-	"SELECT dead_lettered = 1 AND queued = 0 FROM runra_obs.forward_status WHERE destination = 'nowhere'"),
+	"SELECT dead_lettered = 1 AND behind_events = 0 FROM runra_obs.forward_status WHERE destination = 'nowhere'"),
 	'connection refused: retried, dead-lettered past maxRetryMs');
 like(dead_letter_of('nowhere', 'error'), qr/still failing after 1500 ms.*connection failure/,
 	'the dead letter says it gave up after the limit');
 cmp_ok(dead_letter_of('nowhere', 'attempts'), '>=', 2, 'after more than one attempt');
+# after dead-lettering, the destination still backs off; a new event is
+# tried (and, nobody listening still, dead-lettered too): it is not stuck
+ingest_events($node, event_at(0, 'sb_n2', 'resource.memory'));
+ok($node->poll_query_until('postgres',
+	"SELECT dead_lettered = 2 AND behind_events = 0 FROM runra_obs.forward_status WHERE destination = 'nowhere'"),
+	'a destination that dead-lettered a batch goes on to the next events');
 
 $node->stop;
 done_testing();

@@ -87,7 +87,7 @@ $picky->plan('200 BODY ' . encode_json({ ingested => 50, failed => 450,
 	failures => [ map { { timestamp => $_->{timestamp}, error => $reason } } @many[50 .. 499] ] }));
 ingest_events($node, @many);
 ok($node->poll_query_until('postgres',
-		"SELECT queued = 0 AND sent + dead_lettered = 500 FROM runra_obs.forward_status WHERE destination = 'picky'"),
+		"SELECT behind_events = 0 AND sent + dead_lettered = 500 FROM runra_obs.forward_status WHERE destination = 'picky'"),
 	'axiom: a batch with 450 refusals is settled');
 is(status_of($node, 'picky', 'sent') . '/' . status_of($node, 'picky', 'dead_lettered'), '50/450',
 	'axiom: the 50 taken are acknowledged, the 450 refused dead-lettered');

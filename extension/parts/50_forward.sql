@@ -1,16 +1,20 @@
 -- ===========================================================================
--- Forwarding: destinations, the selection trigger, the outbox, dead letters
--- and what the forward worker reports.
+-- Forwarding: destinations, each a consumer of the event log, the events
+-- to send again, dead letters and what the forward worker reports.
 --
--- A statement-level AFTER INSERT trigger on sandbox_events queues each new
--- event once per destination whose event_types match, in the inserting
--- transaction.  The forward worker (src/forward/) delivers the queue and
--- removes an entry only once its destination accepted it.
+-- A destination is a consumer (10_consume.sql): its cursor is the row
+-- destination:<id> of runra_obs.consumers.  The forward worker reads the
+-- events after the cursor and at or below the safe watermark, in id order,
+-- keeps those its event_types select, sends them in batches (several
+-- requests in flight), and moves the cursor only over batches the
+-- destination accepted, dead-lettered or, for a SQL handler, handled.
+-- Nothing is written when an event is inserted: ingest costs the same
+-- whatever is forwarded.
 --
--- The trigger exists only while at least one destination exists: a
--- partitioned table with a transition-table trigger makes COPY insert row by
--- row (see docs/forward.md for the measured cost), and a server that
--- forwards nothing should not pay for it.
+-- A new destination starts at "now" (the safe watermark when it was added)
+-- or, given startAt, replays the events stored then whose created_at is at
+-- or after startAt, and then everything that arrives later (late events
+-- with an older created_at included: they are new to the log).
 -- ===========================================================================
 
 CREATE TABLE runra_obs.destinations (
@@ -20,14 +24,16 @@ CREATE TABLE runra_obs.destinations (
     enabled           boolean     NOT NULL DEFAULT true,
     event_types       text[]      NOT NULL DEFAULT '{}',
     like_patterns     text[]      NOT NULL DEFAULT '{}',
-    batch_size        integer     NOT NULL DEFAULT 100,
-    flush_interval_ms integer     NOT NULL DEFAULT 5000,
+    batch_size        integer     NOT NULL DEFAULT 1000,
+    flush_interval_ms integer     NOT NULL DEFAULT 1000,
     max_retry_ms      bigint      NOT NULL DEFAULT 86400000,
     timeout_ms        integer     NOT NULL DEFAULT 30000,
     settings          jsonb       NOT NULL DEFAULT '{}',
     secrets           jsonb       NOT NULL DEFAULT '{}',
     handler           regprocedure,
     handler_role      regrole,
+    start_at          timestamptz,
+    replay_to         bigint,
     created_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT destinations_name_check
         CHECK (name ~ '^[[:graph:]][[:print:]]{0,199}$'),
@@ -37,14 +43,17 @@ CREATE TABLE runra_obs.destinations (
     CONSTRAINT destinations_flush_interval_check CHECK (flush_interval_ms BETWEEN 0 AND 3600000),
     CONSTRAINT destinations_max_retry_check CHECK (max_retry_ms >= 0),
     CONSTRAINT destinations_timeout_check CHECK (timeout_ms BETWEEN 100 AND 600000),
-    CONSTRAINT destinations_handler_check CHECK ((provider = 'function') = (handler IS NOT NULL))
+    CONSTRAINT destinations_handler_check CHECK ((provider = 'function') = (handler IS NOT NULL)),
+    CONSTRAINT destinations_replay_check CHECK ((start_at IS NULL) = (replay_to IS NULL))
 );
 COMMENT ON TABLE runra_obs.destinations IS
     'Where selected events are forwarded (secrets included: readable by the extension owner only)';
 COMMENT ON COLUMN runra_obs.destinations.event_types IS
     'Globs selecting event types, such as sandbox.* (empty: every event)';
 COMMENT ON COLUMN runra_obs.destinations.like_patterns IS
-    'event_types as LIKE patterns (what the selection trigger matches with)';
+    'event_types as LIKE patterns (what the forward worker reads with)';
+COMMENT ON COLUMN runra_obs.destinations.batch_size IS
+    'A batch is sent once this many events wait (or flush_interval_ms passed); a destination that is behind sends up to 10000 per request';
 COMMENT ON COLUMN runra_obs.destinations.settings IS
     'Provider options without secrets: dataset, url, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
 COMMENT ON COLUMN runra_obs.destinations.secrets IS
@@ -53,19 +62,24 @@ COMMENT ON COLUMN runra_obs.destinations.handler IS
     'For provider function: the function called with each event row';
 COMMENT ON COLUMN runra_obs.destinations.handler_role IS
     'For provider function: the role the handler runs as (who registered it)';
+COMMENT ON COLUMN runra_obs.destinations.start_at IS
+    'startAt: the destination replays the events stored when it was added whose created_at is at or after it (NULL: it started at "now")';
+COMMENT ON COLUMN runra_obs.destinations.replay_to IS
+    'With start_at: the safe watermark when the destination was added; events with ids up to it are sent only if created at or after start_at';
 
 -- What runra_obs_reader may see of the destinations: everything but secrets.
 CREATE VIEW runra_obs.destination_list AS
 SELECT name, provider, enabled, event_types, batch_size, flush_interval_ms,
-       max_retry_ms, timeout_ms, settings, handler::text AS handler, created_at
+       max_retry_ms, timeout_ms, settings, handler::text AS handler, start_at, created_at
 FROM runra_obs.destinations;
 COMMENT ON VIEW runra_obs.destination_list IS
     'The forwarding destinations without their secrets (token, headers)';
 GRANT SELECT ON runra_obs.destination_list TO runra_obs_reader;
 
--- The queue: one row per (destination, selected event).  It points at the
--- event by (sandbox_id, created_at, id), which the sandbox index finds.
-CREATE TABLE runra_obs.outbox (
+-- Events behind a destination's cursor to send again: requeued dead
+-- letters, and events a SQL handler failed on (the cursor moved past them
+-- so the rest of the log is not held up).
+CREATE TABLE runra_obs.redeliveries (
     destination_id int         NOT NULL,
     event_id       bigint      NOT NULL,
     created_at     timestamptz NOT NULL,
@@ -75,9 +89,9 @@ CREATE TABLE runra_obs.outbox (
     last_error     text,
     PRIMARY KEY (destination_id, event_id)
 );
-COMMENT ON TABLE runra_obs.outbox IS
-    'Events selected for a destination and not yet accepted by it';
-COMMENT ON COLUMN runra_obs.outbox.attempts IS 'Failed delivery attempts so far';
+COMMENT ON TABLE runra_obs.redeliveries IS
+    'Events behind a destination''s cursor to send again (requeued dead letters, events a SQL handler failed on)';
+COMMENT ON COLUMN runra_obs.redeliveries.attempts IS 'Failed delivery attempts so far';
 
 CREATE TABLE runra_obs.dead_letters (
     destination_id int         NOT NULL,
@@ -92,6 +106,8 @@ CREATE TABLE runra_obs.dead_letters (
 );
 COMMENT ON TABLE runra_obs.dead_letters IS
     'Events a destination refused for good, or failed for longer than its max_retry_ms; see requeue_dead_letters()';
+COMMENT ON COLUMN runra_obs.dead_letters.queued_at IS
+    'When the first delivery attempt of the event''s batch was made';
 
 CREATE TABLE runra_obs.forward_counters (
     destination_id int         PRIMARY KEY,
@@ -104,71 +120,14 @@ CREATE TABLE runra_obs.forward_counters (
 COMMENT ON TABLE runra_obs.forward_counters IS
     'Delivery counters per destination, updated by the forward worker with each outcome';
 
--- ---------------------------------------------------------------------------
--- Selection.
--- ---------------------------------------------------------------------------
-
--- Wakes the forward worker when the calling transaction commits (C).
+-- Wakes the forward worker when the calling transaction commits (C), so a
+-- change of the destinations or a requeue is seen at once.
 CREATE FUNCTION runra_obs._forward_wake()
 RETURNS void
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'runra_forward_wake';
 COMMENT ON FUNCTION runra_obs._forward_wake() IS
     'Sets the forward worker''s latch when the calling transaction commits';
-
-CREATE FUNCTION runra_obs._forward_select()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    queued bigint;
-BEGIN
-    INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
-    SELECT d.id, n.id, n.created_at, n.sandbox_id
-    FROM new_events AS n
-    JOIN runra_obs.destinations AS d
-      ON d.like_patterns = '{}' OR n.event_type LIKE ANY (d.like_patterns);
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    IF queued > 0 THEN
-        PERFORM runra_obs._forward_wake();
-    END IF;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION runra_obs._forward_select() IS
-    'Trigger: queues each inserted event for every destination that selects it';
-
--- Creates the selection trigger when a destination exists, drops it when
--- none does (it costs ingest, see the head of this file).
-CREATE FUNCTION runra_obs._forward_sync_trigger()
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_variable
-DECLARE
-    wanted  boolean;
-    present boolean;
-BEGIN
-    -- two callers at once would both see the trigger missing: one at a time
-    -- (add_destination and remove_destination take this lock first)
-    LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
-    wanted := EXISTS (SELECT FROM runra_obs.destinations);
-    present := EXISTS (SELECT FROM pg_trigger
-                       WHERE tgrelid = 'runra_obs.sandbox_events'::regclass
-                         AND tgname = 'forward_select');
-    IF wanted AND NOT present THEN
-        CREATE TRIGGER forward_select
-            AFTER INSERT ON runra_obs.sandbox_events
-            REFERENCING NEW TABLE AS new_events
-            FOR EACH STATEMENT EXECUTE FUNCTION runra_obs._forward_select();
-    ELSIF present AND NOT wanted THEN
-        DROP TRIGGER forward_select ON runra_obs.sandbox_events;
-    END IF;
-END
-$$;
 
 -- A seed glob (sandbox.*, *.failed, *) as a LIKE pattern.
 CREATE FUNCTION runra_obs._glob_to_like(glob text)
@@ -184,6 +143,21 @@ BEGIN
                   HINT = 'Examples: sandbox.*, exec.completed, *.failed.';
     END IF;
     RETURN replace(replace(glob, '_', '\_'), '*', '%');
+END
+$$;
+
+-- config's startAt as a time (NULL when not given), or a clear error.
+CREATE FUNCTION runra_obs._start_time(provider text, config jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (config ->> 'startAt')::timestamptz;
+EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+    RAISE EXCEPTION 'option "startAt" of % destination must be a time, such as 2026-06-15T00:00:00Z', provider
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('It is %s.', config -> 'startAt');
 END
 $$;
 
@@ -247,7 +221,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    common  text[] := '{batchSize,flushIntervalMs,maxRetryMs,timeoutMs,eventTypes}';
+    common  text[] := '{batchSize,flushIntervalMs,maxRetryMs,timeoutMs,eventTypes,startAt}';
     allowed text[];
     key     text;
 BEGIN
@@ -277,6 +251,8 @@ BEGIN
             runra_obs._check_option(provider, config, 'flushIntervalMs', 'integer', false, 0, 3600000),
             runra_obs._check_option(provider, config, 'maxRetryMs', 'integer'),
             runra_obs._check_option(provider, config, 'timeoutMs', 'integer', false, 100, 600000);
+    PERFORM runra_obs._check_option(provider, config, 'startAt', 'text'),
+            runra_obs._start_time(provider, config);
     IF config ? 'eventTypes' AND jsonb_typeof(config -> 'eventTypes') <> 'array' THEN
         RAISE EXCEPTION 'option "eventTypes" of % destination must be an array of patterns', provider
             USING ERRCODE = 'invalid_parameter_value';
@@ -352,16 +328,17 @@ BEGIN
     UPDATE runra_obs.destinations AS d SET
         event_types       = coalesce(types, '{}'),
         like_patterns     = ARRAY(SELECT runra_obs._glob_to_like(t) FROM unnest(types) AS t),
-        batch_size        = coalesce((config ->> 'batchSize')::integer, 100),
-        flush_interval_ms = coalesce((config ->> 'flushIntervalMs')::integer, 5000),
+        batch_size        = coalesce((config ->> 'batchSize')::integer, 1000),
+        flush_interval_ms = coalesce((config ->> 'flushIntervalMs')::integer, 1000),
         max_retry_ms      = coalesce((config ->> 'maxRetryMs')::bigint, 86400000),
         timeout_ms        = coalesce((config ->> 'timeoutMs')::integer, 30000),
-        settings          = config - '{token,headers,handler,eventTypes,batchSize,flushIntervalMs,maxRetryMs,timeoutMs}'::text[],
+        settings          = config - '{token,headers,handler,eventTypes,batchSize,flushIntervalMs,maxRetryMs,timeoutMs,startAt}'::text[],
         secrets           = jsonb_strip_nulls(jsonb_build_object('token', config -> 'token',
                                                                  'headers', config -> 'headers')),
         handler           = CASE WHEN provider = 'function'
                                  THEN runra_obs._check_handler((config ->> 'handler')::regprocedure) END
     WHERE d.id = dest;
+    PERFORM runra_obs._forward_wake();
 END
 $$;
 
@@ -373,9 +350,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    dest integer;
+    dest  integer;
+    start timestamptz;
+    now_id bigint;
 BEGIN
-    -- one change of the destination set at a time (see _forward_sync_trigger)
+    -- one change of the destination set at a time
     LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
     IF EXISTS (SELECT FROM runra_obs.destinations AS d WHERE d.name = add_destination.name) THEN
         RAISE EXCEPTION 'destination "%" already exists', name
@@ -383,20 +362,26 @@ BEGIN
                   HINT = 'Use runra_obs.change_destination() to change it.';
     END IF;
     PERFORM runra_obs._check_config(provider, config);
-    INSERT INTO runra_obs.destinations (name, provider, handler, handler_role)
+    start := runra_obs._start_time(provider, config);
+    -- "now": every event visible at or below it is the past; what commits
+    -- from here on has a higher id (waits for the inserts running now)
+    now_id := runra_obs.safe_watermark();
+    INSERT INTO runra_obs.destinations (name, provider, handler, handler_role, start_at, replay_to)
     VALUES (name, provider,
             CASE WHEN provider = 'function'
                  THEN runra_obs._check_handler((config ->> 'handler')::regprocedure) END,
-            CASE WHEN provider = 'function' THEN current_user::regrole END)
+            CASE WHEN provider = 'function' THEN current_user::regrole END,
+            start, CASE WHEN start IS NOT NULL THEN now_id END)
     RETURNING id INTO dest;
     PERFORM runra_obs._apply_config(dest, provider, config,
                                     CASE WHEN event_types = '{}' THEN NULL ELSE event_types END);
     INSERT INTO runra_obs.forward_counters (destination_id) VALUES (dest);
-    PERFORM runra_obs._forward_sync_trigger();
+    INSERT INTO runra_obs.consumers (name, position)
+    VALUES ('destination:' || dest, CASE WHEN start IS NULL THEN now_id ELSE 0 END);
 END
 $$;
 COMMENT ON FUNCTION runra_obs.add_destination(text, text, jsonb, text[]) IS
-    'Adds a destination: provider axiom, otel, jsonl or function, with the seed''s option names in config';
+    'Adds a destination: provider axiom, otel, jsonl or function, with the seed''s option names in config; it starts at now, or replays from config startAt';
 
 -- The destination called `name`, or a clear error.
 CREATE FUNCTION runra_obs._destination(name text)
@@ -429,6 +414,11 @@ DECLARE
     d runra_obs.destinations := runra_obs._destination(name);
     merged jsonb;
 BEGIN
+    IF config ? 'startAt' THEN
+        RAISE EXCEPTION 'option "startAt" can only be given when a destination is added'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'To replay history into it, remove the destination and add it again with startAt.';
+    END IF;
     -- the old options, with each key of config replacing (or, when null, removing) one
     merged := d.settings || d.secrets
               || jsonb_build_object('batchSize', d.batch_size, 'flushIntervalMs', d.flush_interval_ms,
@@ -442,7 +432,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.change_destination(text, jsonb, text[]) IS
-    'Changes options of a destination (keys given replace the old ones, null removes one); event_types too when given';
+    'Changes options of a destination (keys given replace the old ones, null removes one); event_types too when given, for the events after its cursor';
 
 -- Pauses (false) or resumes (true) the destination called `name`.
 CREATE FUNCTION runra_obs._set_enabled(name text, enabled boolean)
@@ -453,9 +443,7 @@ AS $$
 BEGIN
     UPDATE runra_obs.destinations AS d SET enabled = _set_enabled.enabled
     WHERE d.id = (runra_obs._destination(_set_enabled.name)).id;
-    IF _set_enabled.enabled THEN
-        PERFORM runra_obs._forward_wake();
-    END IF;
+    PERFORM runra_obs._forward_wake();
 END
 $$;
 
@@ -465,7 +453,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT runra_obs._set_enabled($1, false) $$;
 COMMENT ON FUNCTION runra_obs.pause_destination(text) IS
-    'Stops delivering to a destination; its events keep being queued';
+    'Stops delivering to a destination; its cursor stays where it is and it falls behind';
 
 CREATE FUNCTION runra_obs.resume_destination(name text)
 RETURNS void
@@ -473,7 +461,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT runra_obs._set_enabled($1, true) $$;
 COMMENT ON FUNCTION runra_obs.resume_destination(text) IS
-    'Resumes delivering to a paused destination, starting with what queued meanwhile';
+    'Resumes delivering to a paused destination, from its cursor (what arrived meanwhile first)';
 
 CREATE FUNCTION runra_obs.remove_destination(name text)
 RETURNS void
@@ -486,15 +474,16 @@ DECLARE
 BEGIN
     LOCK TABLE runra_obs.destinations IN SHARE ROW EXCLUSIVE MODE;
     d := runra_obs._destination(name);
-    DELETE FROM runra_obs.outbox WHERE destination_id = d.id;
+    DELETE FROM runra_obs.redeliveries WHERE destination_id = d.id;
     DELETE FROM runra_obs.dead_letters WHERE destination_id = d.id;
     DELETE FROM runra_obs.forward_counters WHERE destination_id = d.id;
+    DELETE FROM runra_obs.consumers WHERE consumers.name = 'destination:' || d.id;
     DELETE FROM runra_obs.destinations WHERE id = d.id;
-    PERFORM runra_obs._forward_sync_trigger();
+    PERFORM runra_obs._forward_wake();
 END
 $$;
 COMMENT ON FUNCTION runra_obs.remove_destination(text) IS
-    'Removes a destination with its queue, dead letters and counters';
+    'Removes a destination with its cursor, redeliveries, dead letters and counters';
 
 CREATE FUNCTION runra_obs.on(event_pattern text, handler regprocedure)
 RETURNS text
@@ -532,7 +521,7 @@ BEGIN
         WHERE dest IS NULL OR l.destination_id = dest
         RETURNING l.destination_id, l.event_id, l.created_at, l.sandbox_id
     )
-    INSERT INTO runra_obs.outbox (destination_id, event_id, created_at, sandbox_id)
+    INSERT INTO runra_obs.redeliveries (destination_id, event_id, created_at, sandbox_id)
     SELECT * FROM gone
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS moved = ROW_COUNT;
@@ -541,7 +530,55 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
-    'Moves the dead letters of one destination (or of all, given NULL) back into the outbox; returns how many';
+    'Moves the dead letters of one destination (or of all, given NULL) to runra_obs.redeliveries, to be sent again; returns how many';
+
+-- ---------------------------------------------------------------------------
+-- Reading, for the forward worker.
+-- ---------------------------------------------------------------------------
+
+-- The events a destination selects with ids in (after_id, up_to_id], in id
+-- order, at most max_events.  The bounds are values (EXECUTE), and seqscans
+-- are off, so that partitions without statistics are still read through
+-- the BRIN index on id; parallel workers are off (starting them costs more
+-- than reading 10,000 rows).  A replay (start_at) reads up to replay_to with
+-- created_at >= start_at, which prunes the partitions before it; the
+-- worker never asks for a range that crosses replay_to.
+CREATE FUNCTION runra_obs._forward_batch(destination integer, after_id bigint,
+                                         up_to_id bigint, max_events integer)
+RETURNS TABLE (id bigint, created_at timestamptz, sandbox_id text, event_type text,
+               data jsonb, trace_id text, sandbox_trace_id text, failed boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET max_parallel_workers_per_gather = 0
+AS $$
+DECLARE
+    d runra_obs.destinations;
+BEGIN
+    SELECT * INTO STRICT d FROM runra_obs.destinations AS x WHERE x.id = destination;
+    IF d.start_at IS NOT NULL AND after_id < d.replay_to THEN
+        RETURN QUERY EXECUTE $rows$
+        SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
+               runra_obs.event_failed(e.event_type, e.data)
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.id > $1 AND e.id <= $2 AND e.created_at >= $5
+          AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
+        ORDER BY e.id LIMIT $4
+        $rows$ USING after_id, least(up_to_id, d.replay_to), d.like_patterns, max_events, d.start_at;
+    ELSE
+        RETURN QUERY EXECUTE $rows$
+        SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
+               runra_obs.event_failed(e.event_type, e.data)
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.id > $1 AND e.id <= $2
+          AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
+        ORDER BY e.id LIMIT $4
+        $rows$ USING after_id, up_to_id, d.like_patterns, max_events;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer) IS
+    'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events';
 
 REVOKE ALL ON FUNCTION
     runra_obs.add_destination(text, text, jsonb, text[]),
@@ -552,9 +589,9 @@ REVOKE ALL ON FUNCTION
     runra_obs.on(text, regprocedure),
     runra_obs.requeue_dead_letters(text),
     runra_obs._forward_wake(),
-    runra_obs._forward_select(),    -- CREATE TRIGGER checks EXECUTE; firing does not
-    runra_obs._forward_sync_trigger(),
+    runra_obs._forward_batch(integer, bigint, bigint, integer),
     runra_obs._glob_to_like(text),
+    runra_obs._start_time(text, jsonb),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),
     runra_obs._check_config(text, jsonb),
     runra_obs._check_handler(regprocedure),
@@ -570,21 +607,33 @@ CREATE VIEW runra_obs.forward_status AS
 SELECT d.name                          AS destination,
        d.provider                      AS provider,
        d.enabled                       AS enabled,
-       coalesce(q.queued, 0)::bigint   AS queued,
-       now() - q.oldest                AS oldest_queued_age,
-       coalesce(c.sent, 0)::bigint     AS sent,
-       coalesce(c.failed, 0)::bigint   AS failed,
+       c.position                      AS position,
+       w.ids_behind                    AS behind_events,
+       w.seconds_behind                AS behind_seconds,
+       coalesce(r.redelivering, 0)::bigint AS redelivering,
+       coalesce(k.sent, 0)::bigint     AS sent,
+       coalesce(k.failed, 0)::bigint   AS failed,
        coalesce(l.dead, 0)::bigint     AS dead_lettered,
-       c.last_success                  AS last_success,
-       c.last_error                    AS last_error
+       k.last_success                  AS last_success,
+       k.last_error                    AS last_error
 FROM runra_obs.destinations AS d
-LEFT JOIN runra_obs.forward_counters AS c ON c.destination_id = d.id
-LEFT JOIN LATERAL (SELECT count(*) AS queued, min(o.queued_at) AS oldest
-                   FROM runra_obs.outbox AS o WHERE o.destination_id = d.id) AS q ON true
+JOIN runra_obs.consumers AS c ON c.name = 'destination:' || d.id
+CROSS JOIN LATERAL runra_obs._watermark_lag(c.position) AS w
+LEFT JOIN runra_obs.forward_counters AS k ON k.destination_id = d.id
+LEFT JOIN LATERAL (SELECT count(*) AS redelivering
+                   FROM runra_obs.redeliveries AS x WHERE x.destination_id = d.id) AS r ON true
 LEFT JOIN LATERAL (SELECT count(*) AS dead
                    FROM runra_obs.dead_letters AS x WHERE x.destination_id = d.id) AS l ON true;
 COMMENT ON VIEW runra_obs.forward_status IS
-    'Per destination: queued events and the oldest one''s age, events sent, failed attempts, dead letters, last success and last error';
+    'Per destination: its cursor and lag behind the safe watermark (events, seconds), events to send again, events sent, failed attempts, dead letters, last success and last error';
+COMMENT ON COLUMN runra_obs.forward_status.position IS
+    'The destination''s cursor: every event with an id at or below it was accepted, dead-lettered or skipped by the selection';
+COMMENT ON COLUMN runra_obs.forward_status.behind_events IS
+    'Event ids between the cursor and the safe watermark: events not read yet or not yet accepted (those the selection skips included)';
+COMMENT ON COLUMN runra_obs.forward_status.behind_seconds IS
+    'How long the events after the cursor have been safe to read and not delivered; 0 when caught up';
+COMMENT ON COLUMN runra_obs.forward_status.redelivering IS
+    'Events in runra_obs.redeliveries for this destination (requeued dead letters, handler failures)';
 COMMENT ON COLUMN runra_obs.forward_status.failed IS
     'Events in delivery attempts that failed (each attempt counts)';
 COMMENT ON COLUMN runra_obs.forward_status.dead_lettered IS

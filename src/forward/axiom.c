@@ -30,8 +30,8 @@ axiom_encode(StringInfo out, ForwardEvent *events, int n)
 }
 
 /*
- * Gzips a body into a malloc'd buffer (libcurl reads it after we return, so
- * it lives outside PostgreSQL's memory contexts).  False when zlib fails.
+ * Gzips a body into a buffer palloc'd in the current memory context (the
+ * batch's: libcurl reads it after we return).  False when zlib fails.
  */
 bool
 axiom_gzip(const char *in, size_t len, char **out, size_t *out_len)
@@ -41,11 +41,11 @@ axiom_gzip(const char *in, size_t len, char **out, size_t *out_len)
 	int			rc;
 
 	memset(&zs, 0, sizeof(zs));
-	if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+	if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8,
 					 Z_DEFAULT_STRATEGY) != Z_OK)
 		return false;
 	bound = deflateBound(&zs, len) + 32;
-	*out = malloc(bound);
+	*out = palloc_extended(bound, MCXT_ALLOC_NO_OOM);
 	if (*out == NULL)
 	{
 		deflateEnd(&zs);
@@ -60,7 +60,7 @@ axiom_gzip(const char *in, size_t len, char **out, size_t *out_len)
 	deflateEnd(&zs);
 	if (rc != Z_STREAM_END)
 	{
-		free(*out);
+		pfree(*out);
 		*out = NULL;
 		return false;
 	}
@@ -71,12 +71,13 @@ axiom_gzip(const char *in, size_t len, char **out, size_t *out_len)
  * Which events of the request did Axiom name as failed?  Failures carry the
  * event's timestamp; every event with that time counts as failed.  When the
  * names do not account for `failed` events, all of them count as failed.
+ * (*refused)[i] says whether event i was refused.
  */
 static void
 match_failures(cJSON *failures, int failed, InFlight *req,
-			   int64 **failed_ids, int *n_failed)
+			   bool **refused, int *n_refused)
 {
-	bool	   *hit = palloc0(sizeof(bool) * req->n_events);
+	bool	   *hit = palloc0(sizeof(bool) * Max(req->n_events, 1));
 	int			matched = 0;
 	cJSON	   *f;
 
@@ -89,34 +90,37 @@ match_failures(cJSON *failures, int failed, InFlight *req,
 		if (!cJSON_IsString(ts) || !parse_iso8601_timestamp(ts->valuestring, &t, &problem))
 			continue;
 		for (int i = 0; i < req->n_events; i++)
-			if (!hit[i] && req->created_at[i] == t)
+			if (!hit[i] && req->events[i].created_at == t)
 			{
 				hit[i] = true;
 				matched++;
 			}
 	}
-	*failed_ids = palloc(sizeof(int64) * req->n_events);
-	*n_failed = 0;
+	*n_refused = 0;
 	for (int i = 0; i < req->n_events; i++)
-		if (hit[i] || matched < failed)
-			(*failed_ids)[(*n_failed)++] = req->event_ids[i];
+	{
+		hit[i] = hit[i] || matched < failed;
+		*n_refused += hit[i];
+	}
+	*refused = hit;
 }
 
 /*
- * Reads Axiom's 2xx answer.  SEND_OK with *n_failed events it refused
- * (to dead-letter, with *error saying why), or SEND_RETRY when the answer is
- * not what Axiom sends.
+ * Reads Axiom's 2xx answer.  SEND_OK with *n_refused events it refused
+ * (marked in *refused, to dead-letter, with *error saying why), or
+ * SEND_RETRY when the answer is not what Axiom sends.
  */
 SendOutcome
-axiom_read_answer(const char *body, InFlight *req, int64 **failed_ids,
-				  int *n_failed, char **error)
+axiom_read_answer(const char *body, InFlight *req, bool **refused,
+				  int *n_refused, char **error)
 {
 	cJSON	   *root = cJSON_Parse(body ? body : "");
 	cJSON	   *failed = root ? cJSON_GetObjectItemCaseSensitive(root, "failed") : NULL;
 	cJSON	   *failures;
 	cJSON	   *first;
 
-	*n_failed = 0;
+	*n_refused = 0;
+	*refused = NULL;
 	*error = NULL;
 	if (!cJSON_IsNumber(failed))
 	{
@@ -128,7 +132,7 @@ axiom_read_answer(const char *body, InFlight *req, int64 **failed_ids,
 	{
 		failures = cJSON_GetObjectItemCaseSensitive(root, "failures");
 		first = cJSON_IsArray(failures) ? cJSON_GetArrayItem(failures, 0) : NULL;
-		match_failures(failures, (int) failed->valuedouble, req, failed_ids, n_failed);
+		match_failures(failures, (int) failed->valuedouble, req, refused, n_refused);
 		*error = psprintf("axiom refused %d of %d events: %.200s",
 						  (int) failed->valuedouble, req->n_events,
 						  first && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(first, "error"))

@@ -1,13 +1,17 @@
 /*
  * forward.h — the forward worker's shared types: destinations as the worker
- * holds them, the events of one batch, and the interfaces between the
- * worker loop, the outbox, the encoders and the transport.
+ * holds them (each a consumer of the event log with a cursor), the batches
+ * it has read and not yet settled, and the interfaces between the worker
+ * loop, the cursor's SQL side, the encoders and the transport.
  *
- * Flow: worker.c asks outbox.c which destinations are due, fetches a batch
- * (short transaction), hands it to an encoder (axiom.c, otlp.c) and
- * transport.c (libcurl multi), or writes it itself (jsonl.c, handler.c);
- * the outcome goes back to outbox.c (acknowledge, or retry.c decides when
- * to try again and outbox.c dead-letters what is past its limit).
+ * Flow: worker.c advances the safe watermark, and for each destination
+ * that is due reads the next batch of the events after its read frontier
+ * (cursor.c, a short transaction), encodes it (axiom.c, otlp.c) and puts it
+ * on the wire (transport.c, libcurl multi, several batches per
+ * destination), or writes it itself (jsonl.c); handler.c runs SQL
+ * handlers.  Outcomes come back to worker.c, which moves the cursor over
+ * the longest run of settled batches (cursor.c again); retry.c decides
+ * when a failed batch is sent again.
  */
 #ifndef RUNRA_OBS_FORWARD_H
 #define RUNRA_OBS_FORWARD_H
@@ -19,6 +23,9 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
+/* Axiom takes up to 10,000 events per request: the most a batch holds. */
+#define FORWARD_MAX_BATCH 10000
+
 typedef enum ForwardProvider
 {
 	PROVIDER_AXIOM,
@@ -27,32 +34,61 @@ typedef enum ForwardProvider
 	PROVIDER_FUNCTION
 } ForwardProvider;
 
-/* One queued event with what the encoders need of it. */
+/* One event of a batch with what the encoders need of it. */
 typedef struct ForwardEvent
 {
 	int64		event_id;
 	TimestampTz created_at;
-	TimestampTz queued_at;
 	char	   *sandbox_id;
 	char	   *event_type;		/* NULL when the event is no longer stored */
 	Jsonb	   *data;
 	char	   *trace_id;		/* NULL when the event had none */
 	char	   *sandbox_trace_id;	/* md5(sandbox_id) in hex: OTLP's fallback */
+	bool		failed;			/* runra_obs.event_failed(): the one definition */
 } ForwardEvent;
 
-/* A request on the wire (HTTP destinations only). */
+typedef enum BatchState
+{
+	BATCH_ON_WIRE,				/* a request is in flight */
+	BATCH_FAILED,				/* waiting for its retry */
+	BATCH_SETTLED				/* accepted, or dead-lettered: the cursor may pass it */
+} BatchState;
+
+struct Destination;
+
+/*
+ * A batch read from the log: the events of ids (lo, hi] the destination
+ * selects (a range batch), or events from runra_obs.redeliveries.  Its
+ * memory context holds the events and the request body; what libcurl's
+ * callbacks fill (response) is malloc'd, as they must not throw.
+ */
 typedef struct InFlight
 {
+	struct Destination *dest;
+	MemoryContext cxt;
+	bool		redelivery;
+	int64		lo;
+	int64		hi;
+	BatchState	state;
+	int			attempts;
+	TimestampTz first_attempt;
+	ForwardEvent *events;
+	int			n_events;
+	/* once settled: the events to dead-letter, and whether that is recorded */
+	ForwardEvent *dead;
+	int			n_dead;
+	char	   *dead_error;
+	bool		recorded;
+	/* the request (HTTP destinations) */
 	CURL	   *easy;
 	struct curl_slist *headers;
-	char	   *body;			/* malloc'd: libcurl reads it while we wait */
+	char	   *body;
 	size_t		body_len;
+	const char *content_encoding;
+	char	   *auth;
 	char	   *response;		/* malloc'd, capped; filled by libcurl's callback */
 	size_t		response_len;
 	char		retry_after[128];	/* Retry-After header value, if any */
-	int64	   *event_ids;		/* the batch, to acknowledge or fail */
-	TimestampTz *created_at;	/* event times (Axiom failures name them) */
-	int			n_events;
 	char		error[CURL_ERROR_SIZE];
 } InFlight;
 
@@ -67,6 +103,7 @@ typedef struct Destination
 	int			flush_interval_ms;
 	int64		max_retry_ms;
 	int			timeout_ms;
+	int64		replay_to;		/* 0: not replaying */
 	/* provider settings */
 	char	   *url;			/* axiom: the full ingest URL; otel: .../v1/traces */
 	char	   *token;
@@ -77,13 +114,21 @@ typedef struct Destination
 	int			max_files;
 	Oid			handler;
 	Oid			handler_role;
-	/* what the last look at the outbox found */
-	int			queued;			/* up to batch_size */
-	TimestampTz oldest_queued;
-	/* delivery state, kept across reloads */
+	int64		redelivering;	/* rows in runra_obs.redeliveries, at the last look */
+	/* consumer state, kept across reloads */
+	int64		position;		/* the durable cursor, as last written */
+	int64		read_to;		/* end of the last range batch read */
+	List	   *batches;		/* range batches read and not passed, in id order */
+	InFlight   *redelivery;		/* the redelivery batch being sent, if any */
+	int			on_wire;		/* requests in flight */
+	/* what to record at the next settle */
+	int64		sent;
+	int64		failed;
+	char		error[1024];	/* the last error since ('' if none) */
+	bool		success;
+	/* backoff */
 	int			failures;		/* consecutive failed attempts */
-	TimestampTz next_attempt;	/* not before this (backoff) */
-	InFlight   *inflight;
+	TimestampTz next_attempt;	/* not before this */
 	bool		seen;			/* still configured (reload bookkeeping) */
 	MemoryContext cxt;			/* settings live here */
 } Destination;
@@ -96,14 +141,22 @@ typedef enum SendOutcome
 	SEND_PERMANENT				/* refused for good: dead-letter */
 } SendOutcome;
 
-/* outbox.c — every function runs its own short transaction */
-extern List *outbox_load_destinations(List *known, MemoryContext cxt);
-extern int	outbox_fetch(Destination *dest, ForwardEvent **events);
-extern void outbox_ack(Destination *dest, const int64 *ids, int n);
-extern void outbox_fail(Destination *dest, const int64 *ids, int n,
-						const char *error, bool permanent);
-extern void outbox_note_error(Destination *dest, const char *error, int n);
-extern void outbox_run_batch_in_xact(void (*fn) (void *), void *arg);
+/* cursor.c — SQL, inside the caller's transaction */
+extern List *cursor_load_destinations(List *known, MemoryContext cxt);
+extern int	cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
+						ForwardEvent **events, MemoryContext into);
+extern int	cursor_read_redeliveries(Destination *dest, int max_events,
+									 ForwardEvent **events, MemoryContext into);
+extern void cursor_dead_letter(Destination *dest, ForwardEvent *events, int n,
+							   TimestampTz first_attempt, int attempts, const char *error,
+							   bool redelivery);
+extern void cursor_delivered_redeliveries(Destination *dest, ForwardEvent *events, int n);
+extern void cursor_failed_redeliveries(Destination *dest, ForwardEvent *events, int n,
+									   const char *error);
+extern void cursor_record(Destination *dest);
+extern void cursor_move(Destination *dest, int64 position);
+extern void cursor_queue_redeliveries(Destination *dest, ForwardEvent *events, int n,
+									  const char *error);
 
 /* json_out.c */
 extern void json_append_timestamp(StringInfo out, TimestampTz ts);
@@ -116,7 +169,7 @@ extern int64 timestamp_to_unix_nanos(TimestampTz ts);
 extern void axiom_encode(StringInfo out, ForwardEvent *events, int n);
 extern bool axiom_gzip(const char *in, size_t len, char **out, size_t *out_len);
 extern SendOutcome axiom_read_answer(const char *body, InFlight *req,
-									 int64 **failed_ids, int *n_failed,
+									 bool **refused, int *n_refused,
 									 char **error);
 extern void otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n);
 extern void otlp_read_answer(const char *body, char **error, int *rejected);
@@ -124,9 +177,8 @@ extern void otlp_read_answer(const char *body, char **error, int *rejected);
 /* jsonl.c */
 extern bool jsonl_write(Destination *dest, ForwardEvent *events, int n, char **error);
 
-/* handler.c */
-extern int	handler_deliver(Destination *dest, int64 *ids, int n, char **last_error,
-							int64 **failed_ids, int *n_failed);
+/* handler.c: one transaction of handler calls, the cursor moved with them */
+extern bool handler_consume(Destination *dest, int64 watermark, char **error);
 
 /* retry.c */
 extern SendOutcome retry_classify_status(ForwardProvider provider, long status);
@@ -135,15 +187,13 @@ extern void retry_reset(Destination *dest);
 
 /* transport.c */
 extern void transport_init(void);
-extern void transport_start(Destination *dest, InFlight *req, const char *content_encoding,
-							const char *auth);
+extern void transport_start(InFlight *req);
 extern void transport_wait(long timeout_ms, bool *latch_set);
-extern Destination *transport_next_done(CURLcode *code, long *status);
-extern void transport_release(InFlight *req);
-extern void transport_cancel(Destination *dest);
+extern InFlight *transport_next_done(CURLcode *code, long *status);
+extern void transport_detach(InFlight *req);
 
 /* worker.c */
-extern void runra_forward_count(uint64 sent, uint64 dead_lettered);
+extern void forward_note_error(Destination *dest, const char *error);
 
 /* wake.c */
 #define FORWARD_WORKER_TYPE "runra_obs forward"

@@ -1,13 +1,15 @@
 /*
  * handler.c — the function destination: SQL handlers (runra_obs.on()).
  *
- * The worker calls handler(event row) for each queued event, in its own
- * transaction (never the inserting one) and each event in its own
- * subtransaction.  The event's outbox entry is removed in that same
- * subtransaction, so what a handler writes commits together with the
- * acknowledgement: once, or (after an error) not at all.  An error is
- * logged, counted, and the event stays queued to be retried with backoff
- * like a failed send.
+ * A function destination is a consumer like the others, but its delivery
+ * is a transaction of our own: handler_consume() calls handler(event row)
+ * for each selected event after the cursor (and for its redeliveries),
+ * each in its own subtransaction, and moves the cursor in the same
+ * transaction, so what a handler writes commits together with the cursor
+ * move: once, or (after a crash) not at all.  An event its handler fails
+ * on is logged, counted and put in runra_obs.redeliveries, in that same
+ * transaction, so it is retried with backoff without holding up the events
+ * after it; after max_retry_ms it becomes a dead letter.
  *
  * The handler runs as the role that registered it, not as the worker's
  * superuser, and must be executable by that role.
@@ -25,38 +27,38 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "forward/forward.h"
 
-typedef struct HandlerRun
-{
-	Destination *dest;
-	int64	   *ids;
-	int			n;
-	int			delivered;
-	int64	   *failed_ids;
-	int			n_failed;
-	char	   *last_error;
-	MemoryContext caller;		/* where results outlive the transaction */
-} HandlerRun;
+/* Events older in the redeliveries than max_retry_ms become dead letters. */
+static const char *const expire_sql =
+"WITH gone AS ("
+"    DELETE FROM runra_obs.redeliveries"
+"    WHERE destination_id = $1 AND attempts > 0"
+"      AND extract(epoch FROM now() - queued_at) * 1000 > $2"
+"    RETURNING *)"
+" INSERT INTO runra_obs.dead_letters AS l"
+"     (destination_id, event_id, created_at, sandbox_id, queued_at, attempts, error)"
+" SELECT destination_id, event_id, created_at, sandbox_id, queued_at, attempts,"
+"        'still failing after ' || $2 || ' ms (max_retry_ms): ' || coalesce(last_error, '')"
+" FROM gone"
+" ON CONFLICT (destination_id, event_id) DO UPDATE"
+" SET attempts = EXCLUDED.attempts, dead_at = now(), error = EXCLUDED.error";
 
-/* Takes the event out of the outbox and returns its row (NULL if gone). */
+/* The stored row of an event (false if it is gone), in an SPI connection. */
 static bool
-take_event(Destination *dest, int64 id, Datum *row)
+fetch_row(ForwardEvent *ev, Datum *row)
 {
-	Oid			types[2] = {INT4OID, INT8OID};
-	Datum		values[2] = {Int32GetDatum(dest->id), Int64GetDatum(id)};
+	Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, INT8OID};
+	Datum		values[3] = {CStringGetTextDatum(ev->sandbox_id),
+	TimestampTzGetDatum(ev->created_at), Int64GetDatum(ev->event_id)};
 	bool		isnull;
 
-	if (SPI_execute_with_args("WITH gone AS ("
-							  "  DELETE FROM runra_obs.outbox"
-							  "  WHERE destination_id = $1 AND event_id = $2"
-							  "  RETURNING sandbox_id, created_at, event_id)"
-							  " SELECT e FROM runra_obs.sandbox_events AS e JOIN gone AS g"
-							  "   ON e.sandbox_id = g.sandbox_id AND e.created_at = g.created_at"
-							  "  AND e.id = g.event_id",
-							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "runra_obs forward: could not take event " INT64_FORMAT " from the outbox", id);
+	if (SPI_execute_with_args("SELECT e FROM runra_obs.sandbox_events AS e"
+							  " WHERE e.sandbox_id = $1 AND e.created_at = $2 AND e.id = $3",
+							  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "runra_obs forward: could not read event " INT64_FORMAT, ev->event_id);
 	if (SPI_processed == 0)
 		return false;
 	*row = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -94,9 +96,13 @@ call_handler(Destination *dest, Datum row)
 	SetUserIdAndSecContext(save_user, save_sec);
 }
 
-/* One event in its own subtransaction; false (with run->last_error) on error. */
+/*
+ * One event in its own subtransaction; false (with *error, in the caller's
+ * context) when the handler failed.  An event no longer stored counts as
+ * handled: there is nothing to call the handler with.
+ */
 static bool
-deliver_one(HandlerRun *run, int64 id)
+handle_one(Destination *dest, ForwardEvent *ev, char **error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -111,8 +117,11 @@ deliver_one(HandlerRun *run, int64 id)
 	{
 		Datum		row;
 
-		if (take_event(run->dest, id, &row))
-			call_handler(run->dest, row);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (fetch_row(ev, &row))
+			call_handler(dest, row);
+		SPI_finish();
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -124,8 +133,8 @@ deliver_one(HandlerRun *run, int64 id)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		run->last_error = MemoryContextStrdup(run->caller, psprintf("handler %s failed on event " INT64_FORMAT ": %s",
-								   format_procedure(run->dest->handler), id, edata->message));
+		*error = psprintf("handler %s failed on event " INT64_FORMAT ": %s",
+						  format_procedure(dest->handler), ev->event_id, edata->message);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -135,53 +144,93 @@ deliver_one(HandlerRun *run, int64 id)
 	return ok;
 }
 
-/* Runs the handler over the batch inside the caller's transaction. */
-static void
-run_handlers(void *arg)
+/*
+ * Runs the handler over events: the ones it failed on are moved to the
+ * front of the array, the ones it handled copied to done.  Returns how
+ * many failed (*error: the last error).
+ */
+static int
+handle_all(Destination *dest, ForwardEvent *events, int n, ForwardEvent *done,
+		   char **error)
 {
-	HandlerRun *run = arg;
-	Oid			types[2] = {INT4OID, INT8OID};
-	Datum		values[2];
+	int			n_failed = 0;
+	int			n_done = 0;
 
-	for (int i = 0; i < run->n; i++)
+	for (int i = 0; i < n; i++)
 	{
-		if (deliver_one(run, run->ids[i]))
-			run->delivered++;
+		CHECK_FOR_INTERRUPTS();
+		if (handle_one(dest, &events[i], error))
+			done[n_done++] = events[i];
 		else
 		{
-			run->failed_ids[run->n_failed++] = run->ids[i];
 			ereport(LOG,
-					(errmsg("runra_obs forward: destination \"%s\": %s",
-							run->dest->name, run->last_error)));
+					(errmsg("runra_obs forward: destination \"%s\": %s", dest->name, *error)));
+			events[n_failed++] = events[i];
 		}
 	}
-	values[0] = Int32GetDatum(run->dest->id);
-	values[1] = Int64GetDatum(run->delivered);
-	if (run->delivered > 0)
-		SPI_execute_with_args("UPDATE runra_obs.forward_counters"
-							  " SET sent = sent + $2, last_success = now()"
-							  " WHERE destination_id = $1",
-							  2, types, values, NULL, false, 0);
+	dest->sent += n_done;
+	dest->failed += n_failed;
+	return n_failed;
+}
+
+/* Calls the handler for a batch of redeliveries. */
+static int
+redeliver(Destination *dest, char **error)
+{
+	ForwardEvent *events;
+	int			n = cursor_read_redeliveries(dest, dest->batch_size, &events, CurrentMemoryContext);
+	ForwardEvent *done = palloc(sizeof(ForwardEvent) * Max(n, 1));
+	int			n_failed;
+	Oid			types[2] = {INT4OID, INT8OID};
+	Datum		values[2] = {Int32GetDatum(dest->id), Int64GetDatum(dest->max_retry_ms)};
+
+	n_failed = handle_all(dest, events, n, done, error);
+	/* the handled ones leave the redeliveries, the failed ones count an attempt */
+	cursor_delivered_redeliveries(dest, done, n - n_failed);
+	cursor_failed_redeliveries(dest, events, n_failed, *error);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(expire_sql, 2, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "runra_obs forward: could not expire redeliveries");
+	SPI_finish();
+	return n_failed;
 }
 
 /*
- * Calls the destination's handler for each event; returns how many were
- * handled, and the ids that failed with the last error.
+ * One step of a function destination, in the caller's transaction: its
+ * redeliveries, then the selected events after its cursor (up to
+ * batch_size of them, at or below watermark), the cursor moved past them.
+ * Returns false when a handler failed (*error says why): back off.  The
+ * caller makes read_to the position once this committed.
  */
-int
-handler_deliver(Destination *dest, int64 *ids, int n, char **last_error,
-				int64 **failed_ids, int *n_failed)
+bool
+handler_consume(Destination *dest, int64 watermark, char **error)
 {
-	HandlerRun	run = {0};
+	ForwardEvent *events;
+	int64		lo = dest->position;
+	int64		hi = Min(watermark, lo + FORWARD_MAX_BATCH);
+	int			n;
+	int			n_failed = 0;
 
-	run.dest = dest;
-	run.ids = ids;
-	run.n = n;
-	run.failed_ids = palloc(sizeof(int64) * Max(n, 1));
-	run.caller = CurrentMemoryContext;
-	outbox_run_batch_in_xact(run_handlers, &run);
-	*last_error = run.last_error;
-	*failed_ids = run.failed_ids;
-	*n_failed = run.n_failed;
-	return run.delivered;
+	*error = NULL;
+	if (dest->redelivering > 0)
+		n_failed += redeliver(dest, error);
+	if (dest->replay_to > lo)
+		hi = Min(hi, dest->replay_to);
+	if (hi > lo)
+	{
+		n = cursor_read(dest, lo, hi, dest->batch_size, &events, CurrentMemoryContext);
+		if (n == dest->batch_size)
+			hi = events[n - 1].event_id;
+		n = handle_all(dest, events, n, palloc(sizeof(ForwardEvent) * Max(n, 1)), error);
+		cursor_queue_redeliveries(dest, events, n, *error);
+		n_failed += n;
+		cursor_move(dest, hi);
+		dest->read_to = hi;
+	}
+	dest->success = dest->sent > 0;
+	if (*error)
+		strlcpy(dest->error, *error, sizeof(dest->error));
+	cursor_record(dest);
+	return n_failed == 0;
 }

@@ -7,8 +7,8 @@
  * (plus "traceId" when the event has one), one event per line.  Files
  * rotate by size: when the next line would take filePath past
  * maxFileSizeMb, filePath becomes filePath.1, filePath.1 becomes
- * filePath.2 and so on, keeping maxFiles files in all.  A batch leaves the
- * outbox only after its lines were written and fsync'd, and the renames of
+ * filePath.2 and so on, keeping maxFiles files in all.  The cursor passes a
+ * batch only after its lines were written and fsync'd, and the renames of
  * a rotation are fsync'd through the directory.
  *
  * Nothing here throws on I/O trouble: a failure is reported back as a

@@ -15,8 +15,9 @@
  *   endTimeUnixNano    start + data.durationMs, when the event has one
  *   attributes         sandbox.id, runra.event.id, then data flattened
  *                      with dotted keys (arrays as arrayValue)
- *   status             ERROR for *.failed, exec.timed_out and
- *                      exec.completed with a non-zero exitCode
+ *   status             ERROR for what runra_obs.event_failed() calls a
+ *                      failure (exec.failed, exec.timed_out, tool.failed,
+ *                      exec.completed whose exitCode is not the number 0)
  */
 #include "postgres.h"
 
@@ -224,26 +225,26 @@ duration_nanos(ForwardEvent *ev)
 	return (int64) (ms * 1e6);
 }
 
-/* The status message of a failed event, or NULL when it did not fail. */
+/*
+ * The status message of a failed event (runra_obs.event_failed(), read with
+ * the event), or NULL when it did not fail: its exit code, its error, or
+ * its type.
+ */
 static char *
 failure_message(ForwardEvent *ev)
 {
-	size_t		len = strlen(ev->event_type);
 	JsonbValue *v;
 
+	if (!ev->failed)
+		return NULL;
 	if (strcmp(ev->event_type, "exec.completed") == 0)
 	{
 		v = data_field(ev, "exitCode");
-		if (v == NULL || v->type != jbvNumeric ||
-			DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(v->val.numeric),
-											 DirectFunctionCall1(int4_numeric, Int32GetDatum(0)))))
-			return NULL;
-		return psprintf("exit code %s",
-						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric))));
+		if (v != NULL && v->type == jbvNumeric)
+			return psprintf("exit code %s",
+							DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric))));
+		return pstrdup("no usable exit code");
 	}
-	if (strcmp(ev->event_type, "exec.timed_out") != 0 &&
-		(len < 7 || strcmp(ev->event_type + len - 7, ".failed") != 0))
-		return NULL;
 	v = data_field(ev, "error");
 	if (v != NULL && v->type == jbvString)
 		return pnstrdup(v->val.string.val, v->val.string.len);

@@ -5,9 +5,10 @@
  * libcurl tells us, through its socket and timer callbacks, which sockets
  * it wants watched and when it wants to be called back; transport_wait()
  * builds a WaitEventSet of the latch, postmaster death and those sockets,
- * waits, and hands what happened back to curl_multi_socket_action().  Every
- * destination has at most one request in flight; many destinations send at
- * once.
+ * waits, and hands what happened back to curl_multi_socket_action().  A
+ * destination has several requests in flight (runra_obs.forward_requests
+ * of them) and many destinations send at once; libcurl keeps the
+ * connections open between requests.
  *
  * The callbacks only copy bytes into malloc'd memory and fixed arrays: no
  * PostgreSQL call (which could throw) runs inside a libcurl frame.
@@ -139,16 +140,17 @@ transport_init(void)
 
 /* Builds the header list: JSON, no Expect: 100-continue, then the extras. */
 static struct curl_slist *
-build_headers(Destination *dest, const char *content_encoding, const char *auth)
+build_headers(InFlight *req)
 {
 	struct curl_slist *h = NULL;
+	Destination *dest = req->dest;
 
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, "Expect:");
-	if (content_encoding)
-		h = curl_slist_append(h, psprintf("Content-Encoding: %s", content_encoding));
-	if (auth)
-		h = curl_slist_append(h, psprintf("Authorization: %s", auth));
+	if (req->content_encoding)
+		h = curl_slist_append(h, psprintf("Content-Encoding: %s", req->content_encoding));
+	if (req->auth)
+		h = curl_slist_append(h, psprintf("Authorization: %s", req->auth));
 	if (dest->headers)
 	{
 		char	   *copy = pstrdup(dest->headers);
@@ -160,19 +162,23 @@ build_headers(Destination *dest, const char *content_encoding, const char *auth)
 	return h;
 }
 
-/* Starts POSTing req->body to the destination's URL. */
+/* Starts POSTing req->body to its destination's URL (again, after a failure). */
 void
-transport_start(Destination *dest, InFlight *req, const char *content_encoding,
-				const char *auth)
+transport_start(InFlight *req)
 {
-	CURL	   *easy = curl_easy_init();
+	Destination *dest = req->dest;
+	CURL	   *easy;
 
+	transport_detach(req);
+	easy = curl_easy_init();
 	if (easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle")));
 	req->easy = easy;
-	req->headers = build_headers(dest, content_encoding, auth);
+	req->headers = build_headers(req);
+	req->retry_after[0] = '\0';
+	req->error[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_URL, dest->url);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
@@ -187,8 +193,9 @@ transport_start(Destination *dest, InFlight *req, const char *content_encoding,
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_callback);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->error);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, dest);
-	dest->inflight = req;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	req->state = BATCH_ON_WIRE;
+	dest->on_wire++;
 	curl_multi_add_handle(multi, easy);
 }
 
@@ -255,11 +262,11 @@ transport_wait(long timeout_ms, bool *latch_set)
 }
 
 /*
- * The next finished request: its destination, libcurl's result and the HTTP
- * status; NULL when none has finished.  The request stays attached to the
- * destination until transport_release().
+ * The next finished request, with libcurl's result and the HTTP status;
+ * NULL when none has finished.  It stays attached to libcurl until
+ * transport_detach() (or the next transport_start()).
  */
-Destination *
+InFlight *
 transport_next_done(CURLcode *code, long *status)
 {
 	int			left;
@@ -267,43 +274,37 @@ transport_next_done(CURLcode *code, long *status)
 
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
-		Destination *dest;
+		InFlight   *req;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &dest);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
 		*code = msg->data.result;
 		*status = 0;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, status);
-		return dest;
+		return req;
 	}
 	return NULL;
 }
 
-/* Frees a request and everything libcurl and we allocated for it. */
+/*
+ * Takes a request off the wire (finished or not) and frees what libcurl and
+ * its callbacks allocated for it; the batch itself stays.
+ */
 void
-transport_release(InFlight *req)
+transport_detach(InFlight *req)
 {
 	if (req->easy)
 	{
 		curl_multi_remove_handle(multi, req->easy);
 		curl_easy_cleanup(req->easy);
+		req->easy = NULL;
+		if (req->state == BATCH_ON_WIRE && req->dest->on_wire > 0)
+			req->dest->on_wire--;
 	}
 	curl_slist_free_all(req->headers);
-	free(req->body);
+	req->headers = NULL;
 	free(req->response);
-	free(req->event_ids);
-	free(req->created_at);
-	free(req);
-}
-
-/* Abandons the destination's request in flight, if any (its events stay queued). */
-void
-transport_cancel(Destination *dest)
-{
-	if (dest->inflight)
-	{
-		transport_release(dest->inflight);
-		dest->inflight = NULL;
-	}
+	req->response = NULL;
+	req->response_len = 0;
 }

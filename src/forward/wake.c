@@ -1,11 +1,12 @@
 /*
  * wake.c — runra_obs._forward_wake(): wake the forward worker at commit.
  *
- * The selection trigger calls it when it queued something.  It registers a
- * transaction callback (once per transaction) that, when the transaction
- * commits, sets the latch of this database's forward worker, so the
- * worker looks at the outbox at once instead of at its next poll.  A
- * rolled-back transaction wakes nobody: it queued nothing.
+ * The configuration functions (add, change, pause, resume, remove a
+ * destination; requeue dead letters) call it.  It registers a transaction
+ * callback (once per transaction) that, when the transaction commits, sets
+ * the latch of this database's forward worker, so the worker re-reads the
+ * destinations at once instead of within the second.  A rolled-back
+ * transaction wakes nobody: it changed nothing.
  *
  * The worker is found among the background workers by its type and
  * database; its pid is remembered and checked again before each use, so a

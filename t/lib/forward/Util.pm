@@ -60,12 +60,13 @@ sub add_destination
 		"SELECT runra_obs.add_destination('$name', '$provider', '$json', $arr)");
 }
 
-# Waits until the destination has nothing queued and $sent events sent.
+# Waits until the destination has caught up with the watermark, has
+# nothing to redeliver and has sent $sent events.
 sub wait_delivered
 {
 	my ($node, $name, $sent, $what) = @_;
 	ok($node->poll_query_until('postgres',
-			"SELECT queued = 0 AND sent >= $sent FROM runra_obs.forward_status WHERE destination = '$name'"),
+			"SELECT behind_events = 0 AND redelivering = 0 AND sent >= $sent FROM runra_obs.forward_status WHERE destination = '$name'"),
 		$what // "$name: $sent events delivered");
 }
 
