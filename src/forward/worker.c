@@ -26,8 +26,6 @@
  */
 #include "postgres.h"
 
-#include <malloc.h>
-
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -832,22 +830,6 @@ forward_turn(MemoryContext turn_cxt, bool *woken, TimestampTz *last_load)
 	settle_finished();
 }
 
-/*
- * Every batch allocates megabytes (the events, the request body, the
- * executor's copies) and frees them when it is settled.  By default glibc
- * maps blocks that large afresh and unmaps them when freed, so each batch
- * pays a page fault per 4 kB it touches (a fifth of the worker's time when
- * behind).  Keep them in the heap instead, for the next batch.
- */
-static void
-keep_freed_memory(void)
-{
-#ifdef M_MMAP_THRESHOLD
-	(void) mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
-	(void) mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
-#endif
-}
-
 /* Entry point of the forward worker (registered in workers.c). */
 void
 runra_forward_main(Datum arg)
@@ -862,7 +844,7 @@ runra_forward_main(Datum arg)
 	if (!runra_worker_wait_for_extension())
 		proc_exit(0);
 	transport_init();
-	keep_freed_memory();
+	runra_worker_keep_freed_memory();
 	forward_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs forward",
 										ALLOCSET_DEFAULT_SIZES);
 	watermark_probe_init(&probe, AllocSetContextCreate(TopMemoryContext,

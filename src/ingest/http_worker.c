@@ -144,6 +144,7 @@ runra_http_worker_main(Datum arg)
 	runra_worker_setup_signals();
 	BackgroundWorkerInitializeConnection(runra_database, NULL, 0);
 	runra_worker_attach("http");
+	runra_worker_keep_freed_memory();
 	pgstat_report_appname("runra_obs http");
 	if (!runra_worker_wait_for_extension())
 		proc_exit(1);
