@@ -84,6 +84,19 @@ SELECT string_agg(b.event_type, ', ' ORDER BY b.id) AS first_two
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 2) AS b;
 
+-- each event comes with whether it failed, by the one definition
+-- (runra_obs.event_failed(): the OTLP span status reads it)
+SELECT :'before'::bigint AS before_failed \gset
+SELECT ingested FROM runra_obs.ingest(jsonb_build_array(
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_f', 'type', 'exec.completed', 'data', '{"exitCode": 0}'::jsonb),
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_f', 'type', 'exec.completed', 'data', '{"exitCode": 2}'::jsonb),
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_f', 'type', 'exec.completed', 'data', '{}'::jsonb),
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_f', 'type', 'exec.timed_out', 'data', '{}'::jsonb)));
+SELECT string_agg(b.data::text || ' ' || b.failed, ', ' ORDER BY b.id) AS failed_as_read
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before_failed, :before_failed + 1000, 1000) AS b
+WHERE b.sandbox_id = 'sb_f';
+
 -- ---- a paused destination says so; its cursor stays ----
 SELECT runra_obs.pause_destination('ax');
 SELECT destination, enabled FROM runra_obs.forward_status ORDER BY destination;
