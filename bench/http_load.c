@@ -6,8 +6,10 @@
  *
  *   http_load URL TOKEN BODY_FILE CONTENT_TYPE REQUESTS CONNECTIONS [MAX_SECONDS]
  *
- * REQUESTS 0 with MAX_SECONDS runs for that long instead.  Output is one
- * line of key=value pairs for the script to read.
+ * BODY_FILE given as @LIST names a file listing body files, one per line:
+ * request i sends the (i mod n)-th, so a run can send every batch of a data
+ * set once.  REQUESTS 0 with MAX_SECONDS runs for that long instead.
+ * Output is one line of key=value pairs for the script to read.
  */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -53,13 +55,69 @@ read_file(const char *path, long *len)
 	return buf;
 }
 
+/* The bodies to send: one file, or each file of an @LIST. */
+typedef struct Bodies
+{
+	long		n;
+	char	  **data;
+	long	   *len;
+} Bodies;
+
+static Bodies
+read_bodies(const char *arg)
+{
+	Bodies		b = {0, NULL, NULL};
+	FILE	   *list;
+	char		path[4096];
+
+	if (arg[0] != '@')
+	{
+		b.n = 1;
+		b.data = malloc(sizeof(char *));
+		b.len = malloc(sizeof(long));
+		b.data[0] = read_file(arg, &b.len[0]);
+		return b;
+	}
+	if ((list = fopen(arg + 1, "r")) == NULL)
+	{
+		perror(arg + 1);
+		exit(2);
+	}
+	while (fgets(path, sizeof(path), list) != NULL)
+	{
+		path[strcspn(path, "\n")] = '\0';
+		if (path[0] == '\0')
+			continue;
+		b.data = realloc(b.data, (b.n + 1) * sizeof(char *));
+		b.len = realloc(b.len, (b.n + 1) * sizeof(long));
+		b.data[b.n] = read_file(path, &b.len[b.n]);
+		b.n++;
+	}
+	fclose(list);
+	if (b.n == 0)
+	{
+		fprintf(stderr, "%s lists no files\n", arg + 1);
+		exit(2);
+	}
+	return b;
+}
+
+/* Points a handle at the body of request number i. */
+static void
+set_body(CURL *easy, Bodies *b, long i)
+{
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, b->data[i % b->n]);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, b->len[i % b->n]);
+}
+
 int
 main(int argc, char **argv)
 {
-	const char *url, *body_path;
-	long		body_len, requests, connections, started = 0, finished = 0, ok = 0, failed = 0;
+	const char *url;
+	long		requests, connections, started = 0, finished = 0, ok = 0, failed = 0;
 	double		max_seconds, t0, elapsed;
-	char	   *body, auth[512], type[256];
+	char		auth[512], type[256];
+	Bodies		bodies;
 	struct curl_slist *headers = NULL;
 	CURLM	   *multi;
 	int			running;
@@ -70,11 +128,10 @@ main(int argc, char **argv)
 		return 2;
 	}
 	url = argv[1];
-	body_path = argv[3];
 	requests = atol(argv[5]);
 	connections = atol(argv[6]);
 	max_seconds = argc > 7 ? atof(argv[7]) : 0;
-	body = read_file(body_path, &body_len);
+	bodies = read_bodies(argv[3]);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", argv[2]);
 	snprintf(type, sizeof(type), "Content-Type: %s", argv[4]);
 	headers = curl_slist_append(headers, auth);
@@ -91,8 +148,7 @@ main(int argc, char **argv)
 
 		curl_easy_setopt(easy, CURLOPT_URL, url);
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, body_len);
+		set_body(easy, &bodies, started);
 		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT, 60L);
 		curl_multi_add_handle(multi, easy);
@@ -122,6 +178,7 @@ main(int argc, char **argv)
 				: now_seconds() - t0 < max_seconds;
 			if (more)
 			{
+				set_body(easy, &bodies, started);
 				started++;
 				curl_multi_add_handle(multi, easy);	/* same connection, kept alive */
 				running++;
@@ -138,6 +195,5 @@ main(int argc, char **argv)
 	curl_multi_cleanup(multi);
 	curl_slist_free_all(headers);
 	curl_global_cleanup();
-	free(body);
 	return failed > 0 ? 1 : 0;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/ingest.sh — runra_obs.ingest_jsonl() against the ceiling, COPY of the
-# same events into the same table (which has no trigger at all), in one run.
+# bench/ingest.sh — runra_obs.ingest_jsonl() and HTTP POST /v1/events against
+# the ceiling, COPY of the same events into the same table (which has no
+# trigger at all), in one run.
 #
 #   bench/ingest.sh [EVENTS] [ROUNDS] [SESSIONS]
 #                   defaults: 1000000 events, 3 rounds, 2 sessions
@@ -10,16 +11,20 @@
 # 7 days) and written twice: as the seed's JSONL lines and as COPY text of
 # the same rows, both cut into 1000-event batches.  Each round empties the
 # table, then SESSIONS sessions share the batches, one statement and one
-# transaction per batch, first as COPY, then as ingest_jsonl.  The rollup
+# transaction per batch, first as COPY, then as ingest_jsonl; then the same
+# batches go to POST /v1/events as NDJSON, each once, over 4 keep-alive
+# connections to the 2 HTTP workers (bench/http_load.c).  The rollup
 # worker runs all along, as in production; it is let catch up before each
 # timed phase, and the time it takes to fold each phase is printed.  The
-# best round of each is reported, with the ratio ingest_jsonl / COPY.
+# best round of each is reported, with the ratios to COPY.
 set -euo pipefail
 events=${1:-1000000}
 rounds=${2:-3}
 sessions=${3:-2}
 . "$(dirname "$0")/lib.sh"
-bench_cluster_start ingest "runra_obs.rollup_interval = '1s'"
+http_port=${BENCH_HTTP_PORT:-18787}
+bench_cluster_start ingest "runra_obs.rollup_interval = '1s'" \
+    "runra_obs.http_workers = 2" "runra_obs.http_port = $http_port"
 bench_machine
 bench_as_user "$BENCH_BIN/psql" -X -q -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
     -f "$BENCH_SRC/bench/rollups.sql" >/dev/null
@@ -49,6 +54,10 @@ for s in $(seq 0 $((sessions - 1))); do
         > "$BENCH_DIR/jsonl.$s.sql"
 done
 chmod 644 "$BENCH_DIR"/*.sql
+ls "$BENCH_DIR"/batches/jsonl.* > "$BENCH_DIR/http.list"
+cc -O2 -o "$BENCH_DIR/http_load" "$BENCH_SRC/bench/http_load.c" $(pkg-config --cflags --libs libcurl)
+token=$(bench_psql "SELECT runra_obs.create_ingest_token('bench')")
+batches_n=$(wc -l < "$BENCH_DIR/http.list")
 
 # Waits until the rollup consumer has folded every event; prints the seconds.
 catch_up() {
@@ -71,7 +80,16 @@ run_sessions() {
     echo $(( ($(date +%s%N) - start) / 1000000 ))
 }
 
-best_copy= ; best_ingest=
+# Sends every batch once over HTTP; prints the wall-clock ms.
+run_http() {
+    local out
+    out=$("$BENCH_DIR/http_load" "http://127.0.0.1:$http_port/v1/events" "$token" "@$BENCH_DIR/http.list" \
+          application/x-ndjson "$batches_n" 4)
+    case $out in *failed=0*) ;; *) echo "HTTP requests failed: $out" >&2; exit 1 ;; esac
+    echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/' | awk '{printf "%.0f", $1 * 1000}'
+}
+
+best_copy= ; best_ingest= ; best_http=
 for r in $(seq "$rounds"); do
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
     catch_up >/dev/null
@@ -84,15 +102,23 @@ for r in $(seq "$rounds"); do
     n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
     [ "$n" = "$events" ] || { echo "ingest_jsonl stored $n of $events events" >&2; exit 1; }
     ! grep -qv '^0$' "$BENCH_DIR"/jsonl.*.out || { echo "ingest_jsonl rejected events" >&2; exit 1; }
-    printf 'round %d: COPY %.0f ms (rollups caught up %ss later), ingest_jsonl %.0f ms (%s ids behind at the end, caught up %ss later)\n' \
-        "$r" "$c" "$fold_c" "$g" "$lag" "$fold_g"
+    bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
+    h=$(run_http)
+    fold_h=$(catch_up)
+    n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
+    [ "$n" = "$events" ] || { echo "HTTP stored $n of $events events" >&2; exit 1; }
+    printf 'round %d: COPY %.0f ms (rollups caught up %ss later), ingest_jsonl %.0f ms (%s ids behind at the end, caught up %ss later), HTTP %.0f ms (caught up %ss later)\n' \
+        "$r" "$c" "$fold_c" "$g" "$lag" "$fold_g" "$h" "$fold_h"
     best_copy=$(echo "${best_copy:-$c} $c" | awk '{print ($1 < $2) ? $1 : $2}')
     best_ingest=$(echo "${best_ingest:-$g} $g" | awk '{print ($1 < $2) ? $1 : $2}')
+    best_http=$(echo "${best_http:-$h} $h" | awk '{print ($1 < $2) ? $1 : $2}')
 done
-awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" 'BEGIN {
+awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" -v h="$best_http" 'BEGIN {
     printf "COPY (ceiling): %9.0f events/s\n", n / (c / 1000);
     printf "ingest_jsonl:   %9.0f events/s\n", n / (g / 1000);
-    printf "ratio ingest_jsonl / COPY: %.2f\n", c / g }'
+    printf "HTTP:           %9.0f events/s\n", n / (h / 1000);
+    printf "ratio ingest_jsonl / COPY: %.2f\n", c / g;
+    printf "ratio HTTP / COPY: %.2f\n", c / h }'
 
 # Steady load at half the ceiling for STEADY_SECONDS: pgbench sends the
 # batches at a fixed rate while the rollup consumer's lag is sampled twice a
