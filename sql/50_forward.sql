@@ -149,9 +149,12 @@ SELECT (SELECT count(*) FROM runra_obs.redeliveries) AS redeliveries,
 
 -- ---- a start time: the destination replays from the beginning of the log,
 -- up to the watermark when it was added with created_at >= startAt, and
--- everything after that
+-- everything after that.  The start time lies past the last partition, so
+-- no stored event can be after it, whatever the time of day (other files
+-- store events at fixed times of today, which are ahead of now() just
+-- after midnight).
 SELECT runra_obs.add_destination('replay', 'jsonl',
-    jsonb_build_object('filePath', '/tmp/replay.jsonl', 'startAt', now() + interval '1 hour'));
+    jsonb_build_object('filePath', '/tmp/replay.jsonl', 'startAt', now() + interval '40 days'));
 SELECT d.start_at > now() AS starts_later, d.replay_to = (SELECT last_value FROM runra_obs.sandbox_events_id_seq) AS replays_to_now,
        c.position AS position
 FROM runra_obs.destinations AS d JOIN runra_obs.consumers AS c ON c.name = 'destination:' || d.id;
