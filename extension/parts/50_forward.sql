@@ -553,28 +553,22 @@ SET enable_seqscan = off
 SET max_parallel_workers_per_gather = 0
 AS $$
 DECLARE
-    d runra_obs.destinations;
+    d         runra_obs.destinations;
+    replaying boolean;
 BEGIN
     SELECT * INTO STRICT d FROM runra_obs.destinations AS x WHERE x.id = destination;
-    IF d.start_at IS NOT NULL AND after_id < d.replay_to THEN
-        RETURN QUERY EXECUTE $rows$
+    -- the history a start time replays has its own bound on created_at
+    replaying := d.start_at IS NOT NULL AND after_id < d.replay_to;
+    RETURN QUERY EXECUTE format($rows$
         SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
                runra_obs.event_failed(e.event_type, e.data)
         FROM runra_obs.sandbox_events AS e
-        WHERE e.id > $1 AND e.id <= $2 AND e.created_at >= $5
+        WHERE e.id > $1 AND e.id <= $2 %s
           AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
         ORDER BY e.id LIMIT $4
-        $rows$ USING after_id, least(up_to_id, d.replay_to), d.like_patterns, max_events, d.start_at;
-    ELSE
-        RETURN QUERY EXECUTE $rows$
-        SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
-               runra_obs.event_failed(e.event_type, e.data)
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.id > $1 AND e.id <= $2
-          AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
-        ORDER BY e.id LIMIT $4
-        $rows$ USING after_id, up_to_id, d.like_patterns, max_events;
-    END IF;
+        $rows$, CASE WHEN replaying THEN 'AND e.created_at >= $5' ELSE '' END)
+    USING after_id, CASE WHEN replaying THEN least(up_to_id, d.replay_to) ELSE up_to_id END,
+          d.like_patterns, max_events, d.start_at;
 END
 $$;
 COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer) IS

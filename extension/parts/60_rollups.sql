@@ -405,17 +405,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     up_to bigint := runra_obs.safe_watermark();
+    step  bigint := current_setting('runra_obs.rollup_batch_size')::bigint;
     pos   bigint;
 BEGIN
     LOOP
-        pos := runra_obs._consume_rollups(up_to, 1000000);
+        pos := runra_obs._consume_rollups(up_to, step);
         EXIT WHEN pos >= up_to;
     END LOOP;
     RETURN pos;
 END
 $$;
 COMMENT ON FUNCTION runra_obs.fold_rollups() IS
-    'Folds every event committed now into the rollups, as the rollup worker does each second; returns the rollup consumer''s position';
+    'Folds every event committed now into the rollups, as the rollup worker does each second (in steps of runra_obs.rollup_batch_size ids); returns the rollup consumer''s position';
 
 
 -- The rollups as of the last committed event: the folded rows, and the

@@ -94,7 +94,7 @@ fold_until_caught_up(WatermarkProbe *probe)
 static void
 show_position(void)
 {
-	int64		watermark = watermark_published(NULL);
+	int64		watermark = watermark_published();
 
 	runra_worker_set_state(psprintf("caught up with the watermark at id " INT64_FORMAT, watermark));
 }

@@ -66,7 +66,6 @@ typedef struct WatermarkShared
 {
 	slock_t		mutex;
 	int64		safe;
-	TimestampTz safe_since;		/* when safe took its current value */
 	int			next;			/* next slot of the history ring */
 	int64		history_value[WATERMARK_HISTORY];
 	TimestampTz history_at[WATERMARK_HISTORY];
@@ -204,7 +203,6 @@ publish(int64 value)
 	if (value > shared->safe)
 	{
 		shared->safe = value;
-		shared->safe_since = now;
 		shared->history_value[shared->next] = value;
 		shared->history_at[shared->next] = now;
 		shared->next = (shared->next + 1) % WATERMARK_HISTORY;
@@ -254,7 +252,7 @@ finish_probe(WatermarkProbe *probe, int64 *known)
 int64
 watermark_advance(WatermarkProbe *probe)
 {
-	int64		known = watermark_published(NULL);
+	int64		known = watermark_published();
 
 	if (probe->active && !finish_probe(probe, &known))
 		return known;
@@ -265,7 +263,7 @@ watermark_advance(WatermarkProbe *probe)
 
 /*
  * A safe watermark now, waiting for the writers (interruptible, as any lock
- * wait).  For SQL callers: runra_obs.safe_watermark(true), fold_rollups().
+ * wait).  For SQL callers: runra_obs.safe_watermark(), fold_rollups().
  */
 int64
 watermark_compute_blocking(void)
@@ -273,27 +271,22 @@ watermark_compute_blocking(void)
 	WatermarkProbe probe;
 
 	watermark_probe_init(&probe, CurrentMemoryContext);
-	probe.candidate = sequence_last_value();
-	note_writers(&probe);
+	start_probe(&probe);
 	writers_ended(&probe, true);
 	publish(probe.candidate);
-	return Max(probe.candidate, watermark_published(NULL));
+	return Max(probe.candidate, watermark_published());
 }
 
-/* The published watermark (0 if none, or without shared memory), and since when. */
+/* The published watermark (0 if none, or without shared memory). */
 int64
-watermark_published(TimestampTz *since)
+watermark_published(void)
 {
-	int64		value = 0;
+	int64		value;
 
-	if (since)
-		*since = 0;
 	if (shared == NULL)
 		return 0;
 	SpinLockAcquire(&shared->mutex);
 	value = shared->safe;
-	if (since)
-		*since = shared->safe_since;
 	SpinLockRelease(&shared->mutex);
 	return value;
 }
@@ -324,6 +317,22 @@ watermark_passed_at(int64 position)
 	}
 	SpinLockRelease(&shared->mutex);
 	return at;
+}
+
+/*
+ * How long the events after position have been safe to read and not
+ * consumed, in seconds, by a consumer that sees `watermark`: 0 when it is
+ * caught up.  The one rule behind consumer_status, forward_status,
+ * worker_status and /metrics.
+ */
+double
+watermark_seconds_behind(int64 position, int64 watermark)
+{
+	TimestampTz since;
+
+	if (watermark <= position || (since = watermark_passed_at(position)) == 0)
+		return 0;
+	return (double) (GetCurrentTimestamp() - since) / USECS_PER_SEC;
 }
 
 /*
@@ -377,7 +386,6 @@ watermark_append_metrics(StringInfo out)
 {
 	ConsumerReport reports[WATERMARK_CONSUMERS];
 	int64		safe;
-	TimestampTz now = GetCurrentTimestamp();
 
 	if (shared == NULL)
 		return;
@@ -396,13 +404,7 @@ watermark_append_metrics(StringInfo out)
 	appendStringInfoString(out, "# HELP runra_obs_consumer_lag_seconds How long the events after a consumer's position have been safe to read\n"
 						   "# TYPE runra_obs_consumer_lag_seconds gauge\n");
 	for (int i = 0; i < WATERMARK_CONSUMERS; i++)
-	{
-		TimestampTz since;
-
-		if (reports[i].name[0] == '\0')
-			continue;
-		since = safe > reports[i].position ? watermark_passed_at(reports[i].position) : 0;
-		appendStringInfo(out, "runra_obs_consumer_lag_seconds{consumer=\"%s\"} %.3f\n", reports[i].name,
-						 since == 0 ? 0.0 : (double) (now - since) / USECS_PER_SEC);
-	}
+		if (reports[i].name[0] != '\0')
+			appendStringInfo(out, "runra_obs_consumer_lag_seconds{consumer=\"%s\"} %.3f\n", reports[i].name,
+							 watermark_seconds_behind(reports[i].position, safe));
 }

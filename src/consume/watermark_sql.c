@@ -33,16 +33,12 @@ runra_watermark_lag(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
-	int64		watermark = watermark_published(NULL);
-	TimestampTz behind_since = watermark_passed_at(position);
-	double		seconds = 0;
+	int64		watermark = watermark_published();
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (watermark > position && behind_since != 0)
-		seconds = (double) (GetCurrentTimestamp() - behind_since) / USECS_PER_SEC;
 	values[0] = Int64GetDatum(watermark);
 	values[1] = Int64GetDatum(Max(watermark - position, 0));
-	values[2] = Float8GetDatum(seconds);
+	values[2] = Float8GetDatum(watermark_seconds_behind(position, watermark));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -340,7 +340,7 @@ copy_events(ForwardEvent **events, MemoryContext into)
  * The events the destination selects with ids in (lo, hi], at most
  * max_events, in id order, copied into `into`; returns how many.
  */
-int
+static int
 cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
 			ForwardEvent **events, MemoryContext into)
 {
@@ -355,6 +355,34 @@ cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
 		elog(ERROR, "runra_obs forward: could not read the events of destination \"%s\"", dest->name);
 	n = copy_events(events, into);
 	SPI_finish();
+	return n;
+}
+
+/*
+ * The next batch after lo: the selected events in (lo, *hi], at most
+ * max_events of them, where *hi is the watermark, at most FORWARD_MAX_BATCH
+ * ids on and never past replay_to while replaying (the two ranges are read
+ * apart), and the last event's id when the batch is full.  Returns how
+ * many; *hi == lo when there is nothing to read.
+ */
+int
+cursor_read_next(Destination *dest, int64 lo, int64 watermark, int max_events,
+				 ForwardEvent **events, MemoryContext into, int64 *hi)
+{
+	int			n;
+
+	*hi = Min(watermark, lo + FORWARD_MAX_BATCH);
+	if (dest->replay_to > lo)
+		*hi = Min(*hi, dest->replay_to);
+	*events = NULL;
+	if (*hi <= lo)
+	{
+		*hi = lo;
+		return 0;
+	}
+	n = cursor_read(dest, lo, *hi, max_events, events, into);
+	if (n == max_events)
+		*hi = (*events)[n - 1].event_id;
 	return n;
 }
 

@@ -143,8 +143,6 @@ typedef enum SendOutcome
 
 /* cursor.c — SQL, inside the caller's transaction */
 extern List *cursor_load_destinations(List *known, MemoryContext cxt);
-extern int	cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
-						ForwardEvent **events, MemoryContext into);
 extern int	cursor_read_redeliveries(Destination *dest, int max_events,
 									 ForwardEvent **events, MemoryContext into);
 extern void cursor_dead_letter(Destination *dest, ForwardEvent *events, int n,
@@ -154,6 +152,8 @@ extern void cursor_delivered_redeliveries(Destination *dest, ForwardEvent *event
 extern void cursor_failed_redeliveries(Destination *dest, ForwardEvent *events, int n,
 									   const char *error);
 extern void cursor_record(Destination *dest);
+extern int	cursor_read_next(Destination *dest, int64 lo, int64 watermark, int max_events,
+							 ForwardEvent **events, MemoryContext into, int64 *hi);
 extern void cursor_move(Destination *dest, int64 position);
 extern void cursor_queue_redeliveries(Destination *dest, ForwardEvent *events, int n,
 									  const char *error);

@@ -207,21 +207,17 @@ bool
 handler_consume(Destination *dest, int64 watermark, char **error)
 {
 	ForwardEvent *events;
-	int64		lo = dest->position;
-	int64		hi = Min(watermark, lo + FORWARD_MAX_BATCH);
+	int64		hi;
 	int			n;
 	int			n_failed = 0;
 
 	*error = NULL;
 	if (dest->redelivering > 0)
 		n_failed += redeliver(dest, error);
-	if (dest->replay_to > lo)
-		hi = Min(hi, dest->replay_to);
-	if (hi > lo)
+	n = cursor_read_next(dest, dest->position, watermark, dest->batch_size,
+						 &events, CurrentMemoryContext, &hi);
+	if (hi > dest->position)
 	{
-		n = cursor_read(dest, lo, hi, dest->batch_size, &events, CurrentMemoryContext);
-		if (n == dest->batch_size)
-			hi = events[n - 1].event_id;
 		n = handle_all(dest, events, n, palloc(sizeof(ForwardEvent) * Max(n, 1)), error);
 		cursor_queue_redeliveries(dest, events, n, *error);
 		n_failed += n;

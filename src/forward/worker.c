@@ -173,21 +173,16 @@ typedef struct Read
 	InFlight   *batch;
 } Read;
 
-/* Reads the next range batch of a destination: (read_to, watermark], capped. */
+/* Reads the next range batch of a destination, after its read frontier. */
 static void
 read_range_step(void *arg)
 {
 	InFlight   *b = ((Read *) arg)->batch;
 	Destination *d = b->dest;
-	int			max = FORWARD_MAX_BATCH;
 
 	b->lo = d->read_to;
-	b->hi = Min(watermark, b->lo + FORWARD_MAX_BATCH);
-	if (d->replay_to > b->lo)
-		b->hi = Min(b->hi, d->replay_to);
-	b->n_events = cursor_read(d, b->lo, b->hi, max, &b->events, b->cxt);
-	if (b->n_events == max)
-		b->hi = b->events[max - 1].event_id;
+	b->n_events = cursor_read_next(d, b->lo, watermark, FORWARD_MAX_BATCH,
+								   &b->events, b->cxt, &b->hi);
 }
 
 /*
@@ -769,16 +764,10 @@ show_lag(void)
 		runra_worker_set_state("idle: no destinations");
 		return;
 	}
-	{
-		TimestampTz since = watermark_passed_at(worst->position);
-		int64		ids = Max(watermark - worst->position, 0);
-		double		s = ids > 0 && since != 0
-			? (double) (GetCurrentTimestamp() - since) / USECS_PER_SEC : 0;
-
-		snprintf(state, sizeof(state), "behind " INT64_FORMAT " ids, %.1f s: %s",
-				 ids, s, worst->name);
-		runra_worker_set_state(state);
-	}
+	snprintf(state, sizeof(state), "behind " INT64_FORMAT " ids, %.1f s: %s",
+			 Max(watermark - worst->position, 0),
+			 watermark_seconds_behind(worst->position, watermark), worst->name);
+	runra_worker_set_state(state);
 }
 
 /* Milliseconds until the next backoff ends (or the poll interval). */
@@ -813,7 +802,9 @@ forward_turn(MemoryContext turn_cxt, bool *woken, TimestampTz *last_load)
 	MemoryContextReset(turn_cxt);
 	MemoryContextSwitchTo(turn_cxt);
 	runra_worker_reload_if_needed();
-	if (in_xact("runra_obs forward: advancing the watermark", look_step, &look) && look.reload)
+	/* with no destinations the watermark is of no use: no transaction */
+	if ((look.reload || destinations != NIL)
+		&& in_xact("runra_obs forward: advancing the watermark", look_step, &look) && look.reload)
 	{
 		*last_load = now;
 		*woken = false;
