@@ -8,6 +8,7 @@ RUNRA_PACKAGES=(
     build-essential pkg-config
     postgresql-15 postgresql-server-dev-15 libpq-dev
     libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev zlib1g-dev
+    protobuf-c-compiler libprotobuf-c-dev
     libipc-run-perl
     curl
 )
