@@ -194,5 +194,39 @@ $node->stop('immediate');
 $node->start;
 exact('after an immediate stop of the server');
 
+# ---- a transaction that wrote: its own uncommitted ids are below the
+# watermark it computes for itself, but it never publishes that value
+my $writer = $node->background_psql('postgres');
+$writer->query_safe('BEGIN; ' . ingest_sql('sb_own', 1));
+my $own_id = $writer->query_safe('SELECT max(id) FROM runra_obs.sandbox_events');
+cmp_ok($writer->query_safe('SELECT runra_obs.safe_watermark()'), '>=', $own_id,
+	'a writing transaction sees its own ids below its watermark');
+cmp_ok(sql("SELECT watermark FROM runra_obs.consumer_status WHERE name = 'rollups'"), '<', $own_id,
+	'and does not publish it');
+$writer->query_safe('COMMIT');
+$writer->quit;
+$node->poll_query_until('postgres',
+	"SELECT watermark >= $own_id FROM runra_obs.consumer_status WHERE name = 'rollups'")
+  or die 'the watermark did not pass the committed id';
+
+# ---- another database: its ids are its own sequence's, not the workers'
+# database's (a watermark shared across databases moved this cursor past
+# ids not yet handed out here, and those events were never folded)
+$node->safe_psql('postgres', 'CREATE DATABASE second');
+$node->safe_psql('second', 'CREATE EXTENSION runra_obs');
+my $second = sub { $node->safe_psql('second', $_[0]) };
+my $one_event = q{SELECT ingested FROM runra_obs.ingest(jsonb_build_object('timestamp',
+	to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'sandboxId', 'sb_second',
+	'type', 'exec.completed'))};
+$second->($one_event);
+cmp_ok($second->('SELECT runra_obs.safe_watermark()'), '<=',
+	$second->('SELECT last_value FROM runra_obs.sandbox_events_id_seq'),
+	'the watermark in another database is of its own sequence');
+$second->('SELECT runra_obs.fold_rollups()');
+$second->($one_event) for 1 .. 3;
+$second->('SELECT runra_obs.fold_rollups()');
+is($second->(q{SELECT sum(events) FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_second'}),
+	'4', 'every event of the other database is folded');
+
 $node->stop;
 done_testing();

@@ -62,7 +62,7 @@ FROM runra_obs.consumers AS c,
 COMMENT ON VIEW runra_obs.consumer_status IS
     'Each consumer of the event log with its lag behind the safe watermark';
 COMMENT ON COLUMN runra_obs.consumer_status.watermark IS
-    'The safe watermark the workers last published (0 before they run)';
+    'The safe watermark the workers last published (0 before they run, and in a database they do not serve: runra_obs.database)';
 COMMENT ON COLUMN runra_obs.consumer_status.ids_behind IS
     'Event ids between the position and the watermark: the events not yet consumed, plus the ids of rolled-back inserts';
 COMMENT ON COLUMN runra_obs.consumer_status.seconds_behind IS

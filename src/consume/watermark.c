@@ -28,6 +28,14 @@
  * are not committed) uses W for itself only; every other result is published
  * in shared memory, with a short history of when each value became safe,
  * from which consumers' lag in seconds is read.
+ *
+ * Ids are a database's own: every database with the extension has its own
+ * sequence, and a re-created extension starts again at 1.  So what is
+ * published belongs to one sequence of one database, the one the workers
+ * serve (runra_obs.database); anywhere else (fold_rollups() in another
+ * database) every probe waits for its own writers and publishes nothing.
+ * A watermark read from another database's sequence would move a cursor
+ * past ids not yet handed out here, and those events would never be read.
  */
 #include "postgres.h"
 
@@ -35,6 +43,7 @@
 #include "access/xact.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_sequence.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -49,6 +58,7 @@
 #include "utils/syscache.h"
 
 #include "consume/watermark.h"
+#include "guc.h"
 #include "store/relation.h"
 
 #define WATERMARK_HISTORY 512
@@ -65,6 +75,8 @@ typedef struct ConsumerReport
 typedef struct WatermarkShared
 {
 	slock_t		mutex;
+	Oid			database;		/* the database of that sequence */
+	Oid			sequence;		/* the id sequence these values are of */
 	int64		safe;
 	int			next;			/* next slot of the history ring */
 	int64		history_value[WATERMARK_HISTORY];
@@ -191,15 +203,66 @@ writers_ended(WatermarkProbe *probe, bool wait)
 	return left == 0;
 }
 
+/*
+ * The sequence whose watermark is shared, when this backend's database is
+ * the one the workers serve; InvalidOid elsewhere.  Outside a transaction
+ * (/metrics, a worker's status line) the catalog cannot be read: the last
+ * claim counts if it was made from this database.
+ */
+static Oid
+shared_sequence(void)
+{
+	static Oid	checked_database = InvalidOid;
+	static bool serves = false;
+
+	if (shared == NULL)
+		return InvalidOid;
+	if (!IsTransactionState())
+	{
+		Oid			sequence;
+
+		SpinLockAcquire(&shared->mutex);
+		sequence = shared->database == MyDatabaseId ? shared->sequence : InvalidOid;
+		SpinLockRelease(&shared->mutex);
+		return sequence;
+	}
+	if (checked_database != MyDatabaseId)
+	{
+		char	   *name = get_database_name(MyDatabaseId);
+
+		serves = name != NULL && runra_database != NULL && strcmp(name, runra_database) == 0;
+		checked_database = MyDatabaseId;
+	}
+	return serves ? runra_relation_oid("sandbox_events_id_seq") : InvalidOid;
+}
+
+/* Forgets what was published of another sequence (a re-created extension). */
+static void
+claim_shared(Oid sequence)
+{
+	if (shared->sequence == sequence && shared->database == MyDatabaseId)
+		return;
+	shared->database = MyDatabaseId;
+	shared->sequence = sequence;
+	shared->safe = 0;
+	shared->next = 0;
+	memset(shared->history_value, 0, sizeof(shared->history_value));
+	memset(shared->history_at, 0, sizeof(shared->history_at));
+}
+
 /* Makes value the published watermark if it is newer. */
 static void
 publish(int64 value)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	Oid			sequence;
 
-	if (shared == NULL || TransactionIdIsValid(GetTopTransactionIdIfAny()))
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	if (!OidIsValid(sequence = shared_sequence()))
 		return;
 	SpinLockAcquire(&shared->mutex);
+	claim_shared(sequence);
 	if (value > shared->safe)
 	{
 		shared->safe = value;
@@ -277,16 +340,21 @@ watermark_compute_blocking(void)
 	return Max(probe.candidate, watermark_published());
 }
 
-/* The published watermark (0 if none, or without shared memory). */
+/*
+ * The published watermark: 0 if none, without shared memory, or when it is
+ * not of this database's sequence.
+ */
 int64
 watermark_published(void)
 {
-	int64		value;
+	int64		value = 0;
+	Oid			sequence = shared_sequence();
 
-	if (shared == NULL)
+	if (!OidIsValid(sequence))
 		return 0;
 	SpinLockAcquire(&shared->mutex);
-	value = shared->safe;
+	if (shared->sequence == sequence)
+		value = shared->safe;
 	SpinLockRelease(&shared->mutex);
 	return value;
 }
@@ -301,11 +369,12 @@ TimestampTz
 watermark_passed_at(int64 position)
 {
 	TimestampTz at = 0;
+	Oid			sequence = shared_sequence();
 
-	if (shared == NULL)
+	if (!OidIsValid(sequence))
 		return 0;
 	SpinLockAcquire(&shared->mutex);
-	for (int i = 0; i < WATERMARK_HISTORY; i++)
+	for (int i = 0; i < WATERMARK_HISTORY && shared->sequence == sequence; i++)
 	{
 		int			slot = (shared->next + i) % WATERMARK_HISTORY;
 
