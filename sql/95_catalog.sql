@@ -7,14 +7,14 @@ FROM (
     SELECT 'relation' AS kind, c.oid::regclass::text AS name,
            obj_description(c.oid, 'pg_class') AS comment
     FROM pg_class AS c
-    WHERE c.relnamespace = 'runra_obs'::regnamespace
+    WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
       AND c.relkind IN ('r', 'p', 'v', 'm')
       AND NOT c.relispartition
       AND c.relname NOT LIKE '\_%'
     UNION ALL
     SELECT 'function', p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc')
     FROM pg_proc AS p
-    WHERE p.pronamespace = 'runra_obs'::regnamespace
+    WHERE p.pronamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
       AND p.proname NOT LIKE '\_%'
       AND p.prorettype <> 'trigger'::regtype
 ) AS objects
@@ -24,7 +24,7 @@ ORDER BY kind, name COLLATE "C";
 -- SECURITY DEFINER functions pin their search_path.
 SELECT p.oid::regprocedure AS definer_without_search_path
 FROM pg_proc AS p
-WHERE p.pronamespace = 'runra_obs'::regnamespace
+WHERE p.pronamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
   AND p.prosecdef
   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) AS c WHERE c LIKE 'search_path=%');
 
@@ -34,7 +34,7 @@ WHERE p.pronamespace = 'runra_obs'::regnamespace
 -- may execute one can attach it to a table of their own.
 SELECT p.oid::regprocedure AS public_function
 FROM pg_proc AS p
-WHERE p.pronamespace = 'runra_obs'::regnamespace
+WHERE p.pronamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
   AND has_function_privilege('public', p.oid, 'EXECUTE')
 ORDER BY p.oid::regprocedure::text COLLATE "C";
 
@@ -45,7 +45,7 @@ SELECT c.oid::regclass AS relation,
        has_table_privilege('runra_obs_writer', c.oid, 'SELECT') AS writer_select,
        has_any_column_privilege('runra_obs_writer', c.oid, 'INSERT') AS writer_insert
 FROM pg_class AS c
-WHERE c.relnamespace = 'runra_obs'::regnamespace
+WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
   AND c.relkind IN ('r', 'p', 'v', 'm')
   AND NOT c.relispartition
 ORDER BY c.oid::regclass::text COLLATE "C";

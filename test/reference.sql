@@ -5,18 +5,18 @@ WITH objects AS (
     SELECT 'table' AS kind, c.oid::regclass::text AS name,
            obj_description(c.oid, 'pg_class') AS comment, 1 AS ord
     FROM pg_class AS c
-    WHERE c.relnamespace = 'runra_obs'::regnamespace AND c.relkind IN ('r', 'p')
+    WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace) AND c.relkind IN ('r', 'p')
       AND NOT c.relispartition AND c.relname NOT LIKE '\_%'
     UNION ALL
     SELECT 'view', c.oid::regclass::text, obj_description(c.oid, 'pg_class'), 2
     FROM pg_class AS c
-    WHERE c.relnamespace = 'runra_obs'::regnamespace AND c.relkind IN ('v', 'm')
+    WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace) AND c.relkind IN ('v', 'm')
       AND c.relname NOT LIKE '\_%'
     UNION ALL
     SELECT CASE p.prokind WHEN 'a' THEN 'aggregate' ELSE 'function' END,
            p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc'), 3
     FROM pg_proc AS p
-    WHERE p.pronamespace = 'runra_obs'::regnamespace AND p.proname NOT LIKE '\_%'
+    WHERE p.pronamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace) AND p.proname NOT LIKE '\_%'
 )
 SELECT '| ' || kind || ' | `' || name || '` | '
        || replace(coalesce(comment, ''), '|', '\|') || ' |'
