@@ -60,7 +60,7 @@ ok($node->poll_query_until('postgres',
 	"SELECT failed >= 2 AND sent = 2 AND redelivering = 1 AND behind_events = 0 FROM runra_obs.forward_status WHERE destination = '$picky'"),
 	'the failing event is retried from the redeliveries, the others delivered and passed');
 like(status_of($node, $picky, 'last_error'), qr/cannot handle sandbox sb_bad/, 'last_error has the handler error');
-ok($node->log_contains(qr/handler picky\(runra_obs\.sandbox_events\) failed on event \d+: cannot handle sandbox sb_bad/),
+ok($node->log_contains(qr/handler public\.picky\(runra_obs\.sandbox_events\) failed on event \d+: cannot handle sandbox sb_bad/),
 	'the error is logged');
 $node->safe_psql('postgres', 'DELETE FROM broken');
 wait_delivered($node, $picky, 3, 'delivered once the handler works');

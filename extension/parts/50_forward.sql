@@ -61,7 +61,7 @@ COMMENT ON COLUMN runra_obs.destinations.secrets IS
 COMMENT ON COLUMN runra_obs.destinations.handler IS
     'For provider function: the function called with each event row';
 COMMENT ON COLUMN runra_obs.destinations.handler_role IS
-    'For provider function: the role the handler runs as (who registered it)';
+    'For provider function: the role that registered the handler (it runs as the function''s owner)';
 COMMENT ON COLUMN runra_obs.destinations.start_at IS
     'startAt: the destination replays the events stored when it was added whose created_at is at or after it (NULL: it started at "now")';
 COMMENT ON COLUMN runra_obs.destinations.replay_to IS

@@ -129,10 +129,27 @@ release_slot(int code, Datum arg)
 	MyRunraSlot = NULL;
 }
 
-/* Takes a free status slot for this worker; there are always enough. */
+/*
+ * Every worker runs as a superuser, so nothing it runs may be found on a
+ * search_path someone else can write to: its own SQL is schema-qualified,
+ * and pg_catalog comes before everything else (pg_temp last, so not even a
+ * temporary table can shadow a table of ours).  A handler may change it
+ * for the duration of its own call only (handler.c).
+ */
+static void
+pin_search_path(void)
+{
+	SetConfigOption("search_path", RUNRA_WORKER_SEARCH_PATH, PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * Takes a free status slot for this worker (there are always enough), and
+ * pins the worker's search_path.  Called right after connecting.
+ */
 void
 runra_worker_attach(const char *role)
 {
+	pin_search_path();
 	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
 	{
 		RunraWorkerSlot *slot = &worker_slots[i];

@@ -42,6 +42,9 @@ extern void runra_worker_shmem_startup(void);
 extern void runra_register_worker(const char *type, const char *function,
 								  Datum arg, bool needs_database);
 extern void runra_worker_setup_signals(void);
+/* the search_path of every worker session */
+#define RUNRA_WORKER_SEARCH_PATH "pg_catalog, pg_temp"
+
 extern void runra_worker_attach(const char *role);
 extern bool runra_worker_wait_for_extension(void);
 extern void runra_worker_reload_if_needed(void);
