@@ -192,6 +192,37 @@ END
 $$;
 REVOKE ALL ON FUNCTION runra_obs._create_day_partition(timestamptz) FROM PUBLIC;
 
+-- ---------------------------------------------------------------------------
+-- Locks that only the extension's owner can take.  Advisory locks are open
+-- to every role: one that held hashtext('runra_obs.run_maintenance') stopped
+-- maintenance for as long as it liked.  A row of this table can only be
+-- locked with UPDATE on it, which nobody is granted.
+-- ---------------------------------------------------------------------------
+CREATE TABLE runra_obs._locks (
+    name text PRIMARY KEY
+);
+INSERT INTO runra_obs._locks VALUES ('run_maintenance'), ('rollups');
+REVOKE ALL ON runra_obs._locks FROM PUBLIC;
+COMMENT ON TABLE runra_obs._locks IS
+    'Internal: one row per lock that serialises maintenance work; lockable only by the owner';
+
+-- Waits for the lock `name` until the end of the transaction.
+CREATE FUNCTION runra_obs._lock(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM runra_obs._locks AS l WHERE l.name = _lock.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'runra_obs has no lock named "%"', name USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._lock(text) IS
+    'Internal: takes one of runra_obs._locks until the end of the transaction';
+REVOKE ALL ON FUNCTION runra_obs._lock(text) FROM PUBLIC;
+
 CREATE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
 RETURNS TABLE (action text, object text, detail text)
 LANGUAGE plpgsql
@@ -210,7 +241,7 @@ DECLARE
     parent_busy boolean := false;
 BEGIN
     -- one maintenance at a time; a second caller waits for the first
-    PERFORM pg_advisory_xact_lock(hashtext('runra_obs.run_maintenance'));
+    PERFORM runra_obs._lock('run_maintenance');
     PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);
 
     FOR day IN

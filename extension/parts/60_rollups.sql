@@ -508,7 +508,7 @@ CREATE FUNCTION runra_obs._rollup_lock()
 RETURNS void
 LANGUAGE sql
 AS $$
-    SELECT pg_advisory_xact_lock(hashtext('runra_obs.rollups'))
+    SELECT runra_obs._lock('rollups')
 $$;
 COMMENT ON FUNCTION runra_obs._rollup_lock() IS
     'Internal: serialises compaction, retention and rebuilds (never taken by ingest)';
