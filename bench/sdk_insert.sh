@@ -54,7 +54,8 @@ mkdir -p "$BENCH_DIR/rows" && chown "$BENCH_USER" "$BENCH_DIR/rows"
 bench_psql "COPY (SELECT n, created_at, sandbox_id, event_type, data, trace_id FROM bench.staged ORDER BY n)
             TO '$BENCH_DIR/rows.all'"
 bench_as_user awk -F'\t' -v b="$batch" -v dir="$BENCH_DIR/rows" '{
-    f = dir "/" (int(($1 - 1) / b) * b + 1); sub(/^[0-9]+\t/, ""); print > f }' "$BENCH_DIR/rows.all"
+    f = dir "/" (int(($1 - 1) / b) * b + 1); if (f != last) { if (last) close(last); last = f }
+    sub(/^[0-9]+\t/, ""); print > f }' "$BENCH_DIR/rows.all"
 for kind in copy table sdk; do write_scripts $kind; done
 
 # Runs the sessions' scripts of one kind at once; prints the wall-clock ms.
