@@ -19,6 +19,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/memutils.h"
 
 #include "guc.h"
@@ -85,6 +86,23 @@ reload_if_asked(void)
 }
 
 /*
+ * Under load the loop below never waits, so it never sees the postmaster's
+ * death in its WaitEventSet: it must ask before each group.  Without a
+ * postmaster nothing more may be acknowledged (a restarted server could
+ * not start while we run), so the worker leaves without answering; the
+ * clients retry.
+ */
+static void
+stop_if_postmaster_died(void)
+{
+	if (!PostmasterIsAlive())
+	{
+		ereport(LOG, (errmsg("runra_obs http worker exiting: the postmaster died")));
+		proc_exit(1);
+	}
+}
+
+/*
  * One turn of the loop: run libmicrohttpd, write what completed, send the
  * answers; while that happened more requests may have completed, and they
  * are the next group.
@@ -102,6 +120,7 @@ serve_once(WaitEventSet *set, MemoryContext loop_context)
 	/* answers go out at once, and what arrived meanwhile is the next group */
 	while (http_pending_count() > 0)
 	{
+		stop_if_postmaster_died();
 		http_process_pending();
 		http_server_run();
 	}
