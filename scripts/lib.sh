@@ -9,6 +9,7 @@ RUNRA_PACKAGES=(
     postgresql-15 postgresql-server-dev-15 libpq-dev
     libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev zlib1g-dev
     protobuf-c-compiler libprotobuf-c-dev
+    libkrb5-dev     # PostgreSQL's libpq-be.h includes gssapi.h (the ended-sessions hook)
     libipc-run-perl
     curl
 )

@@ -13,6 +13,7 @@
 #include "storage/ipc.h"
 
 #include "consume/watermark.h"
+#include "ingest/notify.h"
 #include "guc.h"
 #include "worker/worker_common.h"
 #include "runra_obs.h"
@@ -31,6 +32,7 @@ runra_shmem_request(void)
 		prev_shmem_request_hook();
 	runra_worker_shmem_request();
 	watermark_shmem_request();
+	notify_sender_shmem_request();
 }
 
 static void
@@ -40,6 +42,7 @@ runra_shmem_startup(void)
 		prev_shmem_startup_hook();
 	runra_worker_shmem_startup();
 	watermark_shmem_startup();
+	notify_sender_shmem_startup();
 }
 
 void
@@ -55,5 +58,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = runra_shmem_startup;
 
+	notify_sender_install_hooks();
 	runra_register_subsystem_workers();
 }

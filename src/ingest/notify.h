@@ -2,8 +2,8 @@
  * notify.h — the NOTIFY listener: a libpq connection to our own server that
  * LISTENs on runra_obs.notify_channel (notify_conn.c, notify_conninfo.c),
  * the queue that turns notification payloads into event batches
- * (notify_queue.c), and the worker that drives both and the housekeeping
- * (notify_worker.c).
+ * (notify_queue.c), who sent a notification (notify_sender.c), and the
+ * worker that drives them (notify_worker.c).
  */
 #ifndef RUNRA_OBS_NOTIFY_H
 #define RUNRA_OBS_NOTIFY_H
@@ -38,8 +38,8 @@ typedef enum NotifyConnState
 	NOTIFY_LISTENING			/* notifications arrive */
 } NotifyConnState;
 
-/* called with each payload received; it may write the queue */
-typedef void (*NotifyPayloadFn) (void *arg, const char *payload);
+/* called with each payload received and its sender's pid; it may write the queue */
+typedef void (*NotifyPayloadFn) (void *arg, const char *payload, int sender_pid);
 
 typedef struct NotifyConn
 {
@@ -70,6 +70,7 @@ typedef struct NotifyPayload
 	char	   *text;
 	int			len;
 	int			events;			/* how many events it holds (estimate) */
+	Oid			sender_role;	/* who sent it (InvalidOid: unknown) */
 } NotifyPayload;
 
 typedef struct NotifyQueue
@@ -84,10 +85,17 @@ typedef struct NotifyQueue
 } NotifyQueue;
 
 extern void notify_queue_init(NotifyQueue *queue);
-extern void notify_queue_add(NotifyQueue *queue, const char *payload);
+extern void notify_queue_add(NotifyQueue *queue, const char *payload, Oid sender_role);
 extern TimestampTz notify_queue_deadline(NotifyQueue *queue);
 extern bool notify_queue_due(NotifyQueue *queue, TimestampTz now);
 extern void notify_queue_flush(NotifyQueue *queue);
+
+/* ---- notify_sender.c ---- */
+
+extern void notify_sender_shmem_request(void);
+extern void notify_sender_shmem_startup(void);
+extern void notify_sender_install_hooks(void);
+extern Oid	notify_sender_role(int pid);
 
 /* ---- notify_worker.c ---- */
 

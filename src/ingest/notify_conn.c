@@ -262,9 +262,10 @@ drain_notifications(NotifyConn *nc, NotifyPayloadFn fn, void *arg)
 	while (nc->conn != NULL && (notify = PQnotifies(nc->conn)) != NULL)
 	{
 		char	   *payload = pstrdup(notify->extra);
+		int			sender_pid = notify->be_pid;
 
 		PQfreemem(notify);
-		fn(arg, payload);
+		fn(arg, payload, sender_pid);
 		pfree(payload);
 	}
 }

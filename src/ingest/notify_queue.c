@@ -20,6 +20,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -94,12 +96,14 @@ count_events(const char *text, int len)
 	return Max(empty ? 0 : elements + 1, 1);
 }
 
-/* Copies a payload into the queue. */
+/* Copies a payload, with who sent it, into the queue. */
 void
-notify_queue_add(NotifyQueue *queue, const char *payload)
+notify_queue_add(NotifyQueue *queue, const char *payload, Oid sender_role)
 {
 	MemoryContext old = MemoryContextSwitchTo(queue->cxt);
 	NotifyPayload *p = palloc(sizeof(NotifyPayload));
+
+	p->sender_role = sender_role;
 
 	p->len = strlen(payload);
 	p->text = pnstrdup(payload, p->len);
@@ -134,19 +138,38 @@ notify_queue_due(NotifyQueue *queue, TimestampTz now)
 		now >= notify_queue_deadline(queue);
 }
 
+/*
+ * Why the sender of a payload may not send events, or NULL if it may: it
+ * must be a member of runra_obs_writer, as for every other way in.
+ */
+static const char *
+sender_refused(NotifyPayload *p)
+{
+	Oid			writer = get_role_oid("runra_obs_writer", true);
+
+	if (!OidIsValid(p->sender_role))
+		return "not stored: its sender ended before its role could be known "
+			"(send from a member of runra_obs_writer, or use runra_obs.ingest())";
+	if (!OidIsValid(writer) || !has_privs_of_role(p->sender_role, writer))
+		return psprintf("not stored: sent by role \"%s\", which is not a member of runra_obs_writer",
+						GetUserNameFromId(p->sender_role, true)
+						? GetUserNameFromId(p->sender_role, true) : "(dropped)");
+	return NULL;
+}
+
 /* Queues one payload into the batch; a body that is not JSON is kept too. */
 static void
 add_payload(EventBatch *batch, NotifyPayload *p, QueueWrite *w)
 {
 	EventBodyResult result;
+	const char *refused = w->store_error ? w->store_error : sender_refused(p);
 
 	event_body_result_init(&result);
-	if (w->store_error == NULL)
+	if (refused == NULL)
 		event_batch_add(batch, p->text, p->len, EVENT_BODY_JSON, &result);
-	if (w->store_error != NULL || result.body_error)
+	if (refused != NULL || result.body_error)
 	{
-		event_batch_reject_body(batch,
-								w->store_error ? w->store_error : result.body_error_message,
+		event_batch_reject_body(batch, refused ? refused : result.body_error_message,
 								p->text, p->len);
 		w->rejected++;
 		return;

@@ -80,9 +80,10 @@ show_state(void)
 
 /* Called for each notification: queue it, write the batch once full. */
 static void
-queue_payload(void *arg, const char *payload)
+queue_payload(void *arg, const char *payload, int sender_pid)
 {
-	notify_queue_add(&queue, payload);
+	/* at once: a sender that ends soon after is found among ended sessions */
+	notify_queue_add(&queue, payload, notify_sender_role(sender_pid));
 	if (notify_queue_due(&queue, GetCurrentTimestamp()))
 	{
 		notify_queue_flush(&queue);
