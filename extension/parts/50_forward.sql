@@ -55,7 +55,7 @@ COMMENT ON COLUMN runra_obs.destinations.like_patterns IS
 COMMENT ON COLUMN runra_obs.destinations.batch_size IS
     'A batch is sent once this many events wait (or flush_interval_ms passed); a destination that is behind sends up to 10000 per request';
 COMMENT ON COLUMN runra_obs.destinations.settings IS
-    'Provider options without secrets: dataset, url, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
+    'Provider options without secrets: dataset, url, edge, edgeUrl, orgId, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
 COMMENT ON COLUMN runra_obs.destinations.secrets IS
     'Provider secrets: the Axiom token, the OTLP headers';
 COMMENT ON COLUMN runra_obs.destinations.handler IS
@@ -230,7 +230,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     allowed := CASE provider
-        WHEN 'axiom'    THEN '{dataset,token,url}'::text[]
+        WHEN 'axiom'    THEN '{dataset,token,url,edge,edgeUrl,orgId}'::text[]
         WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes}'::text[]
         WHEN 'jsonl'    THEN '{filePath,maxFileSizeMb,maxFiles}'::text[]
         WHEN 'function' THEN '{handler}'::text[]
@@ -261,11 +261,16 @@ BEGIN
     WHEN 'axiom' THEN
         PERFORM runra_obs._check_option(provider, config, 'dataset', 'text', true),
                 runra_obs._check_option(provider, config, 'token', 'text', true),
-                runra_obs._check_option(provider, config, 'url', 'text');
+                runra_obs._check_option(provider, config, 'url', 'text'),
+                runra_obs._check_option(provider, config, 'edge', 'text'),
+                runra_obs._check_option(provider, config, 'edgeUrl', 'text'),
+                runra_obs._check_option(provider, config, 'orgId', 'text');
+        PERFORM runra_obs._check_axiom(config);
     WHEN 'otel' THEN
         PERFORM runra_obs._check_option(provider, config, 'endpoint', 'text', true),
                 runra_obs._check_option(provider, config, 'headers', 'string map'),
                 runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map');
+        PERFORM runra_obs._check_url('otel', config, 'endpoint');
     WHEN 'jsonl' THEN
         PERFORM runra_obs._check_option(provider, config, 'filePath', 'text', true),
                 runra_obs._check_option(provider, config, 'maxFileSizeMb', 'positive'),
@@ -273,25 +278,120 @@ BEGIN
     WHEN 'function' THEN
         PERFORM runra_obs._check_option(provider, config, 'handler', 'text', true);
     END CASE;
-    IF provider = 'axiom' AND config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
+    RETURN config;
+END
+$$;
+
+-- Raises a clear error unless config[key], when given, is an http:// or
+-- https:// URL with a host and no user name or password: destination_list
+-- shows the URLs to readers, so credentials belong in token or headers.
+CREATE FUNCTION runra_obs._check_url(provider text, config jsonb, key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    url text := config ->> key;
+BEGIN
+    IF url !~ '^https?://[^/?#[:space:][:cntrl:]]+[^[:space:][:cntrl:]]*$' THEN
+        RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL', key, provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config -> key);
+    END IF;
+    IF url ~ '^https?://[^/?#]*@' THEN
+        RAISE EXCEPTION 'option "%" of % destination must not hold a user name or password', key, provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Readers see the URL in runra_obs.destination_list.',
+                  HINT = CASE provider WHEN 'axiom' THEN 'Give the credentials as "token".'
+                                       ELSE 'Give the credentials in "headers".' END;
+    END IF;
+END
+$$;
+
+-- The Axiom options beyond their types: a dataset name and header values
+-- that go into the request as they are, and the places to send to.
+CREATE FUNCTION runra_obs._check_axiom(config jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key text;
+BEGIN
+    IF config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
         RAISE EXCEPTION 'option "dataset" of axiom destination must be a dataset name, not "%"',
             config ->> 'dataset'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A dataset name has letters, digits, ".", "_" and "-"; it goes into the ingest URL.';
     END IF;
-    IF provider = 'axiom' AND config ->> 'token' ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'option "token" of axiom destination must not hold control characters'
+    FOREACH key IN ARRAY '{token,orgId}'::text[] LOOP
+        IF config ->> key ~ '[[:cntrl:]]' THEN
+            RAISE EXCEPTION 'option "%" of axiom destination must not hold control characters', key
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'It is sent as it is in a request header, where a line break (often left over from a file) ends the header early.';
+        END IF;
+    END LOOP;
+    PERFORM runra_obs._check_url('axiom', config, 'url'),
+            runra_obs._check_url('axiom', config, 'edgeUrl');
+    -- as in @axiomhq/js: edge is a domain, https:// is put before it
+    IF config ->> 'edge' !~ '^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$' THEN
+        RAISE EXCEPTION 'option "edge" of axiom destination must be a domain, such as eu-central-1.aws.edge.axiom.co'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'It is sent as it is in the Authorization header, where a line break (often left over from a file) ends the header early.';
+                  DETAIL = format('It is %s.', config -> 'edge'),
+                  HINT = 'A full URL (http:// or https://) goes in "edgeUrl".';
     END IF;
-    IF provider IN ('axiom', 'otel') AND
-       coalesce(config ->> 'url', config ->> 'endpoint', 'https://') !~ '^https?://' THEN
-        RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL',
-            CASE provider WHEN 'axiom' THEN 'url' ELSE 'endpoint' END, provider
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN config;
 END
+$$;
+
+-- url with its own path when it has one (trailing slashes trimmed), else
+-- with `path` (how @axiomhq/js builds ingest URLs).
+CREATE FUNCTION runra_obs._url_or_path(url text, path text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m[1] || CASE WHEN m[2] ~ '^/*$' THEN path ELSE rtrim(m[2], '/') END || m[3]
+    FROM regexp_match(url, '^(https?://[^/?#]+)([^?#]*)(.*)$') AS m
+$$;
+
+-- Where a destination's requests go, from its settings.  Axiom, as
+-- @axiomhq/js 2.x resolves it: edgeUrl, else edge, else url, else
+-- https://api.axiom.co; an edge endpoint takes /v1/ingest/{dataset}, the
+-- others (US East only) /v1/datasets/{dataset}/ingest, and a URL with a
+-- path of its own is used as it is.  OTLP: the endpoint as it is when it
+-- ends in /v1/traces, else with /v1/traces appended.
+CREATE FUNCTION runra_obs._forward_url(provider text, settings jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE provider
+        WHEN 'axiom' THEN CASE
+            WHEN settings ? 'edgeUrl'
+            THEN runra_obs._url_or_path(settings ->> 'edgeUrl', '/v1/ingest/' || (settings ->> 'dataset'))
+            WHEN settings ? 'edge'
+            THEN 'https://' || (settings ->> 'edge') || '/v1/ingest/' || (settings ->> 'dataset')
+            ELSE runra_obs._url_or_path(coalesce(settings ->> 'url', 'https://api.axiom.co'),
+                                        '/v1/datasets/' || (settings ->> 'dataset') || '/ingest')
+        END
+        WHEN 'otel' THEN rtrim(settings ->> 'endpoint', '/')
+            || CASE WHEN rtrim(settings ->> 'endpoint', '/') LIKE '%/v1/traces' THEN '' ELSE '/v1/traces' END
+    END
+$$;
+
+-- The extra request headers of a destination, one "Name: value" a line:
+-- OTLP's configured headers; Axiom's organization for a personal token.
+CREATE FUNCTION runra_obs._forward_headers(provider text, settings jsonb, secrets jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE provider
+        WHEN 'axiom' THEN 'X-AXIOM-ORG-ID: ' || (settings ->> 'orgId')
+        WHEN 'otel' THEN (SELECT string_agg(h.key || ': ' || h.value, E'\n')
+                          FROM jsonb_each_text(secrets -> 'headers') AS h)
+    END
 $$;
 
 -- Checks that a handler takes one runra_obs.sandbox_events row.
@@ -588,6 +688,11 @@ REVOKE ALL ON FUNCTION
     runra_obs._start_time(text, jsonb),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),
     runra_obs._check_config(text, jsonb),
+    runra_obs._check_url(text, jsonb, text),
+    runra_obs._check_axiom(jsonb),
+    runra_obs._url_or_path(text, text),
+    runra_obs._forward_url(text, jsonb),
+    runra_obs._forward_headers(text, jsonb, jsonb),
     runra_obs._check_handler(regprocedure),
     runra_obs._apply_config(integer, text, jsonb, text[]),
     runra_obs._destination(text),
