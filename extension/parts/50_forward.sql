@@ -55,7 +55,7 @@ COMMENT ON COLUMN runra_obs.destinations.like_patterns IS
 COMMENT ON COLUMN runra_obs.destinations.batch_size IS
     'A batch is sent once this many events wait (or flush_interval_ms passed); a destination that is behind sends up to 10000 per request';
 COMMENT ON COLUMN runra_obs.destinations.settings IS
-    'Provider options without secrets: dataset, url, edge, edgeUrl, orgId, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
+    'Provider options without secrets: dataset, url, edge, edgeUrl, orgId, endpoint, signal, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
 COMMENT ON COLUMN runra_obs.destinations.secrets IS
     'Provider secrets: the Axiom token, the OTLP headers';
 COMMENT ON COLUMN runra_obs.destinations.handler IS
@@ -231,7 +231,7 @@ BEGIN
     END IF;
     allowed := CASE provider
         WHEN 'axiom'    THEN '{dataset,token,url,edge,edgeUrl,orgId}'::text[]
-        WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes}'::text[]
+        WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes,signal}'::text[]
         WHEN 'jsonl'    THEN '{filePath,maxFileSizeMb,maxFiles}'::text[]
         WHEN 'function' THEN '{handler}'::text[]
     END || common;
@@ -269,8 +269,9 @@ BEGIN
     WHEN 'otel' THEN
         PERFORM runra_obs._check_option(provider, config, 'endpoint', 'text', true),
                 runra_obs._check_option(provider, config, 'headers', 'string map'),
-                runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map');
-        PERFORM runra_obs._check_url('otel', config, 'endpoint');
+                runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map'),
+                runra_obs._check_option(provider, config, 'signal', 'text');
+        PERFORM runra_obs._check_otel(config);
     WHEN 'jsonl' THEN
         PERFORM runra_obs._check_option(provider, config, 'filePath', 'text', true),
                 runra_obs._check_option(provider, config, 'maxFileSizeMb', 'positive'),
@@ -344,6 +345,44 @@ BEGIN
 END
 $$;
 
+-- The OTLP options beyond their types: the signal, an endpoint that does
+-- not name the other signal's path, resource attribute names.
+CREATE FUNCTION runra_obs._check_otel(config jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    signal text := coalesce(config ->> 'signal', 'traces');
+    path   text := substring(rtrim(config ->> 'endpoint', '/') FROM '/v1/(traces|logs)$');
+BEGIN
+    IF signal NOT IN ('traces', 'logs') THEN
+        RAISE EXCEPTION 'option "signal" of otel destination must be "traces" or "logs"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config -> 'signal');
+    END IF;
+    PERFORM runra_obs._check_url('otel', config, 'endpoint');
+    IF path <> signal THEN
+        RAISE EXCEPTION 'option "endpoint" of otel destination ends in /v1/%, but "signal" is %', path, signal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give the base URL (without /v1/%s), or the URL ending in /v1/%s.', path, signal);
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(coalesce(config -> 'resourceAttributes', '{}')) AS k
+               WHERE k = '') THEN
+        RAISE EXCEPTION 'option "resourceAttributes" of otel destination must not have an empty name'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'OTLP attribute keys are non-empty.';
+    END IF;
+    IF jsonb_typeof(config #> '{resourceAttributes,service.name}') <> 'string'
+       OR config #>> '{resourceAttributes,service.name}' = '' THEN
+        RAISE EXCEPTION 'resource attribute "service.name" of otel destination must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config #> '{resourceAttributes,service.name}'),
+                  HINT = 'Leave it out for the default, runra-sandbox.';
+    END IF;
+END
+$$;
+
 -- url with its own path when it has one (trailing slashes trimmed), else
 -- with `path` (how @axiomhq/js builds ingest URLs).
 CREATE FUNCTION runra_obs._url_or_path(url text, path text)
@@ -360,7 +399,9 @@ $$;
 -- https://api.axiom.co; an edge endpoint takes /v1/ingest/{dataset}, the
 -- others (US East only) /v1/datasets/{dataset}/ingest, and a URL with a
 -- path of its own is used as it is.  OTLP: the endpoint as it is when it
--- ends in /v1/traces, else with /v1/traces appended.
+-- ends in the signal's path (/v1/traces, /v1/logs), as the exporter spec's
+-- OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is; else a base URL, the signal's
+-- path appended, as OTEL_EXPORTER_OTLP_ENDPOINT is.
 CREATE FUNCTION runra_obs._forward_url(provider text, settings jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -376,7 +417,8 @@ AS $$
                                         '/v1/datasets/' || (settings ->> 'dataset') || '/ingest')
         END
         WHEN 'otel' THEN rtrim(settings ->> 'endpoint', '/')
-            || CASE WHEN rtrim(settings ->> 'endpoint', '/') LIKE '%/v1/traces' THEN '' ELSE '/v1/traces' END
+            || CASE WHEN rtrim(settings ->> 'endpoint', '/') ~ '/v1/(traces|logs)$' THEN ''
+                    ELSE '/v1/' || coalesce(settings ->> 'signal', 'traces') END
     END
 $$;
 
@@ -642,11 +684,14 @@ COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
 -- the BRIN index on id; parallel workers are off (starting them costs more
 -- than reading 10,000 rows).  A replay (start_at) reads up to replay_to with
 -- created_at >= start_at, which prunes the partitions before it; the
--- worker never asks for a range that crosses replay_to.
+-- worker never asks for a range that crosses replay_to.  Each event comes
+-- with what it means as 15_event_facts.sql defines it (failed, its
+-- duration), so the encoders never decide that themselves.
 CREATE FUNCTION runra_obs._forward_batch(destination integer, after_id bigint,
                                          up_to_id bigint, max_events integer)
 RETURNS TABLE (id bigint, created_at timestamptz, sandbox_id text, event_type text,
-               data jsonb, trace_id text, sandbox_trace_id text, failed boolean)
+               data jsonb, trace_id text, sandbox_trace_id text, failed boolean,
+               duration_ms numeric, ingested_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
@@ -661,7 +706,8 @@ BEGIN
     replaying := d.start_at IS NOT NULL AND after_id < d.replay_to;
     RETURN QUERY EXECUTE format($rows$
         SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
-               runra_obs.event_failed(e.event_type, e.data)
+               runra_obs.event_failed(e.event_type, e.data),
+               runra_obs.event_duration_ms(e.event_type, e.data), e.ingested_at
         FROM runra_obs.sandbox_events AS e
         WHERE e.id > $1 AND e.id <= $2 %s
           AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
@@ -690,6 +736,7 @@ REVOKE ALL ON FUNCTION
     runra_obs._check_config(text, jsonb),
     runra_obs._check_url(text, jsonb, text),
     runra_obs._check_axiom(jsonb),
+    runra_obs._check_otel(jsonb),
     runra_obs._url_or_path(text, text),
     runra_obs._forward_url(text, jsonb),
     runra_obs._forward_headers(text, jsonb, jsonb),
