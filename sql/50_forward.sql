@@ -28,6 +28,12 @@ SELECT runra_obs.add_destination('x', 'axiom', '{"dataset": "a/../b", "token": "
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "headers": {"api-key": 1}}');
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "headers": {"a": "b\nInjected: 1"}}');
 SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "resourceAttributes": {"a": [1]}}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "resourceAttributes": {"": 1}}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "resourceAttributes": {"service.name": 5}}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x", "signal": "metrics"}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x/v1/traces/", "signal": "logs"}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "http://x/v1/logs"}');
+SELECT runra_obs.add_destination('x', 'otel', '{"endpoint": "https://user:secret@x"}');
 SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "maxFiles": 0}');
 SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "maxFileSizeMb": -1}');
 SELECT runra_obs.add_destination('x', 'jsonl', '{"filePath": "/tmp/x", "batchSize": 1.5}');
@@ -96,6 +102,35 @@ SELECT string_agg(b.data::text || ' ' || b.failed, ', ' ORDER BY b.id) AS failed
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before_failed, :before_failed + 1000, 1000) AS b
 WHERE b.sandbox_id = 'sb_f';
+
+-- ... and the duration it reports, by the one definition
+-- (runra_obs.event_duration_ms(): the OTLP span start reads it)
+SELECT last_value AS before_duration FROM runra_obs.sandbox_events_id_seq \gset
+SELECT ingested FROM runra_obs.ingest(jsonb_build_array(
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_d', 'type', 'sandbox.started', 'data', '{"startupDurationMs": 1200, "durationMs": 5}'::jsonb),
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_d', 'type', 'exec.timed_out', 'data', '{"timeoutMs": 30000}'::jsonb),
+    jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_d', 'type', 'exec.completed', 'data', '{"durationMs": "abc"}'::jsonb)));
+SELECT string_agg(b.event_type || ' ' || coalesce(b.duration_ms::text, 'none')
+                  || ' ' || (b.ingested_at IS NOT NULL), ', ' ORDER BY b.id) AS duration_as_read
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before_duration, :before_duration + 1000, 1000) AS b;
+
+-- ---- where each destination's requests go (_forward_url; Axiom's are
+-- compared with @axiomhq/js's in t/032_forward_axiom_edge.pl) ----
+SELECT s AS settings, runra_obs._forward_url('otel', s::jsonb) AS url
+FROM (VALUES ('{"endpoint": "https://otlp.example.com"}'),
+             ('{"endpoint": "https://otlp.example.com/otlp/"}'),
+             ('{"endpoint": "https://otlp.example.com/v1/traces"}'),
+             ('{"endpoint": "https://otlp.example.com", "signal": "logs"}'),
+             ('{"endpoint": "https://otlp.example.com/v1/logs/", "signal": "logs"}')) AS v (s);
+SELECT s AS settings, runra_obs._forward_url('axiom', s::jsonb) AS url
+FROM (VALUES ('{"dataset": "d"}'),
+             ('{"dataset": "d", "url": "https://api.axiom.co/"}'),
+             ('{"dataset": "d", "edge": "eu-central-1.aws.edge.axiom.co"}'),
+             ('{"dataset": "d", "edgeUrl": "https://eu-central-1.aws.edge.axiom.co", "url": "https://x"}')) AS v (s);
+SELECT runra_obs._forward_headers('axiom', '{"orgId": "org-1"}', '{}') AS axiom_org,
+       runra_obs._forward_headers('axiom', '{}', '{}') AS axiom_none,
+       runra_obs._forward_headers('otel', '{}', '{"headers": {"a": "1", "b": "2"}}') AS otel;
 
 -- ---- a paused destination says so; its cursor stays ----
 SELECT runra_obs.pause_destination('ax');

@@ -89,21 +89,25 @@ is($s1->{traceId}, $trace, 'otlp: the event trace id is the span trace id');
 is($s2->{traceId}, md5_hex('sb_2'), 'otlp: without one, the trace id is derived from the sandbox id');
 is($s4->{traceId}, md5_hex('sb_1'), 'otlp: same sandbox, same derived trace');
 is($s1->{endTimeUnixNano} - $s1->{startTimeUnixNano}, 4521 * 1_000_000,
-	'otlp: end = start + durationMs');
-is($s2->{endTimeUnixNano}, $s2->{startTimeUnixNano}, 'otlp: no duration, end = start');
+	'otlp: start = end - durationMs');
+is($s2->{endTimeUnixNano}, $s2->{startTimeUnixNano}, 'otlp: no duration, start = end');
 my $t0 = $events[0]{timestamp};
 my ($ms) = $t0 =~ /\.(\d{3})Z$/;
-is(substr($s1->{startTimeUnixNano}, -9), sprintf('%03d000000', $ms), 'otlp: start time has the event milliseconds');
+is(substr($s1->{endTimeUnixNano}, -9), sprintf('%03d000000', $ms),
+	'otlp: the end time is the event time (the event marks the end of its work)');
 
 my %a1 = map { $_->{key} => $_->{value} } @{ $s1->{attributes} };
 is_deeply($a1{exitCode}, { intValue => '0' }, 'otlp: integer attribute as intValue string');
 is_deeply($a1{command}, { stringValue => 'npm test' }, 'otlp: string attribute');
-is_deeply($a1{'env.CI'}, { boolValue => JSON::PP::true }, 'otlp: nested object flattened, bool');
-is_deeply($a1{'env.depth.n'}, { doubleValue => 1.5 }, 'otlp: double attribute');
+is_deeply($a1{env}, { kvlistValue => { values => [
+		{ key => 'CI', value => { boolValue => JSON::PP::true } },
+		{ key => 'depth', value => { kvlistValue => { values => [
+			{ key => 'n', value => { doubleValue => 1.5 } } ] } } } ] } },
+	'otlp: a nested object is a kvlistValue (bool, double inside)');
 is_deeply($a1{args}, { arrayValue => { values => [ { stringValue => 'a' }, { intValue => '2' } ] } },
 	'otlp: array attribute');
 is_deeply($a1{big}, { intValue => '9007199254740993' }, 'otlp: int64 beyond 2^53 exact');
-ok(!exists $a1{note}, 'otlp: null attribute left out');
+is_deeply($a1{note}, {}, 'otlp: a null attribute is the empty AnyValue');
 ok(!exists $s1->{status}, 'otlp: a successful exec has no error status');
 is_deeply($s2->{status}, { code => 2, message => 'exit code 1' }, 'otlp: non-zero exit is ERROR');
 is_deeply($s4->{status}, { code => 2, message => 'boom' }, 'otlp: tool.failed is ERROR with its error');

@@ -55,7 +55,7 @@ COMMENT ON COLUMN runra_obs.destinations.like_patterns IS
 COMMENT ON COLUMN runra_obs.destinations.batch_size IS
     'A batch is sent once this many events wait (or flush_interval_ms passed); a destination that is behind sends up to 10000 per request';
 COMMENT ON COLUMN runra_obs.destinations.settings IS
-    'Provider options without secrets: dataset, url, endpoint, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
+    'Provider options without secrets: dataset, url, edge, edgeUrl, orgId, endpoint, signal, resourceAttributes, filePath, maxFileSizeMb, maxFiles';
 COMMENT ON COLUMN runra_obs.destinations.secrets IS
     'Provider secrets: the Axiom token, the OTLP headers';
 COMMENT ON COLUMN runra_obs.destinations.handler IS
@@ -230,8 +230,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     allowed := CASE provider
-        WHEN 'axiom'    THEN '{dataset,token,url}'::text[]
-        WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes}'::text[]
+        WHEN 'axiom'    THEN '{dataset,token,url,edge,edgeUrl,orgId}'::text[]
+        WHEN 'otel'     THEN '{endpoint,headers,resourceAttributes,signal}'::text[]
         WHEN 'jsonl'    THEN '{filePath,maxFileSizeMb,maxFiles}'::text[]
         WHEN 'function' THEN '{handler}'::text[]
     END || common;
@@ -261,11 +261,17 @@ BEGIN
     WHEN 'axiom' THEN
         PERFORM runra_obs._check_option(provider, config, 'dataset', 'text', true),
                 runra_obs._check_option(provider, config, 'token', 'text', true),
-                runra_obs._check_option(provider, config, 'url', 'text');
+                runra_obs._check_option(provider, config, 'url', 'text'),
+                runra_obs._check_option(provider, config, 'edge', 'text'),
+                runra_obs._check_option(provider, config, 'edgeUrl', 'text'),
+                runra_obs._check_option(provider, config, 'orgId', 'text');
+        PERFORM runra_obs._check_axiom(config);
     WHEN 'otel' THEN
         PERFORM runra_obs._check_option(provider, config, 'endpoint', 'text', true),
                 runra_obs._check_option(provider, config, 'headers', 'string map'),
-                runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map');
+                runra_obs._check_option(provider, config, 'resourceAttributes', 'attribute map'),
+                runra_obs._check_option(provider, config, 'signal', 'text');
+        PERFORM runra_obs._check_otel(config);
     WHEN 'jsonl' THEN
         PERFORM runra_obs._check_option(provider, config, 'filePath', 'text', true),
                 runra_obs._check_option(provider, config, 'maxFileSizeMb', 'positive'),
@@ -273,25 +279,161 @@ BEGIN
     WHEN 'function' THEN
         PERFORM runra_obs._check_option(provider, config, 'handler', 'text', true);
     END CASE;
-    IF provider = 'axiom' AND config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
+    RETURN config;
+END
+$$;
+
+-- Raises a clear error unless config[key], when given, is an http:// or
+-- https:// URL with a host and no user name or password: destination_list
+-- shows the URLs to readers, so credentials belong in token or headers.
+CREATE FUNCTION runra_obs._check_url(provider text, config jsonb, key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    url text := config ->> key;
+BEGIN
+    IF url !~ '^https?://[^/?#[:space:][:cntrl:]]+[^[:space:][:cntrl:]]*$' THEN
+        RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL', key, provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config -> key);
+    END IF;
+    IF url ~ '^https?://[^/?#]*@' THEN
+        RAISE EXCEPTION 'option "%" of % destination must not hold a user name or password', key, provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Readers see the URL in runra_obs.destination_list.',
+                  HINT = CASE provider WHEN 'axiom' THEN 'Give the credentials as "token".'
+                                       ELSE 'Give the credentials in "headers".' END;
+    END IF;
+END
+$$;
+
+-- The Axiom options beyond their types: a dataset name and header values
+-- that go into the request as they are, and the places to send to.
+CREATE FUNCTION runra_obs._check_axiom(config jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key text;
+BEGIN
+    IF config ->> 'dataset' !~ '^[A-Za-z0-9._-]+$' THEN
         RAISE EXCEPTION 'option "dataset" of axiom destination must be a dataset name, not "%"',
             config ->> 'dataset'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A dataset name has letters, digits, ".", "_" and "-"; it goes into the ingest URL.';
     END IF;
-    IF provider = 'axiom' AND config ->> 'token' ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'option "token" of axiom destination must not hold control characters'
+    FOREACH key IN ARRAY '{token,orgId}'::text[] LOOP
+        IF config ->> key ~ '[[:cntrl:]]' THEN
+            RAISE EXCEPTION 'option "%" of axiom destination must not hold control characters', key
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'It is sent as it is in a request header, where a line break (often left over from a file) ends the header early.';
+        END IF;
+    END LOOP;
+    PERFORM runra_obs._check_url('axiom', config, 'url'),
+            runra_obs._check_url('axiom', config, 'edgeUrl');
+    -- as in @axiomhq/js: edge is a domain, https:// is put before it
+    IF config ->> 'edge' !~ '^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$' THEN
+        RAISE EXCEPTION 'option "edge" of axiom destination must be a domain, such as eu-central-1.aws.edge.axiom.co'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'It is sent as it is in the Authorization header, where a line break (often left over from a file) ends the header early.';
+                  DETAIL = format('It is %s.', config -> 'edge'),
+                  HINT = 'A full URL (http:// or https://) goes in "edgeUrl".';
     END IF;
-    IF provider IN ('axiom', 'otel') AND
-       coalesce(config ->> 'url', config ->> 'endpoint', 'https://') !~ '^https?://' THEN
-        RAISE EXCEPTION 'option "%" of % destination must be an http:// or https:// URL',
-            CASE provider WHEN 'axiom' THEN 'url' ELSE 'endpoint' END, provider
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN config;
 END
+$$;
+
+-- The OTLP options beyond their types: the signal, an endpoint that does
+-- not name the other signal's path, resource attribute names.
+CREATE FUNCTION runra_obs._check_otel(config jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    signal text := coalesce(config ->> 'signal', 'traces');
+    path   text := substring(rtrim(config ->> 'endpoint', '/') FROM '/v1/(traces|logs)$');
+BEGIN
+    IF signal NOT IN ('traces', 'logs') THEN
+        RAISE EXCEPTION 'option "signal" of otel destination must be "traces" or "logs"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config -> 'signal');
+    END IF;
+    PERFORM runra_obs._check_url('otel', config, 'endpoint');
+    IF path <> signal THEN
+        RAISE EXCEPTION 'option "endpoint" of otel destination ends in /v1/%, but "signal" is %', path, signal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give the base URL (without /v1/%s), or the URL ending in /v1/%s.', path, signal);
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_object_keys(coalesce(config -> 'resourceAttributes', '{}')) AS k
+               WHERE k = '') THEN
+        RAISE EXCEPTION 'option "resourceAttributes" of otel destination must not have an empty name'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'OTLP attribute keys are non-empty.';
+    END IF;
+    IF jsonb_typeof(config #> '{resourceAttributes,service.name}') <> 'string'
+       OR config #>> '{resourceAttributes,service.name}' = '' THEN
+        RAISE EXCEPTION 'resource attribute "service.name" of otel destination must be a non-empty string'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', config #> '{resourceAttributes,service.name}'),
+                  HINT = 'Leave it out for the default, runra-sandbox.';
+    END IF;
+END
+$$;
+
+-- url with its own path when it has one (trailing slashes trimmed), else
+-- with `path` (how @axiomhq/js builds ingest URLs).
+CREATE FUNCTION runra_obs._url_or_path(url text, path text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m[1] || CASE WHEN m[2] ~ '^/*$' THEN path ELSE rtrim(m[2], '/') END || m[3]
+    FROM regexp_match(url, '^(https?://[^/?#]+)([^?#]*)(.*)$') AS m
+$$;
+
+-- Where a destination's requests go, from its settings.  Axiom, as
+-- @axiomhq/js 2.x resolves it: edgeUrl, else edge, else url, else
+-- https://api.axiom.co; an edge endpoint takes /v1/ingest/{dataset}, the
+-- others (US East only) /v1/datasets/{dataset}/ingest, and a URL with a
+-- path of its own is used as it is.  OTLP: the endpoint as it is when it
+-- ends in the signal's path (/v1/traces, /v1/logs), as the exporter spec's
+-- OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is; else a base URL, the signal's
+-- path appended, as OTEL_EXPORTER_OTLP_ENDPOINT is.
+CREATE FUNCTION runra_obs._forward_url(provider text, settings jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE provider
+        WHEN 'axiom' THEN CASE
+            WHEN settings ? 'edgeUrl'
+            THEN runra_obs._url_or_path(settings ->> 'edgeUrl', '/v1/ingest/' || (settings ->> 'dataset'))
+            WHEN settings ? 'edge'
+            THEN 'https://' || (settings ->> 'edge') || '/v1/ingest/' || (settings ->> 'dataset')
+            ELSE runra_obs._url_or_path(coalesce(settings ->> 'url', 'https://api.axiom.co'),
+                                        '/v1/datasets/' || (settings ->> 'dataset') || '/ingest')
+        END
+        WHEN 'otel' THEN rtrim(settings ->> 'endpoint', '/')
+            || CASE WHEN rtrim(settings ->> 'endpoint', '/') ~ '/v1/(traces|logs)$' THEN ''
+                    ELSE '/v1/' || coalesce(settings ->> 'signal', 'traces') END
+    END
+$$;
+
+-- The extra request headers of a destination, one "Name: value" a line:
+-- OTLP's configured headers; Axiom's organization for a personal token.
+CREATE FUNCTION runra_obs._forward_headers(provider text, settings jsonb, secrets jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE provider
+        WHEN 'axiom' THEN 'X-AXIOM-ORG-ID: ' || (settings ->> 'orgId')
+        WHEN 'otel' THEN (SELECT string_agg(h.key || ': ' || h.value, E'\n')
+                          FROM jsonb_each_text(secrets -> 'headers') AS h)
+    END
 $$;
 
 -- Checks that a handler takes one runra_obs.sandbox_events row.
@@ -542,11 +684,14 @@ COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
 -- the BRIN index on id; parallel workers are off (starting them costs more
 -- than reading 10,000 rows).  A replay (start_at) reads up to replay_to with
 -- created_at >= start_at, which prunes the partitions before it; the
--- worker never asks for a range that crosses replay_to.
+-- worker never asks for a range that crosses replay_to.  Each event comes
+-- with what it means as 15_event_facts.sql defines it (failed, its
+-- duration), so the encoders never decide that themselves.
 CREATE FUNCTION runra_obs._forward_batch(destination integer, after_id bigint,
                                          up_to_id bigint, max_events integer)
 RETURNS TABLE (id bigint, created_at timestamptz, sandbox_id text, event_type text,
-               data jsonb, trace_id text, sandbox_trace_id text, failed boolean)
+               data jsonb, trace_id text, sandbox_trace_id text, failed boolean,
+               duration_ms numeric, ingested_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
@@ -561,7 +706,8 @@ BEGIN
     replaying := d.start_at IS NOT NULL AND after_id < d.replay_to;
     RETURN QUERY EXECUTE format($rows$
         SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
-               runra_obs.event_failed(e.event_type, e.data)
+               runra_obs.event_failed(e.event_type, e.data),
+               runra_obs.event_duration_ms(e.event_type, e.data), e.ingested_at
         FROM runra_obs.sandbox_events AS e
         WHERE e.id > $1 AND e.id <= $2 %s
           AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
@@ -588,6 +734,12 @@ REVOKE ALL ON FUNCTION
     runra_obs._start_time(text, jsonb),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),
     runra_obs._check_config(text, jsonb),
+    runra_obs._check_url(text, jsonb, text),
+    runra_obs._check_axiom(jsonb),
+    runra_obs._check_otel(jsonb),
+    runra_obs._url_or_path(text, text),
+    runra_obs._forward_url(text, jsonb),
+    runra_obs._forward_headers(text, jsonb, jsonb),
     runra_obs._check_handler(regprocedure),
     runra_obs._apply_config(integer, text, jsonb, text[]),
     runra_obs._destination(text),

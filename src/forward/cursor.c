@@ -29,16 +29,9 @@
 static const char *const load_sql =
 "SELECT d.id, d.name, d.provider, d.enabled, d.batch_size, d.flush_interval_ms,"
 "       d.max_retry_ms, d.timeout_ms,"
-"       CASE d.provider"
-"         WHEN 'axiom' THEN rtrim(coalesce(d.settings->>'url', 'https://api.axiom.co'), '/')"
-"                           || '/v1/datasets/' || (d.settings->>'dataset') || '/ingest'"
-"         WHEN 'otel' THEN CASE WHEN rtrim(d.settings->>'endpoint', '/') LIKE '%/v1/traces'"
-"                               THEN rtrim(d.settings->>'endpoint', '/')"
-"                               ELSE rtrim(d.settings->>'endpoint', '/') || '/v1/traces' END"
-"       END,"
+"       runra_obs._forward_url(d.provider, d.settings),"
 "       d.secrets->>'token',"
-"       (SELECT string_agg(h.key || ': ' || h.value, E'\\n')"
-"        FROM jsonb_each_text(d.secrets->'headers') AS h),"
+"       runra_obs._forward_headers(d.provider, d.settings, d.secrets),"
 "       d.settings->'resourceAttributes',"
 "       d.settings->>'filePath',"
 "       least(coalesce((d.settings->>'maxFileSizeMb')::numeric, 100) * 1048576, 9e18)::bigint,"
@@ -47,20 +40,23 @@ static const char *const load_sql =
 "       d.handler_role::oid,"
 "       coalesce(d.replay_to, 0),"
 "       c.position,"
-"       (SELECT count(*) FROM runra_obs.redeliveries AS r WHERE r.destination_id = d.id)"
+"       (SELECT count(*) FROM runra_obs.redeliveries AS r WHERE r.destination_id = d.id),"
+"       coalesce(d.settings->>'signal', 'traces') = 'logs'"
 " FROM runra_obs.destinations AS d"
 " JOIN runra_obs.consumers AS c ON c.name = 'destination:' || d.id"
 " ORDER BY d.id";
 
 static const char *const read_sql =
-"SELECT id, created_at, sandbox_id, event_type, data, trace_id, sandbox_trace_id, failed"
+"SELECT id, created_at, sandbox_id, event_type, data, trace_id, sandbox_trace_id, failed,"
+"       duration_ms, ingested_at"
 " FROM runra_obs._forward_batch($1, $2, $3, $4)";
 
 /* The head of a destination's redeliveries with the events they name. */
 static const char *const redeliveries_sql =
 "SELECT r.event_id, r.created_at, r.sandbox_id,"
 "       e.event_type, e.data, e.trace_id, md5(r.sandbox_id),"
-"       runra_obs.event_failed(e.event_type, e.data)"
+"       runra_obs.event_failed(e.event_type, e.data),"
+"       runra_obs.event_duration_ms(e.event_type, e.data), e.ingested_at"
 " FROM (SELECT * FROM runra_obs.redeliveries"
 "       WHERE destination_id = $1 ORDER BY event_id LIMIT $4) AS r"
 " LEFT JOIN runra_obs.sandbox_events AS e"
@@ -245,6 +241,7 @@ fill_destination(Destination *dest, HeapTuple tup)
 	dest->handler_role = isnull ? InvalidOid : DatumGetObjectId(d);
 	dest->replay_to = DatumGetInt64(col(tup, 18, &isnull));
 	dest->redelivering = DatumGetInt64(col(tup, 20, &isnull));
+	dest->otlp_logs = DatumGetBool(col(tup, 21, &isnull));
 	MemoryContextSwitchTo(old);
 }
 
@@ -331,6 +328,10 @@ copy_events(ForwardEvent **events, MemoryContext into)
 		ev->sandbox_trace_id = col_text(tup, 7);
 		d = col(tup, 8, &isnull);
 		ev->failed = !isnull && DatumGetBool(d);
+		d = col(tup, 9, &isnull);
+		ev->duration_ms = isnull ? NULL : DatumGetNumericCopy(d);
+		d = col(tup, 10, &isnull);
+		ev->ingested_at = isnull ? ev->created_at : DatumGetTimestampTz(d);
 	}
 	MemoryContextSwitchTo(old);
 	return n;

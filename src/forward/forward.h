@@ -22,6 +22,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 
 /* Axiom takes up to 10,000 events per request: the most a batch holds. */
 #define FORWARD_MAX_BATCH 10000
@@ -45,6 +46,8 @@ typedef struct ForwardEvent
 	char	   *trace_id;		/* NULL when the event had none */
 	char	   *sandbox_trace_id;	/* md5(sandbox_id) in hex: OTLP's fallback */
 	bool		failed;			/* runra_obs.event_failed(): the one definition */
+	Numeric		duration_ms;	/* runra_obs.event_duration_ms(), NULL if none */
+	TimestampTz ingested_at;	/* when the store took it (OTLP's observed time) */
 } ForwardEvent;
 
 typedef enum BatchState
@@ -105,9 +108,10 @@ typedef struct Destination
 	int			timeout_ms;
 	int64		replay_to;		/* 0: not replaying */
 	/* provider settings */
-	char	   *url;			/* axiom: the full ingest URL; otel: .../v1/traces */
+	char	   *url;			/* the request URL (runra_obs._forward_url()) */
 	char	   *token;
-	char	   *headers;		/* otel: "Name: value" lines */
+	char	   *headers;		/* extra "Name: value" lines (_forward_headers()) */
+	bool		otlp_logs;		/* otel: signal "logs" (log records), else spans */
 	Jsonb	   *resource_attributes;
 	char	   *file_path;
 	int64		max_file_bytes;
@@ -172,7 +176,7 @@ extern SendOutcome axiom_read_answer(const char *body, InFlight *req,
 									 bool **refused, int *n_refused,
 									 char **error);
 extern void otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n);
-extern void otlp_read_answer(const char *body, char **error, int *rejected);
+extern void otlp_read_answer(Destination *dest, const char *body, char **error, int *rejected);
 
 /* jsonl.c */
 extern bool jsonl_write(Destination *dest, ForwardEvent *events, int n, char **error);

@@ -1,33 +1,44 @@
 /*
- * otlp.c — events as OpenTelemetry spans, in OTLP/HTTP JSON.
+ * otlp.c — events as OpenTelemetry spans or log records, in OTLP/HTTP JSON.
  *
- * One request is one ExportTraceServiceRequest: a resource (the
- * destination's resourceAttributes), one scope (runra_obs) and a span per
- * event.  The mapping, following the OTLP JSON encoding rules (hex trace
- * and span ids, 64-bit integers as decimal strings, enums as numbers):
+ * docs/otlp.md is the mapping, for this forwarder and for the receiver;
+ * this file is its forwarding half.  One request is one
+ * ExportTraceServiceRequest (signal "traces") or ExportLogsServiceRequest
+ * (signal "logs"): a resource (the destination's resourceAttributes, with
+ * service.name runra-sandbox unless they name one), one scope (runra_obs)
+ * and a span or log record per event, in the OTLP JSON encoding (hex trace
+ * and span ids, 64-bit integers as decimal strings, enums as numbers).
  *
- *   name               event type
- *   traceId            the event's traceId, else md5(sandbox id) in hex
- *                      (never all zeros: that would take a collision)
- *   spanId             16 hex digits derived from the event id, so a span
- *                      sent twice is recognisably the same span
- *   startTimeUnixNano  the event time
- *   endTimeUnixNano    start + data.durationMs, when the event has one
- *   attributes         sandbox.id, runra.event.id, then data flattened
- *                      with dotted keys (arrays as arrayValue)
- *   status             ERROR for what runra_obs.event_failed() calls a
- *                      failure (exec.failed, exec.timed_out, tool.failed,
- *                      exec.completed whose exitCode is not the number 0)
+ *   span               name = type; traceId = the event's, else md5 of the
+ *                      sandbox id; spanId from the event id; the event
+ *                      marks the end of its work, so end = its time and
+ *                      start = end - runra_obs.event_duration_ms(); ERROR
+ *                      status when runra_obs.event_failed()
+ *   log record         eventName and event.name = type; time, observed
+ *                      time = when stored; severity ERROR/INFO by
+ *                      event_failed(); body = data as a kvlist
+ *   attributes         sandbox.id, runra.event.id, then (spans) each
+ *                      top-level data key as an attribute, objects as
+ *                      kvlistValue, never flattened into dotted keys
+ *
+ * What an event means (failed, duration) comes with the event from the
+ * batch query; nothing here decides it.
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include <cjson/cJSON.h>
 
+#include "common/shortest_dec.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
 #include "forward/forward.h"
+
+/* A data key that would be read as a built-in goes out under this prefix. */
+#define ESCAPE_PREFIX "runra.data."
 
 static void append_any_value(StringInfo out, JsonbValue *v);
 
@@ -61,139 +72,178 @@ number_text_is_int64(const char *text, int64 *result)
 	return errno == 0 && *end == '\0';
 }
 
-/* Appends an AnyValue for a scalar: string, bool, int (as string) or double. */
+/* Appends {"stringValue":s} for len bytes of s. */
+static void
+append_string_value(StringInfo out, const char *s, int len)
+{
+	appendStringInfoString(out, "{\"stringValue\":");
+	json_append_string(out, pnstrdup(s, len));
+	appendStringInfoChar(out, '}');
+}
+
+/*
+ * Appends a number as intValue (whole, fits int64), doubleValue (written
+ * as the double a receiver will hold, never a 401-digit literal), or, when
+ * no double holds it (beyond double range, or so small it would read as
+ * 0), stringValue of its text: a strict receiver refuses the whole request
+ * for one such doubleValue.  numeric_out never writes an exponent, and has
+ * no -0.
+ */
+static void
+append_number_value(StringInfo out, Numeric num)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+	char		shortest[DOUBLE_SHORTEST_DECIMAL_LEN];
+	int64		i;
+	double		d;
+
+	if (number_text_is_int64(text, &i))
+	{
+		appendStringInfo(out, "{\"intValue\":\"" INT64_FORMAT "\"}", i);
+		return;
+	}
+	d = strtod(text, NULL);		/* ERANGE gives inf or 0: looked at next */
+	if (!isfinite(d) || (d == 0 && strspn(text, "-0.") != strlen(text)))
+	{
+		append_string_value(out, text, strlen(text));
+		return;
+	}
+	double_to_shortest_decimal_buf(d, shortest);
+	appendStringInfo(out, "{\"doubleValue\":%s}", shortest);
+}
+
+/* Appends an AnyValue for a scalar; null is the empty AnyValue. */
 static void
 append_scalar_value(StringInfo out, JsonbValue *v)
 {
-	int64		i;
-
 	switch (v->type)
 	{
 		case jbvString:
-			appendStringInfoString(out, "{\"stringValue\":");
-			{
-				char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-
-				json_append_string(out, s);
-			}
-			appendStringInfoChar(out, '}');
+			append_string_value(out, v->val.string.val, v->val.string.len);
 			break;
 		case jbvBool:
 			appendStringInfo(out, "{\"boolValue\":%s}", v->val.boolean ? "true" : "false");
 			break;
 		case jbvNumeric:
-			{
-				char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-																	   NumericGetDatum(v->val.numeric)));
-
-				if (number_text_is_int64(text, &i))
-					appendStringInfo(out, "{\"intValue\":\"" INT64_FORMAT "\"}", i);
-				else
-					appendStringInfo(out, "{\"doubleValue\":%s}", text);
-				break;
-			}
+			append_number_value(out, v->val.numeric);
+			break;
 		default:
-			appendStringInfoString(out, "{}");	/* null: an empty AnyValue */
+			appendStringInfoString(out, "{}");
 			break;
 	}
 }
 
-/* Appends {"key":k,"value":AnyValue} for each member of an object container. */
+/*
+ * Would this top-level data key be read as something else?  The empty key
+ * (attribute keys must be non-empty), the built-in attribute names and
+ * every runra.* name (docs/otlp.md).
+ */
+static bool
+key_needs_escape(const char *key, int len)
+{
+	static const char *const builtin[] = {"sandbox.id", "service.name", "event.name"};
+
+	if (len == 0 || (len >= 6 && strncmp(key, "runra.", 6) == 0))
+		return true;
+	for (int i = 0; i < lengthof(builtin); i++)
+		if (len == strlen(builtin[i]) && strncmp(key, builtin[i], len) == 0)
+			return true;
+	return false;
+}
+
+/* Appends {"key":k,"value":AnyValue}; escape: k is a top-level data key. */
 static void
-append_kvlist(StringInfo out, JsonbContainer *obj)
+append_key_value(StringInfo out, JsonbValue *k, JsonbValue *v, bool escape)
+{
+	char	   *key = pnstrdup(k->val.string.val, k->val.string.len);
+
+	appendStringInfoString(out, "{\"key\":");
+	if (escape && key_needs_escape(key, k->val.string.len))
+		key = psprintf(ESCAPE_PREFIX "%s", key);
+	json_append_string(out, key);
+	appendStringInfoString(out, ",\"value\":");
+	append_any_value(out, v);
+	appendStringInfoChar(out, '}');
+}
+
+/*
+ * Appends a KeyValue for each member of an object container, each after a
+ * comma unless *first.  Keys in a JSON object are unique, and escaping
+ * keeps them so: the escaped names all begin with runra., which a kept key
+ * never does.
+ */
+static void
+append_members(StringInfo out, JsonbContainer *obj, bool escape, bool *first)
 {
 	JsonbIterator *it = JsonbIteratorInit(obj);
 	JsonbValue	k,
 				v;
-	JsonbIteratorToken tok;
+
+	(void) JsonbIteratorNext(&it, &k, true);	/* WJB_BEGIN_OBJECT */
+	while (JsonbIteratorNext(&it, &k, true) == WJB_KEY)
+	{
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (!*first)
+			appendStringInfoChar(out, ',');
+		*first = false;
+		append_key_value(out, &k, &v, escape);
+	}
+}
+
+/* Appends an array container's elements as AnyValues. */
+static void
+append_elements(StringInfo out, JsonbContainer *arr)
+{
+	JsonbIterator *it = JsonbIteratorInit(arr);
+	JsonbValue	e;
 	bool		first = true;
 
-	appendStringInfoChar(out, '[');
-	(void) JsonbIteratorNext(&it, &k, true);	/* WJB_BEGIN_OBJECT */
-	while ((tok = JsonbIteratorNext(&it, &k, true)) == WJB_KEY)
+	(void) JsonbIteratorNext(&it, &e, true);	/* WJB_BEGIN_ARRAY */
+	while (JsonbIteratorNext(&it, &e, true) == WJB_ELEM)
 	{
-		tok = JsonbIteratorNext(&it, &v, true);
 		if (!first)
 			appendStringInfoChar(out, ',');
 		first = false;
-		appendStringInfoString(out, "{\"key\":");
-		json_append_string(out, pnstrdup(k.val.string.val, k.val.string.len));
-		appendStringInfoString(out, ",\"value\":");
-		append_any_value(out, &v);
-		appendStringInfoChar(out, '}');
-	}
-	appendStringInfoChar(out, ']');
-}
-
-/* Appends an AnyValue for any jsonb value (containers as array/kvlist). */
-static void
-append_any_value(StringInfo out, JsonbValue *v)
-{
-	if (v->type != jbvBinary)
-	{
-		append_scalar_value(out, v);
-		return;
-	}
-	if (JsonContainerIsObject(v->val.binary.data))
-	{
-		appendStringInfoString(out, "{\"kvlistValue\":{\"values\":");
-		append_kvlist(out, v->val.binary.data);
-		appendStringInfoString(out, "}}");
-	}
-	else
-	{
-		JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
-		JsonbValue	e;
-		bool		first = true;
-
-		appendStringInfoString(out, "{\"arrayValue\":{\"values\":[");
-		(void) JsonbIteratorNext(&it, &e, true);	/* WJB_BEGIN_ARRAY */
-		while (JsonbIteratorNext(&it, &e, true) == WJB_ELEM)
-		{
-			if (!first)
-				appendStringInfoChar(out, ',');
-			first = false;
-			append_any_value(out, &e);
-		}
-		appendStringInfoString(out, "]}}");
+		append_any_value(out, &e);
 	}
 }
 
 /*
- * Appends the members of an object as flat attributes: nested objects
- * become dotted keys (a.b), nulls are left out, arrays stay arrays.
+ * Appends an AnyValue for any jsonb value: objects as kvlistValue (their
+ * keys as they are: only attribute lists hold built-in names), arrays as
+ * arrayValue.
  */
 static void
-append_flat_attributes(StringInfo out, JsonbContainer *obj, const char *prefix, bool *first)
+append_any_value(StringInfo out, JsonbValue *v)
 {
-	JsonbIterator *it = JsonbIteratorInit(obj);
-	JsonbValue	k,
-				v;
+	bool		first = true;
 
-	(void) JsonbIteratorNext(&it, &k, true);
-	while (JsonbIteratorNext(&it, &k, true) == WJB_KEY)
+	if (v->type != jbvBinary)
+		append_scalar_value(out, v);
+	else if (JsonContainerIsObject(v->val.binary.data))
 	{
-		char	   *key = prefix
-			? psprintf("%s.%.*s", prefix, k.val.string.len, k.val.string.val)
-			: pnstrdup(k.val.string.val, k.val.string.len);
-
-		(void) JsonbIteratorNext(&it, &v, true);
-		if (v.type == jbvNull)
-			continue;
-		if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
-		{
-			append_flat_attributes(out, v.val.binary.data, key, first);
-			continue;
-		}
-		if (!*first)
-			appendStringInfoChar(out, ',');
-		*first = false;
-		appendStringInfoString(out, "{\"key\":");
-		json_append_string(out, key);
-		appendStringInfoString(out, ",\"value\":");
-		append_any_value(out, &v);
-		appendStringInfoChar(out, '}');
+		appendStringInfoString(out, "{\"kvlistValue\":{\"values\":[");
+		append_members(out, v->val.binary.data, false, &first);
+		appendStringInfoString(out, "]}}");
 	}
+	else
+	{
+		appendStringInfoString(out, "{\"arrayValue\":{\"values\":[");
+		append_elements(out, v->val.binary.data);
+		appendStringInfoString(out, "]}}");
+	}
+}
+
+/* An event's data as the AnyValue of its root (a kvlist: data is an object). */
+static void
+append_data_value(StringInfo out, ForwardEvent *ev)
+{
+	JsonbValue	root;
+
+	root.type = jbvBinary;
+	root.val.binary.data = &ev->data->root;
+	root.val.binary.len = VARSIZE(ev->data) - VARHDRSZ;
+	append_any_value(out, &root);
 }
 
 /* data[key] of an event, or NULL. */
@@ -208,21 +258,29 @@ data_field(ForwardEvent *ev, const char *key)
 	return findJsonbValueFromContainer(&ev->data->root, JB_FOBJECT, &k);
 }
 
-/* data.durationMs in nanoseconds, or 0 when the event has none. */
+/*
+ * How long before its end the event's work started, in ns: the duration it
+ * reports (runra_obs.event_duration_ms(), read with the event, in whole
+ * microseconds), or 0 when it reports none or one no span can have:
+ * negative, or reaching back before 1970.  The start is never after the
+ * end nor before the epoch.
+ */
 static int64
-duration_nanos(ForwardEvent *ev)
+duration_nanos(ForwardEvent *ev, int64 end_ns)
 {
-	JsonbValue *d = data_field(ev, "durationMs");
 	double		ms;
+	Numeric		us;
 
-	if (d == NULL || d->type != jbvNumeric)
+	if (ev->duration_ms == NULL)
 		return 0;
-	/* numeric_float8 throws beyond double's range (1e400, 1e-400): never here */
+	/* event_duration_ms() is below 1e30 in magnitude: no overflow here */
 	ms = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
-											NumericGetDatum(d->val.numeric)));
-	if (!(ms > 0) || ms > 1e12)
+											NumericGetDatum(ev->duration_ms)));
+	if (!(ms > 0) || ms * 1e6 > (double) end_ns)
 		return 0;
-	return (int64) (ms * 1e6);
+	us = numeric_mul_opt_error(ev->duration_ms, int64_to_numeric(1000), NULL);
+	return Min(DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(us))) * 1000,
+			   end_ns);
 }
 
 /*
@@ -251,29 +309,35 @@ failure_message(ForwardEvent *ev)
 	return pstrdup(ev->event_type);
 }
 
-/* Appends one span. */
+/* Appends the attributes every span and log record has: sandbox.id, runra.event.id. */
 static void
-append_span(StringInfo out, ForwardEvent *ev)
+append_builtin_attributes(StringInfo out, ForwardEvent *ev)
 {
-	char		trace[33];
-	char		span[17];
-	int64		start = timestamp_to_unix_nanos(ev->created_at);
-	char	   *failure = failure_message(ev);
-	bool		first = false;
-
-	/* md5 is computed by the fetch query: it needs a resource owner */
-	strlcpy(trace, ev->trace_id ? ev->trace_id : ev->sandbox_trace_id, sizeof(trace));
-	otlp_span_id(ev->event_id, span);
-	appendStringInfo(out, "{\"traceId\":\"%s\",\"spanId\":\"%s\",\"name\":", trace, span);
-	json_append_string(out, ev->event_type);
-	appendStringInfo(out, ",\"kind\":1,\"startTimeUnixNano\":\"" INT64_FORMAT
-					 "\",\"endTimeUnixNano\":\"" INT64_FORMAT "\",\"attributes\":[",
-					 start, start + duration_nanos(ev));
 	appendStringInfoString(out, "{\"key\":\"sandbox.id\",\"value\":{\"stringValue\":");
 	json_append_string(out, ev->sandbox_id);
 	appendStringInfo(out, "}},{\"key\":\"runra.event.id\",\"value\":{\"intValue\":\"" INT64_FORMAT "\"}}",
 					 ev->event_id);
-	append_flat_attributes(out, &ev->data->root, NULL, &first);
+}
+
+/* Appends one span. */
+static void
+append_span(StringInfo out, ForwardEvent *ev)
+{
+	char		span[17];
+	int64		end = timestamp_to_unix_nanos(ev->created_at);
+	char	   *failure = failure_message(ev);
+	bool		first = false;
+
+	/* md5 is computed by the fetch query: it needs a resource owner */
+	otlp_span_id(ev->event_id, span);
+	appendStringInfo(out, "{\"traceId\":\"%s\",\"spanId\":\"%s\",\"name\":",
+					 ev->trace_id ? ev->trace_id : ev->sandbox_trace_id, span);
+	json_append_string(out, ev->event_type);
+	appendStringInfo(out, ",\"kind\":1,\"startTimeUnixNano\":\"" INT64_FORMAT
+					 "\",\"endTimeUnixNano\":\"" INT64_FORMAT "\",\"attributes\":[",
+					 end - duration_nanos(ev, end), end);
+	append_builtin_attributes(out, ev);
+	append_members(out, &ev->data->root, true, &first);
 	appendStringInfoChar(out, ']');
 	if (failure)
 	{
@@ -284,48 +348,98 @@ append_span(StringInfo out, ForwardEvent *ev)
 	appendStringInfoChar(out, '}');
 }
 
-/* Appends the batch as one ExportTraceServiceRequest. */
+/* Appends one log record: an event with an event name, data as its body. */
+static void
+append_log_record(StringInfo out, ForwardEvent *ev)
+{
+	appendStringInfo(out, "{\"timeUnixNano\":\"" INT64_FORMAT "\",\"observedTimeUnixNano\":\""
+					 INT64_FORMAT "\",\"severityNumber\":%d,\"severityText\":\"%s\",\"eventName\":",
+					 timestamp_to_unix_nanos(ev->created_at),
+					 timestamp_to_unix_nanos(ev->ingested_at),
+					 ev->failed ? 17 : 9, ev->failed ? "ERROR" : "INFO");
+	json_append_string(out, ev->event_type);
+	if (ev->trace_id)
+		appendStringInfo(out, ",\"traceId\":\"%s\"", ev->trace_id);
+	appendStringInfoString(out, ",\"body\":");
+	append_data_value(out, ev);
+	appendStringInfoString(out, ",\"attributes\":[");
+	append_builtin_attributes(out, ev);
+	appendStringInfoString(out, ",{\"key\":\"event.name\",\"value\":{\"stringValue\":");
+	json_append_string(out, ev->event_type);
+	appendStringInfoString(out, "}}]}");
+}
+
+/* Appends the resource: the configured attributes, service.name by default. */
+static void
+append_resource(StringInfo out, Destination *dest)
+{
+	Jsonb	   *attrs = dest->resource_attributes;
+	JsonbValue	k;
+	bool		first = true;
+
+	k.type = jbvString;
+	k.val.string.val = "service.name";
+	k.val.string.len = strlen("service.name");
+	appendStringInfoString(out, "{\"attributes\":[");
+	if (attrs == NULL || !JB_ROOT_IS_OBJECT(attrs) ||
+		findJsonbValueFromContainer(&attrs->root, JB_FOBJECT, &k) == NULL)
+	{
+		appendStringInfoString(out, "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"runra-sandbox\"}}");
+		first = false;
+	}
+	if (attrs && JB_ROOT_IS_OBJECT(attrs))
+		append_members(out, &attrs->root, false, &first);
+	appendStringInfoString(out, "]}");
+}
+
+/* Appends the batch as one ExportTraceServiceRequest or ExportLogsServiceRequest. */
 void
 otlp_encode(StringInfo out, Destination *dest, ForwardEvent *events, int n)
 {
-	bool		first = true;
-
-	appendStringInfoString(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
-	if (dest->resource_attributes && JB_ROOT_IS_OBJECT(dest->resource_attributes))
-		append_flat_attributes(out, &dest->resource_attributes->root, NULL, &first);
-	appendStringInfoString(out, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"runra_obs\"},\"spans\":[");
+	appendStringInfoString(out, dest->otlp_logs ? "{\"resourceLogs\":[{\"resource\":"
+						   : "{\"resourceSpans\":[{\"resource\":");
+	append_resource(out, dest);
+	appendStringInfoString(out, dest->otlp_logs
+						   ? ",\"scopeLogs\":[{\"scope\":{\"name\":\"runra_obs\"},\"logRecords\":["
+						   : ",\"scopeSpans\":[{\"scope\":{\"name\":\"runra_obs\"},\"spans\":[");
 	for (int i = 0; i < n; i++)
 	{
 		if (i > 0)
 			appendStringInfoChar(out, ',');
-		append_span(out, &events[i]);
+		if (dest->otlp_logs)
+			append_log_record(out, &events[i]);
+		else
+			append_span(out, &events[i]);
 	}
 	appendStringInfoString(out, "]}]}]}");
 }
 
 /*
  * Reads the receiver's 2xx answer.  A partialSuccess with rejected spans
- * must not be retried (the spec says so); *error then says how many and
- * why, and *rejected_spans how many.
+ * (log records) must not be retried (the spec says so); *error then says
+ * how many and why, and *rejected how many.
  */
 void
-otlp_read_answer(const char *body, char **error, int *rejected_spans)
+otlp_read_answer(Destination *dest, const char *body, char **error, int *rejected)
 {
+	const char *what = dest->otlp_logs ? "log records" : "spans";
 	cJSON	   *root = cJSON_Parse(body ? body : "");
 	cJSON	   *partial = root ? cJSON_GetObjectItemCaseSensitive(root, "partialSuccess") : NULL;
-	cJSON	   *rejected = partial ? cJSON_GetObjectItemCaseSensitive(partial, "rejectedSpans") : NULL;
+	cJSON	   *count = partial ? cJSON_GetObjectItemCaseSensitive(partial, dest->otlp_logs
+																   ? "rejectedLogRecords"
+																   : "rejectedSpans") : NULL;
 	cJSON	   *message = partial ? cJSON_GetObjectItemCaseSensitive(partial, "errorMessage") : NULL;
 	double		n = 0;
 
 	*error = NULL;
-	*rejected_spans = 0;
-	if (cJSON_IsString(rejected))
-		n = strtod(rejected->valuestring, NULL);
-	else if (cJSON_IsNumber(rejected))
-		n = rejected->valuedouble;
+	*rejected = 0;
+	if (cJSON_IsString(count))
+		n = strtod(count->valuestring, NULL);
+	else if (cJSON_IsNumber(count))
+		n = count->valuedouble;
 	if (n > 0 || (cJSON_IsString(message) && message->valuestring[0] != '\0'))
-		*error = psprintf("otlp receiver rejected %.0f spans: %.200s", n,
+		*error = psprintf("otlp receiver rejected %.0f %s: %.200s", n, what,
 						  cJSON_IsString(message) ? message->valuestring : "no reason given");
-	*rejected_spans = (int) Min(n, (double) PG_INT32_MAX);
+	*rejected = (int) Min(n, (double) PG_INT32_MAX);
 	cJSON_Delete(root);
 }

@@ -312,7 +312,7 @@ settle_otlp_answer(InFlight *b, const char *response)
 	char	   *error;
 	int			rejected;
 
-	otlp_read_answer(response, &error, &rejected);
+	otlp_read_answer(d, response, &error, &rejected);
 	d->sent += b->n_events;
 	d->success = true;
 	if (error)
