@@ -8,6 +8,7 @@
 #define RUNRA_OBS_EVENT_FIELDS_H
 
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 
 #define EVENT_SANDBOX_ID_MAX 256
 #define EVENT_TYPE_MAX 128
@@ -15,6 +16,7 @@
 
 extern bool parse_iso8601_timestamp(const char *text, TimestampTz *result,
 									const char **problem);
+extern void append_iso8601_timestamp(StringInfo out, TimestampTz ts);
 extern const char *check_sandbox_id(const char *id, int len);
 extern const char *check_event_type(const char *type, int len);
 extern bool normalize_trace_id(const char *id, int len, char *out);
