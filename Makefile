@@ -16,7 +16,7 @@ MODULE_big = runra_obs
 
 PG_CONFIG ?= pg_config
 
-SRCS  = $(sort $(wildcard src/*.c src/*/*.c))
+SRCS  = $(sort $(wildcard src/*.c src/*/*.c src/*/*/*.c))
 OBJS  = $(SRCS:.c=.o)
 
 EXT_SCRIPT = extension/$(EXTENSION)--$(EXTVERSION).sql

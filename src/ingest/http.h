@@ -10,8 +10,8 @@
  * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
  * (http_idempotency.c), gzip (http_gzip.c) and the Prometheus counters in
  * shared memory (http_metrics.c) are one file each.  Besides our own
- * /v1/events, the Axiom-compatible routes (http_axiom.c) feed the same
- * group commit.
+ * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
+ * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
  */
 #ifndef RUNRA_OBS_HTTP_H
 #define RUNRA_OBS_HTTP_H
@@ -32,13 +32,16 @@ typedef enum HttpRoute
 	ROUTE_NONE,					/* no such path (counted in the metrics as such) */
 	ROUTE_EVENTS,				/* POST /v1/events */
 	ROUTE_AXIOM,				/* POST /v1/datasets/{ds}/ingest, /v1/ingest/{ds} */
+	ROUTE_OTLP_TRACES,			/* POST /v1/traces (OTLP/HTTP) */
+	ROUTE_OTLP_LOGS,			/* POST /v1/logs (OTLP/HTTP) */
 	ROUTE_HEALTH,				/* GET /healthz */
 	ROUTE_METRICS,				/* GET /metrics */
 	ROUTE_COUNT
 } HttpRoute;
 
 /* Does the route take events in its body (and go to the group commit)? */
-#define ROUTE_TAKES_EVENTS(r) ((r) == ROUTE_EVENTS || (r) == ROUTE_AXIOM)
+#define ROUTE_TAKES_EVENTS(r) ((r) == ROUTE_EVENTS || (r) == ROUTE_AXIOM || ROUTE_IS_OTLP(r))
+#define ROUTE_IS_OTLP(r) ((r) == ROUTE_OTLP_TRACES || (r) == ROUTE_OTLP_LOGS)
 
 /* The longest Axiom dataset name (Axiom's own limit). */
 #define HTTP_DATASET_NAME_MAX 128
@@ -180,6 +183,10 @@ extern bool http_axiom_dataset_is_valid(const char *name, size_t len);
 extern void http_axiom_add(struct EventBatch *batch, HttpRequest *req, char *body, int len,
 						   MemoryContext answer_context, HttpBodyAnswer *answer);
 extern void http_axiom_error(StringInfo out, const char *message);
+
+/* otlp/otlp_ingest.c: POST /v1/traces and /v1/logs */
+extern void http_otlp_add(struct EventBatch *batch, HttpRequest *req, char *body, int len,
+						  MemoryContext answer_context, HttpBodyAnswer *answer);
 
 /* http_dispatch.c: the suspended requests, after MHD_run */
 extern void http_process_pending(void);

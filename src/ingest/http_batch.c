@@ -8,7 +8,8 @@
  * gets its own answer and its connection is resumed.  So one fsync serves
  * every request that arrived during the previous one, and a 2xx is only
  * ever sent for committed events.  Each route reads its body and makes its
- * answer in its own shape (/v1/events here, Axiom's in http_axiom.c); the
+ * answer in its own shape (/v1/events here, Axiom's in http_axiom.c,
+ * OTLP's in otlp/otlp_ingest.c); the
  * batch, the transaction and the error policy are the same for all.
  *
  * A database error inside the group becomes an answer, never an unwinding
@@ -90,6 +91,8 @@ add_body(EventBatch *batch, GroupItem *item, MemoryContext answer_context)
 
 	if (req->route == ROUTE_AXIOM)
 		http_axiom_add(batch, req, item->body, item->len, answer_context, &item->answer);
+	else if (ROUTE_IS_OTLP(req->route))
+		http_otlp_add(batch, req, item->body, item->len, answer_context, &item->answer);
 	else
 		add_events_body(batch, req, item->body, item->len, answer_context, &item->answer);
 	event_batch_set_dialect(batch, NULL);

@@ -31,6 +31,8 @@ static const char *const route_labels[ROUTE_COUNT] = {
 	[ROUTE_NONE] = "none",
 	[ROUTE_EVENTS] = "events",
 	[ROUTE_AXIOM] = "axiom",
+	[ROUTE_OTLP_TRACES] = "otlp_traces",
+	[ROUTE_OTLP_LOGS] = "otlp_logs",
 	[ROUTE_HEALTH] = "healthz",
 	[ROUTE_METRICS] = "metrics",
 };

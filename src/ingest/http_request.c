@@ -144,6 +144,10 @@ route_of(const char *url, bool *dataset_ok)
 		return ROUTE_HEALTH;
 	if (strcmp(url, "/metrics") == 0)
 		return ROUTE_METRICS;
+	if (strcmp(url, "/v1/traces") == 0)
+		return ROUTE_OTLP_TRACES;
+	if (strcmp(url, "/v1/logs") == 0)
+		return ROUTE_OTLP_LOGS;
 	if (axiom_dataset(url, &dataset, &len))
 	{
 		*dataset_ok = http_axiom_dataset_is_valid(dataset, len);
@@ -164,7 +168,7 @@ route(HttpRequest *req, const char *url, const char *method, enum MHD_Result *re
 	if (req->route == ROUTE_NONE)
 	{
 		*ret = refuse(req, MHD_HTTP_NOT_FOUND,
-					  "No such path. Events are sent with POST /v1/events (or Axiom's POST /v1/datasets/{dataset}/ingest); GET /healthz and GET /metrics tell how the server is.");
+					  "No such path. Events are sent with POST /v1/events (or OTLP's POST /v1/traces and /v1/logs, or Axiom's POST /v1/datasets/{dataset}/ingest); GET /healthz and GET /metrics tell how the server is.");
 		return false;
 	}
 	post_route = ROUTE_TAKES_EVENTS(req->route);
@@ -228,13 +232,26 @@ authenticate(HttpRequest *req, enum MHD_Result *ret)
 	return false;
 }
 
+/* OTLP/HTTP's two encodings: JSON, or protobuf (answered in kind). */
+static bool
+accept_otlp_type(HttpRequest *req, const char *type, const char **refusal)
+{
+	if (type != NULL && media_type_is(type, "application/json"))
+		return true;
+	*refusal = "Unsupported Content-Type: OTLP/HTTP requests are application/json.";
+	return false;
+}
+
 /*
- * The media types a route reads: JSON or NDJSON events.  Sets the request's
- * flags; false with the 415 message when the type is not one of them.
+ * The media types a route reads: JSON or NDJSON events (OTLP's own).  Sets
+ * the request's flags; false with the 415 message when the type is not one
+ * of them.
  */
 static bool
 accept_media_type(HttpRequest *req, const char *type, const char **refusal)
 {
+	if (ROUTE_IS_OTLP(req->route))
+		return accept_otlp_type(req, type, refusal);
 	if (type != NULL && media_type_is(type, "application/x-ndjson"))
 		req->ndjson = true;
 	else if (type != NULL && media_type_is(type, "application/json"))

@@ -3,7 +3,8 @@
  *
  * Bodies are JSON.  Errors look like {"error":"Unauthorized","message":"..."}
  * where the message says what to do about it; on the Axiom routes they have
- * Axiom's shape, {"message":"..."}, which its clients show.  Two ways to answer: right
+ * Axiom's shape, {"message":"..."}, which its clients show, and on OTLP's
+ * a google.rpc.Status, {"code":c,"message":"..."}.  Two ways to answer: right
  * away from inside libmicrohttpd's callback (fixed text, no palloc, so
  * nothing can throw), or from the main loop for a suspended request, which
  * makes the response and resumes the connection; the access handler then
@@ -14,6 +15,7 @@
 #include "utils/json.h"
 
 #include "ingest/http.h"
+#include "ingest/otlp/otlp.h"
 
 #define RETRY_AFTER_SECONDS "2"
 
@@ -64,6 +66,8 @@ fixed_error_body(const HttpRequest *req, unsigned int status, const char *messag
 	copy_json_safe(text, sizeof(text), message);
 	if (req->route == ROUTE_AXIOM)
 		snprintf(body, size, "{\"message\":\"%s\"}\n", text);
+	else if (ROUTE_IS_OTLP(req->route))
+		snprintf(body, size, "{\"code\":%d,\"message\":\"%s\"}", otlp_grpc_code(status), text);
 	else
 		snprintf(body, size, "{\"error\":\"%s\",\"message\":\"%s\"}\n",
 				 reason ? reason : "Error", text);
@@ -115,6 +119,8 @@ http_error_body(const HttpRequest *req, StringInfo out, unsigned int status,
 {
 	if (req->route == ROUTE_AXIOM)
 		http_axiom_error(out, message);
+	else if (ROUTE_IS_OTLP(req->route))
+		otlp_status_body(out, req->protobuf, status, message);
 	else
 		http_error_json(out, status, message);
 }

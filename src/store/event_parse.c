@@ -543,8 +543,8 @@ on_element_end(void *state, bool isnull)
 }
 
 /* The first character that is not JSON white space. */
-static char
-first_token_char(const char *body, int len)
+char
+json_first_token_char(const char *body, int len)
 {
 	for (int i = 0; i < len; i++)
 		if (!(body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
@@ -553,8 +553,8 @@ first_token_char(const char *body, int len)
 }
 
 /* "invalid JSON at line L, column C: <what the parser said>" */
-static char *
-describe_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
+char *
+describe_json_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
 {
 	/* at the end of the input the lexer leaves token_start NULL */
 	char	   *where = lex->token_start ? lex->token_start : lex->token_terminator;
@@ -577,7 +577,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	EventParse	parse = {0};
 	JsonSemAction sem = {0};
 	JsonParseErrorType error;
-	char		first = first_token_char(body, len);
+	char		first = json_first_token_char(body, len);
 	MemoryContext outer = CurrentMemoryContext;
 
 	if (first != '{' && (first != '[' || one_event_only))
@@ -613,7 +613,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	MemoryContextSwitchTo(outer);
 
 	*syntax_error = (error == JSON_SUCCESS) ? NULL
-		: describe_syntax_error(parse.lex, error, line > 0 ? line - 1 : 0);
+		: describe_json_syntax_error(parse.lex, error, line > 0 ? line - 1 : 0);
 	MemoryContextDelete(parse.scratch);
 	return error == JSON_SUCCESS;
 }
