@@ -84,6 +84,64 @@ check_sdk_events('sb_oj', send_with(ENCODING => 'http', SANDBOX => 'sb_oj',
 check_sdk_events('sb_ojz', send_with(ENCODING => 'http', SANDBOX => 'sb_ojz', COMPRESSION => 'gzip',
 		ENDPOINT => "http://127.0.0.1:$port"), 'JSON, gzip');
 
+# ---- the protobuf exporters, configured by the standard environment variables
+my %otel_env = (OTEL_EXPORTER_OTLP_ENDPOINT => "http://127.0.0.1:$port",
+	OTEL_EXPORTER_OTLP_HEADERS => "Authorization=Bearer%20$token");
+check_sdk_events('sb_op', send_with(ENCODING => 'proto', SANDBOX => 'sb_op', %otel_env), 'protobuf');
+check_sdk_events('sb_opz', send_with(ENCODING => 'proto', SANDBOX => 'sb_opz', COMPRESSION => 'gzip', %otel_env),
+	'protobuf, gzip');
+
+# ---- protobuf bodies made with the official definitions, answers decoded with them
+my ($ok, $out, $err) = node_script($clients, do { local (@ARGV, $/) = ("$FindBin::RealBin/lib/otlp/proto_bodies.js"); <> },
+	BODIES_T0 => $t0);
+ok($ok, 'protobuf bodies made') or diag($err);
+my %pb;
+{
+	my $hex = eval { decode_json($out) } // {};
+	%pb = map { $_ => pack('H*', $hex->{$_}) } keys %$hex;
+}
+sub decode_answer
+{
+	my ($signal, $bytes) = @_;
+	my ($ok, $out) = node_script($clients, do { local (@ARGV, $/) = ("$FindBin::RealBin/lib/otlp/proto_bodies.js"); <> },
+		ANSWER => unpack('H*', $bytes), SIGNAL => $signal, BODIES_T0 => $t0);
+	return eval { decode_json($out) } // {};
+}
+my $pr = post_otlp('/v1/traces', $pb{partial}, type => 'application/x-protobuf');
+is($pr->{status}, 200, 'protobuf partial: 200');
+is($pr->{headers}{'content-type'}, 'application/x-protobuf', 'protobuf partial: answered in protobuf');
+my $decoded = decode_answer('traces', $pr->{content});
+is($decoded->{partialSuccess}{rejectedSpans}, '1', 'protobuf partial: one span rejected');
+like($decoded->{partialSuccess}{errorMessage} // '', qr/^span 0 "exec.started": no sandbox.id/,
+	'protobuf partial: errorMessage says which and why');
+is($node->safe_psql('postgres', q{SELECT raw::jsonb->>'traceId' FROM runra_obs.rejected_events
+	WHERE source = 'otlp' AND raw LIKE '%exec.started%' AND raw NOT LIKE '%sandbox.id%' AND raw LIKE '%0af765%'}),
+	'0af7651916cd43dd8448eb211c80319c', 'protobuf partial: kept as OTLP JSON, the trace id in hex');
+is(stored('sb_oppart'), iso_at(31) . ' | exec.started | {} | 0af7651916cd43dd8448eb211c80319c',
+	'protobuf partial: the good span stored, with its trace id');
+
+# nesting: data past runra_obs.max_json_depth refuses that span alone; a body
+# past the decoder's limit, or past what protobuf-c can unpack on the stack, is a 400
+$pr = post_otlp('/v1/traces', $pb{deep_record}, type => 'application/x-protobuf');
+$decoded = decode_answer('traces', $pr->{content});
+like($decoded->{partialSuccess}{errorMessage} // '', qr/nested deeper than 64 levels/,
+	'protobuf: data nested past max_json_depth: that span refused, by the validation');
+for my $case ([ deep_body => qr/nests more than 272 messages deep/ ],
+	[ very_deep => qr/nests too deeply to unpack/ ], [ bad_utf8 => qr/is not valid UTF-8/ ])
+{
+	$pr = post_otlp('/v1/traces', $pb{ $case->[0] }, type => 'application/x-protobuf');
+	is($pr->{status}, 400, "protobuf $case->[0]: 400");
+	like(decode_answer('status', $pr->{content})->{status} // '', $case->[1], "protobuf $case->[0]: a Status saying why");
+}
+$pr = post_otlp('/v1/traces', "\x0a\xff\xff\xff\x0f garbage", type => 'application/x-protobuf');
+is($pr->{status}, 400, 'a corrupt protobuf body: 400');
+like($pr->{content}, qr/not a protobuf ExportTraceServiceRequest/, 'corrupt protobuf: a Status saying so');
+$pr = post_otlp('/v1/logs', '', type => 'application/x-protobuf', token => 'rro_wrong');
+is($pr->{status}, 401, 'protobuf, unknown token: 401');
+like($pr->{content}, qr/Invalid bearer token/, 'protobuf 401: a packed Status with the message');
+is($node->safe_psql('postgres', "SELECT count(*) FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_opdeep'"),
+	0, 'protobuf: nothing of the refused bodies stored');
+
 # ---- a wrong token: 401, nothing stored
 my $bad = send_with(ENCODING => 'http', SANDBOX => 'sb_o401', ENDPOINT => "http://127.0.0.1:$port",
 	TOKEN => 'rro_wrong');
@@ -113,7 +171,8 @@ like($answer->{partialSuccess}{errorMessage} // '',
 is(stored('sb_opart'), iso_at(12) . ' | exec.started | {} | -', 'partial: the good span is stored');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(position || ' ' || (raw::jsonb->>'name'), ',' ORDER BY position)
-	FROM runra_obs.rejected_events WHERE source = 'otlp'}),
+	FROM runra_obs.rejected_events WHERE source = 'otlp'
+	  AND (raw LIKE '%5b8efff798038103d269b633813fc60c%' OR raw LIKE '%sb_opart%')}),
 	'0 exec.started,1 Bad Name', 'partial: both kept in rejected_events, source otlp, as their OTLP JSON');
 
 # ---- proto field names, int64 numbers, a kvlist attribute, runra.data. keys,

@@ -238,7 +238,12 @@ accept_otlp_type(HttpRequest *req, const char *type, const char **refusal)
 {
 	if (type != NULL && media_type_is(type, "application/json"))
 		return true;
-	*refusal = "Unsupported Content-Type: OTLP/HTTP requests are application/json.";
+	if (type != NULL && media_type_is(type, "application/x-protobuf"))
+	{
+		req->protobuf = true;
+		return true;
+	}
+	*refusal = "Unsupported Content-Type: OTLP/HTTP requests are application/x-protobuf or application/json.";
 	return false;
 }
 

@@ -63,6 +63,8 @@ fixed_error_body(const HttpRequest *req, unsigned int status, const char *messag
 	char		text[1024];
 	const char *reason = MHD_get_reason_phrase_for(status);
 
+	if (req->protobuf)
+		return otlp_status_pack(status, message, (uint8 *) body, size);
 	copy_json_safe(text, sizeof(text), message);
 	if (req->route == ROUTE_AXIOM)
 		snprintf(body, size, "{\"message\":\"%s\"}\n", text);

@@ -1,7 +1,8 @@
 /*
  * otlp.h — the OTLP/HTTP receiver: POST /v1/traces and POST /v1/logs.
  *
- * A request (JSON, otlp_json.c) is first decoded into one in-memory form: the request as OTLP JSON, in a jsonb
+ * A request, JSON (otlp_json.c) or protobuf (otlp_proto.c), is first
+ * decoded into one in-memory form: the request as OTLP JSON, in a jsonb
  * (hex ids, camelCase names).  One translator (otlp_translate.c, with
  * AnyValue in otlp_value.c) turns it into our envelope JSON, an array of
  * {timestamp, sandboxId, type, data, traceId}, following docs/otlp.md, and
@@ -10,7 +11,7 @@
  * (otlp_ingest.c), and the answer is OTLP's (otlp_answer.c).
  *
  * Nothing here runs inside libmicrohttpd's callbacks except
- * otlp_grpc_code, which only looks up a number.
+ * otlp_status_pack, which only packs into the caller's buffer.
  */
 #ifndef RUNRA_OBS_OTLP_H
 #define RUNRA_OBS_OTLP_H
@@ -36,8 +37,10 @@ typedef enum OtlpSignal
 /* How deep a request may nest (400 past it): its frame plus values. */
 extern int	otlp_max_body_depth(void);
 
-/* otlp_json.c: a body as OTLP JSON, or NULL with *error */
+/* otlp_json.c / otlp_proto.c: a body as OTLP JSON, or NULL with *error */
 extern Jsonb *otlp_decode_json(char *body, int len, char **error);
+extern Jsonb *otlp_decode_protobuf(const char *body, int len, OtlpSignal signal,
+								   char **error);
 
 /* otlp_value.c: values and attributes */
 extern JsonbValue *otlp_member(JsonbContainer *obj, const char *camel_name);
@@ -70,5 +73,7 @@ extern void otlp_export_answer(StringInfo out, bool protobuf, OtlpSignal signal,
 extern void otlp_status_body(StringInfo out, bool protobuf, unsigned int http_status,
 							 const char *message);
 extern int	otlp_grpc_code(unsigned int http_status);
+extern size_t otlp_status_pack(unsigned int http_status, const char *message,
+							   uint8 *buf, size_t size);
 
 #endif

@@ -107,7 +107,8 @@ http_otlp_add(EventBatch *batch, HttpRequest *req, char *body, int len,
 	Jsonb	   *request;
 	MemoryContext xact = CurrentMemoryContext;
 
-	request = otlp_decode_json(body, len, &error);
+	request = req->protobuf ? otlp_decode_protobuf(body, len, signal, &error)
+		: otlp_decode_json(body, len, &error);
 	event_batch_set_dialect(batch, &dialect);
 	if (request == NULL || !otlp_translate(request, signal, batch, &t, &error))
 	{
