@@ -30,16 +30,6 @@ sub iso_at
 	return strftime('%Y-%m-%dT%H:%M:%S', gmtime int($us / 1e6)) . sprintf('.%06d', $us % 1e6);
 }
 
-# The stored events of a sandbox: time | type | data | trace id, one a line.
-sub stored
-{
-	my ($sandbox) = @_;
-	return $node->safe_psql('postgres', qq{
-		SELECT string_agg(concat_ws(' | ', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
-			event_type, data::text, coalesce(trace_id, '-')), E'\\n' ORDER BY created_at, event_type)
-		FROM runra_obs.sandbox_events WHERE sandbox_id = '$sandbox'});
-}
-
 # Sends with the JS SDK; returns its decoded report.
 sub send_with
 {
@@ -56,16 +46,16 @@ sub check_sdk_events
 	my @spans = @{ $report->{spans} // [] };
 	is_deeply([ map { $_->{code} } @{ $report->{results} // [] } ], [ 0, 0, 0, 0 ],
 		"$how: every export succeeded");
-	is(stored("${sb}_res"),
+	is(stored_events($node, "${sb}_res"),
 		iso_at(3000) . ' | exec.started | {"body": "hello", "tags": {"a": [1, "b"]}} | -' . "\n"
 		  . iso_at(4521) . ' | exec.completed | {"command": "npm test", "exitCode": 0, "durationMs": 4521} | '
 		  . ($spans[0]{traceId} // '?'),
 		"$how: the span on the resource's sandbox.id (end time, attributes, its own duration, trace id) and the log record named by event.name (body kept as \"body\", nested attribute)");
-	is(stored("${sb}_attr"),
+	is(stored_events($node, "${sb}_attr"),
 		iso_at(1250.5) . ' | tool.invoked | {"ok": true, "args": ["-r", "x"], "ratio": 0.5, "toolName": "grep", "durationMs": 250.5} | '
 		  . ($spans[1]{traceId} // '?'),
 		"$how: a span's own sandbox.id wins, and it gets durationMs = end - start");
-	is(stored("${sb}_log"),
+	is(stored_events($node, "${sb}_log"),
 		iso_at(2000) . ' | sandbox.created | {"image": "node:20", "limits": {"cpu": 2, "memoryMb": 512}, "region": "eu"} | -',
 		"$how: a log record: eventName, the kvlist body's members (winning over an attribute), attributes");
 }
@@ -117,7 +107,7 @@ like($decoded->{partialSuccess}{errorMessage} // '', qr/^span 0 "exec.started": 
 is($node->safe_psql('postgres', q{SELECT raw::jsonb->>'traceId' FROM runra_obs.rejected_events
 	WHERE source = 'otlp' AND raw LIKE '%exec.started%' AND raw NOT LIKE '%sandbox.id%' AND raw LIKE '%0af765%'}),
 	'0af7651916cd43dd8448eb211c80319c', 'protobuf partial: kept as OTLP JSON, the trace id in hex');
-is(stored('sb_oppart'), iso_at(31) . ' | exec.started | {} | 0af7651916cd43dd8448eb211c80319c',
+is(stored_events($node, 'sb_oppart'), iso_at(31) . ' | exec.started | {} | 0af7651916cd43dd8448eb211c80319c',
 	'protobuf partial: the good span stored, with its trace id');
 
 # nesting: data past runra_obs.max_json_depth refuses that span alone; a body
@@ -168,7 +158,7 @@ is($answer->{partialSuccess}{rejectedSpans}, '2', 'partial: two spans rejected')
 like($answer->{partialSuccess}{errorMessage} // '',
 	qr/^span 0 "exec.started": no sandbox.id attribute on it or its resource; span 1 "Bad Name": type must be .*"Bad Name"$/,
 	'partial: errorMessage names each refused span and why');
-is(stored('sb_opart'), iso_at(12) . ' | exec.started | {} | -', 'partial: the good span is stored');
+is(stored_events($node, 'sb_opart'), iso_at(12) . ' | exec.started | {} | -', 'partial: the good span is stored');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(position || ' ' || (raw::jsonb->>'name'), ',' ORDER BY position)
 	FROM runra_obs.rejected_events WHERE source = 'otlp'
@@ -188,7 +178,7 @@ my $snake = $json->encode({ resource_logs => [ { scope_logs => [ { log_records =
 	  trace_id => '4BF92F3577B34DA6A3CE929D0E0E4736' } ] } ] } ] });
 $r = post_otlp('/v1/logs', $snake);
 is($r->{content}, '{}', 'proto field names: accepted, the empty answer');
-is(stored('sb_osnake'),
+is(stored_events($node, 'sb_osnake'),
 	iso_at(20) . ' | tool.completed | {"nested": {"deep": [1.5, null]}, "sandbox.id": 7} | 4bf92f3577b34da6a3ce929d0e0e4736',
 	'proto field names: stored; runra.data. stripped, runra.* dropped, empty AnyValue null');
 

@@ -24,15 +24,6 @@ my $token = create_token($node, 'axiom');
 sub iso_utc { strftime('%Y-%m-%dT%H:%M:%S', gmtime(time + $_[0])) . '.250Z' }
 sub iso_plus2 { strftime('%Y-%m-%dT%H:%M:%S', gmtime(time + $_[0] + 7200)) . '.250+02:00' }
 
-sub stored
-{
-	my ($sandbox) = @_;
-	return $node->safe_psql('postgres', qq{
-		SELECT string_agg(concat_ws(' | ', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
-			event_type, data::text, coalesce(trace_id, '-')), E'\\n' ORDER BY created_at, event_type)
-		FROM runra_obs.sandbox_events WHERE sandbox_id = '$sandbox'});
-}
-
 sub post_axiom
 {
 	my ($path, $body, %opt) = @_;
@@ -74,13 +65,13 @@ is_deeply($res->{answer},
 ok(($res->{answer}{processedBytes} // 0) > 100, 'processedBytes counts the body');
 (my $t1_us = $t1) =~ s/\.250Z$/.250000/;
 (my $t2_us = $t2) =~ s/\.250Z$/.250000/;
-is(stored('sb_ax_js'),
+is(stored_events($node, 'sb_ax_js'),
 	"$t1_us | exec.completed | {\"env\": {\"CI\": true}, \"command\": \"npm test\", \"exitCode\": 0} | -\n"
 	  . "$t2_us | cost.runtime | {\"cost\": 0.25} | -",
 	'classic path: both events stored with _time as their time and data as sent');
-is(stored('sb_ax_edge'), "$t1_us | sandbox.created | {} | -", 'edge path (edgeUrl, batching client): stored');
+is(stored_events($node, 'sb_ax_edge'), "$t1_us | sandbox.created | {} | -", 'edge path (edgeUrl, batching client): stored');
 is_deeply($res->{errors}, ['forbidden'], 'a wrong token: the client reports 401 as Axiom\'s "forbidden"');
-is(stored('sb_ax_bad'), '', 'a wrong token: nothing stored');
+is(stored_events($node, 'sb_ax_bad'), '', 'a wrong token: nothing stored');
 
 # ---- NDJSON, gzip, the edge path; _time and timestamp for the same instant
 my $json = JSON::PP->new->canonical;

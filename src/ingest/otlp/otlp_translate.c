@@ -130,41 +130,53 @@ read_attribute(Record *r, const char *key, JsonbValue *value)
 		add_member(r, key, value);
 }
 
-/* Reads every attribute of a record (or, for sandbox.id, of a resource). */
+/*
+ * Calls visit for each {key, value} of a KeyValue array (attributes, a
+ * kvlist body); one without a key is the record's problem.
+ */
 static void
-read_attributes(Record *r, JsonbContainer *owner)
+each_key_value(Record *r, JsonbContainer *list, const char *what,
+			   void (*visit) (Record *r, const char *key, JsonbValue *value))
 {
-	JsonbContainer *attrs = otlp_container(otlp_member(owner, "attributes"));
-	int			n = attrs && JsonContainerIsArray(attrs) ? JsonContainerSize(attrs) : 0;
+	int			n = list && JsonContainerIsArray(list) ? JsonContainerSize(list) : 0;
 
 	for (int i = 0; i < n && r->problem == NULL; i++)
 	{
-		JsonbContainer *kv = element(attrs, i);
+		JsonbContainer *kv = element(list, i);
 		char	   *key = otlp_string(otlp_member(kv, "key"));
 
 		if (key == NULL)
-			r->problem = "an attribute has no key";
+			r->problem = psprintf("%s has no key", what);
 		else
-			read_attribute(r, key, otlp_member(kv, "value"));
+			visit(r, key, otlp_member(kv, "value"));
 	}
+}
+
+/* Reads every attribute of a record. */
+static void
+read_attributes(Record *r, JsonbContainer *owner)
+{
+	each_key_value(r, otlp_container(otlp_member(owner, "attributes")), "an attribute",
+				   read_attribute);
+}
+
+/* A resource's attributes are read for sandbox.id alone. */
+static void
+resource_attribute(Record *r, const char *key, JsonbValue *value)
+{
+	if (strcmp(key, "sandbox.id") == 0)
+		r->sandbox_id = string_value(value);
 }
 
 /* sandbox.id of a resource, or NULL. */
 static char *
 resource_sandbox_id(JsonbContainer *resource)
 {
-	JsonbContainer *attrs = otlp_container(otlp_member(resource, "attributes"));
-	int			n = attrs && JsonContainerIsArray(attrs) ? JsonContainerSize(attrs) : 0;
+	Record		scratch = {0};
 
-	for (int i = 0; i < n; i++)
-	{
-		JsonbContainer *kv = element(attrs, i);
-		char	   *key = otlp_string(otlp_member(kv, "key"));
-
-		if (key != NULL && strcmp(key, "sandbox.id") == 0)
-			return string_value(otlp_member(kv, "value"));
-	}
-	return NULL;
+	each_key_value(&scratch, otlp_container(otlp_member(resource, "attributes")),
+				   "a resource attribute", resource_attribute);
+	return scratch.sandbox_id;
 }
 
 /* A log record's body: its members (a kvlist), else {"body": value}. */
@@ -173,26 +185,14 @@ read_body(Record *r)
 {
 	JsonbValue *body = otlp_member(r->rec, "body");
 	JsonbValue *kvlist = otlp_member(otlp_container(body), "kvlistValue");
-	JsonbContainer *values = otlp_container(otlp_member(otlp_container(kvlist), "values"));
-	int			n = values && JsonContainerIsArray(values) ? JsonContainerSize(values) : 0;
 
 	if (body == NULL)
 		return;
 	if (kvlist == NULL)
-	{
 		add_member(r, "body", body);
-		return;
-	}
-	for (int i = 0; i < n && r->problem == NULL; i++)
-	{
-		JsonbContainer *kv = element(values, i);
-		char	   *key = otlp_string(otlp_member(kv, "key"));
-
-		if (key == NULL)
-			r->problem = "a body member has no key";
-		else
-			add_member(r, key, otlp_member(kv, "value"));
-	}
+	else
+		each_key_value(r, otlp_container(otlp_member(otlp_container(kvlist), "values")),
+					   "a body member", add_member);
 }
 
 /* A time field in nanoseconds since 1970, 0 when absent (OTLP's "unset"). */
