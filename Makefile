@@ -16,7 +16,14 @@ MODULE_big = runra_obs
 
 PG_CONFIG ?= pg_config
 
-SRCS  = $(sort $(wildcard src/*.c src/*/*.c))
+# The OTLP receiver's protobuf code is generated from our own schema by
+# protoc-c (protobuf-c-compiler); the generated files are not committed.
+PROTO_DIR = src/ingest/otlp/proto
+PROTOS    = $(sort $(wildcard $(PROTO_DIR)/*.proto))
+PROTO_C   = $(PROTOS:.proto=.pb-c.c)
+PROTO_H   = $(PROTOS:.proto=.pb-c.h)
+
+SRCS  = $(filter-out $(PROTO_C),$(sort $(wildcard src/*.c src/*/*.c src/*/*/*.c))) $(PROTO_C)
 OBJS  = $(SRCS:.c=.o)
 
 EXT_SCRIPT = extension/$(EXTENSION)--$(EXTVERSION).sql
@@ -24,15 +31,21 @@ SQL_PARTS      = $(sort $(wildcard extension/parts/*.sql))
 DATA_built     = $(EXT_SCRIPT)
 DATA           = $(filter-out $(EXT_SCRIPT),$(wildcard extension/$(EXTENSION)--*--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib) \
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib libprotobuf-c) \
               -idirafter $(shell $(PG_CONFIG) --includedir)
 PG_CFLAGS   = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
-SHLIB_LINK  = $(shell pkg-config --libs libmicrohttpd libcurl libcjson zlib) -L$(shell $(PG_CONFIG) --libdir) -lpq
+SHLIB_LINK  = $(shell pkg-config --libs libmicrohttpd libcurl libcjson zlib libprotobuf-c) -L$(shell $(PG_CONFIG) --libdir) -lpq
 
-EXTRA_CLEAN = $(EXT_SCRIPT) tmp_install tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = $(EXT_SCRIPT) $(PROTO_C) $(PROTO_H) tmp_install tmp_check results regression.diffs regression.out log
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+$(PROTO_DIR)/%.pb-c.c $(PROTO_DIR)/%.pb-c.h: $(PROTO_DIR)/%.proto
+	protoc-c --proto_path=$(PROTO_DIR) --c_out=$(PROTO_DIR) $<
+
+# every OTLP file may include any generated header
+$(filter src/ingest/otlp/%,$(OBJS) $(OBJS:.o=.bc)): $(PROTO_H)
 
 $(EXT_SCRIPT): $(SQL_PARTS) Makefile
 	@{ printf '%s\n' '-- Generated from extension/parts/*.sql by the Makefile; edit the parts.' \

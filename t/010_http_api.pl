@@ -155,7 +155,7 @@ my $stored = $node->safe_psql('postgres',
 	"SELECT count(*) FROM runra_obs.sandbox_events");
 like($m, qr/^runra_obs_http_events_ingested_total $stored$/m, 'metrics: events ingested match the table');
 like($m, qr/^runra_obs_http_events_rejected_total 3$/m, 'metrics: events rejected');
-like($m, qr/^runra_obs_http_requests_total\{code="401"\} 3$/m, 'metrics: requests by status');
+like($m, qr/^runra_obs_http_requests_total\{route="events",code="401"\} 3$/m, 'metrics: requests by status');
 like($m, qr/^runra_obs_http_batch_commit_seconds_bucket\{le="\+Inf"\} \d+$/m, 'metrics: commit histogram');
 like($m, qr/^runra_obs_http_open_connections 1$/m, 'metrics: open connections (this one)');
 like($m, qr/^runra_obs_safe_watermark \d+$/m, 'metrics: the safe watermark');

@@ -113,7 +113,7 @@ CREATE INDEX rejected_events_received_at_idx ON runra_obs.rejected_events (recei
 
 COMMENT ON TABLE runra_obs.rejected_events IS
     'Events that failed validation, with the reason and the text that was sent';
-COMMENT ON COLUMN runra_obs.rejected_events.source IS 'Way in: sql, jsonl, http, notify, or insert (the SDK''s Postgres exporter, through runra_obs_sdk.sandbox_events)';
+COMMENT ON COLUMN runra_obs.rejected_events.source IS 'Way in: sql, jsonl, http (POST /v1/events), axiom (the Axiom-compatible routes), otlp (POST /v1/traces, /v1/logs), notify, or insert (the SDK''s Postgres exporter, through runra_obs_sdk.sandbox_events)';
 COMMENT ON COLUMN runra_obs.rejected_events.position IS 'Index of the event in its batch (0-based; the line index for JSONL)';
 COMMENT ON COLUMN runra_obs.rejected_events.reason IS 'What was wrong with it';
 COMMENT ON COLUMN runra_obs.rejected_events.raw IS 'The event as it was sent (text JSONB cannot hold replaced by U+FFFD)';

@@ -9,7 +9,9 @@
  * (http_dispatch.c, then http_batch.c: the group commit), then answers them
  * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
  * (http_idempotency.c), gzip (http_gzip.c) and the Prometheus counters in
- * shared memory (http_metrics.c) are one file each.
+ * shared memory (http_metrics.c) are one file each.  Besides our own
+ * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
+ * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
  */
 #ifndef RUNRA_OBS_HTTP_H
 #define RUNRA_OBS_HTTP_H
@@ -27,10 +29,22 @@
 /* What a request asks for, decided from its method and path. */
 typedef enum HttpRoute
 {
+	ROUTE_NONE,					/* no such path (counted in the metrics as such) */
 	ROUTE_EVENTS,				/* POST /v1/events */
+	ROUTE_AXIOM,				/* POST /v1/datasets/{ds}/ingest, /v1/ingest/{ds} */
+	ROUTE_OTLP_TRACES,			/* POST /v1/traces (OTLP/HTTP) */
+	ROUTE_OTLP_LOGS,			/* POST /v1/logs (OTLP/HTTP) */
 	ROUTE_HEALTH,				/* GET /healthz */
-	ROUTE_METRICS				/* GET /metrics */
+	ROUTE_METRICS,				/* GET /metrics */
+	ROUTE_COUNT
 } HttpRoute;
+
+/* Does the route take events in its body (and go to the group commit)? */
+#define ROUTE_TAKES_EVENTS(r) ((r) == ROUTE_EVENTS || (r) == ROUTE_AXIOM || ROUTE_IS_OTLP(r))
+#define ROUTE_IS_OTLP(r) ((r) == ROUTE_OTLP_TRACES || (r) == ROUTE_OTLP_LOGS)
+
+/* The longest Axiom dataset name (Axiom's own limit). */
+#define HTTP_DATASET_NAME_MAX 128
 
 /* Where a request is in its life. */
 typedef enum HttpPhase
@@ -54,6 +68,7 @@ typedef struct HttpRequest
 	HttpPhase	phase;
 	bool		queued;			/* in the pending list */
 	bool		ndjson;			/* application/x-ndjson, else application/json */
+	bool		protobuf;		/* application/x-protobuf (OTLP), answered in kind */
 	bool		gzip;			/* Content-Encoding: gzip */
 	bool		too_large;		/* body past runra_obs.http_max_body_size */
 	bool		has_token;
@@ -91,16 +106,32 @@ extern int	http_pending_count(void);
 extern HttpRequest *http_pending_get(int i);
 extern void http_pending_clear(void);
 
+/*
+ * What a route's body handler made of one request in a group commit
+ * (http_batch.c): the status and body of its answer, and its counts.
+ */
+typedef struct HttpBodyAnswer
+{
+	unsigned int status;
+	StringInfoData body;		/* may be binary (protobuf): use body.len */
+	int64		ingested;
+	int64		rejected;
+} HttpBodyAnswer;
+
 /* http_response.c: answers */
 extern void http_answer(HttpRequest *req, unsigned int status, const char *json);
+extern void http_answer_bytes(HttpRequest *req, unsigned int status, const char *data,
+							  size_t len);
 extern void http_answer_error(HttpRequest *req, unsigned int status, const char *message);
 extern void http_answer_retry_later(HttpRequest *req, const char *message);
 extern void http_answer_replay(HttpRequest *req, unsigned int status, const char *json);
 extern void http_answer_metrics(HttpRequest *req, const char *text);
 extern void http_answer_resume(HttpRequest *req);
-extern bool http_answer_now(struct MHD_Connection *conn, unsigned int status,
+extern bool http_answer_now(HttpRequest *req, unsigned int status,
 							const char *message, const char *allow);
 extern void http_error_json(StringInfo out, unsigned int status, const char *message);
+extern void http_error_body(const HttpRequest *req, StringInfo out, unsigned int status,
+							const char *message);
 
 /* http_auth.c: bearer tokens */
 extern bool http_token_hash(const char *token, size_t len, uint8 *hash);
@@ -136,7 +167,7 @@ extern GunzipResult http_gunzip(const char *in, size_t in_len, size_t limit,
 /* http_metrics.c: counters in shared memory, shown by GET /metrics */
 extern void http_metrics_install_shmem(void);
 extern void http_metrics_worker_start(int worker_index);
-extern void http_metrics_count_status(unsigned int status);
+extern void http_metrics_count_status(HttpRoute route, unsigned int status);
 extern void http_metrics_count_bytes(size_t bytes);
 extern void http_metrics_count_connection(int delta);
 extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
@@ -145,6 +176,17 @@ extern void http_metrics_render(StringInfo out);
 
 /* http_batch.c: the group commit */
 extern void http_write_events(HttpRequest **reqs, int n);
+
+/* http_axiom.c: the Axiom-compatible ingest routes */
+struct EventBatch;
+extern bool http_axiom_dataset_is_valid(const char *name, size_t len);
+extern void http_axiom_add(struct EventBatch *batch, HttpRequest *req, char *body, int len,
+						   MemoryContext answer_context, HttpBodyAnswer *answer);
+extern void http_axiom_error(StringInfo out, const char *message);
+
+/* otlp/otlp_ingest.c: POST /v1/traces and /v1/logs */
+extern void http_otlp_add(struct EventBatch *batch, HttpRequest *req, char *body, int len,
+						  MemoryContext answer_context, HttpBodyAnswer *answer);
 
 /* http_dispatch.c: the suspended requests, after MHD_run */
 extern void http_process_pending(void);

@@ -7,7 +7,10 @@
  * each, in one transaction; after CommitTransactionCommand returns, each
  * gets its own answer and its connection is resumed.  So one fsync serves
  * every request that arrived during the previous one, and a 2xx is only
- * ever sent for committed events.
+ * ever sent for committed events.  Each route reads its body and makes its
+ * answer in its own shape (/v1/events here, Axiom's in http_axiom.c,
+ * OTLP's in otlp/otlp_ingest.c); the
+ * batch, the transaction and the error policy are the same for all.
  *
  * A database error inside the group becomes an answer, never an unwinding
  * through libmicrohttpd: errors that say "not now" (lock or statement
@@ -29,7 +32,7 @@
 /* a group is written once its bodies reach this size, bounding memory */
 #define GROUP_BYTES (64 * 1024 * 1024)
 
-/* One POST /v1/events request on its way through a group. */
+/* One request with events on its way through a group. */
 typedef struct GroupItem
 {
 	HttpRequest *req;
@@ -37,46 +40,62 @@ typedef struct GroupItem
 	int			len;
 	uint8		hash[HTTP_TOKEN_HASH_LEN];	/* of the body as sent, for Idempotency-Key */
 	bool		hashed;
-	unsigned int status;		/* the answer, once decided */
-	StringInfoData answer;
+	HttpBodyAnswer answer;		/* once decided */
 	bool		replayed;
-	int64		ingested;
-	int64		rejected;
 } GroupItem;
 
-/* Fills in item's answer as an error JSON. */
+/* Fills in item's answer as an error in its route's shape. */
 static void
 item_error(GroupItem *item, unsigned int status, const char *message)
 {
-	item->status = status;
-	resetStringInfo(&item->answer);
-	http_error_json(&item->answer, status, message);
+	item->answer.status = status;
+	resetStringInfo(&item->answer.body);
+	http_error_body(item->req, &item->answer.body, status, message);
 }
 
-/* Queues one body in the batch and makes its 200 or 400 answer. */
+/* POST /v1/events: queues the body and makes its 200 or 400 answer. */
 static void
-add_body(EventBatch *batch, GroupItem *item, MemoryContext answer_context)
+add_events_body(EventBatch *batch, HttpRequest *req, char *body, int len,
+				MemoryContext answer_context, HttpBodyAnswer *answer)
 {
 	EventBodyResult result;
 	MemoryContext xact = CurrentMemoryContext;
 
 	event_body_result_init(&result);
-	event_batch_add(batch, item->body, item->len,
-					item->req->ndjson ? EVENT_BODY_NDJSON : EVENT_BODY_JSON, &result);
+	event_batch_add(batch, body, len, req->ndjson ? EVENT_BODY_NDJSON : EVENT_BODY_JSON, &result);
 	MemoryContextSwitchTo(answer_context);
+	resetStringInfo(&answer->body);
 	if (result.body_error)
-		item_error(item, 400, psprintf("The body could not be parsed, so nothing of it was stored: %s",
-									   result.body_error_message));
+	{
+		answer->status = 400;
+		http_error_json(&answer->body, 400,
+						psprintf("The body could not be parsed, so nothing of it was stored: %s",
+								 result.body_error_message));
+	}
 	else
 	{
-		item->status = 200;
-		resetStringInfo(&item->answer);
-		appendStringInfo(&item->answer, "{\"ingested\":" INT64_FORMAT ",\"failed\":" INT64_FORMAT
+		answer->status = 200;
+		appendStringInfo(&answer->body, "{\"ingested\":" INT64_FORMAT ",\"failed\":" INT64_FORMAT
 						 ",\"failures\":%s}\n", result.ingested, result.failed, result.failures.data);
-		item->ingested = result.ingested;
-		item->rejected = result.failed;
+		answer->ingested = result.ingested;
+		answer->rejected = result.failed;
 	}
 	MemoryContextSwitchTo(xact);
+}
+
+/* Queues one body in the batch, read and answered as its route says. */
+static void
+add_body(EventBatch *batch, GroupItem *item, MemoryContext answer_context)
+{
+	HttpRequest *req = item->req;
+
+	if (req->route == ROUTE_AXIOM)
+		http_axiom_add(batch, req, item->body, item->len, answer_context, &item->answer);
+	else if (ROUTE_IS_OTLP(req->route))
+		http_otlp_add(batch, req, item->body, item->len, answer_context, &item->answer);
+	else
+		add_events_body(batch, req, item->body, item->len, answer_context, &item->answer);
+	event_batch_set_dialect(batch, NULL);
 }
 
 /*
@@ -104,9 +123,9 @@ claim_key(GroupItem *item, MemoryContext answer_context)
 	xact = MemoryContextSwitchTo(answer_context);
 	if (outcome == IDEMPOTENCY_REPLAY)
 	{
-		item->status = status;
-		resetStringInfo(&item->answer);
-		appendStringInfoString(&item->answer, response);
+		item->answer.status = status;
+		resetStringInfo(&item->answer.body);
+		appendStringInfoString(&item->answer.body, response);
 		item->replayed = true;
 	}
 	else
@@ -133,7 +152,7 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 		GroupItem  *item = &items[i];
 
 		item->replayed = false;
-		item->ingested = item->rejected = 0;
+		item->answer.ingested = item->answer.rejected = 0;
 		if (!valid[i])
 		{
 			MemoryContext xact = MemoryContextSwitchTo(answer_context);
@@ -146,7 +165,7 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 			continue;
 		add_body(batch, item, answer_context);
 		if (item->req->idempotency_key != NULL)
-			http_idempotency_remember(item->req, item->status, item->answer.data);
+			http_idempotency_remember(item->req, item->answer.status, item->answer.body.data);
 	}
 	event_batch_finish(batch);
 }
@@ -173,10 +192,12 @@ answer_items(GroupItem *items, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
+		HttpBodyAnswer *answer = &items[i].answer;
+
 		if (items[i].replayed)
-			http_answer_replay(items[i].req, items[i].status, items[i].answer.data);
+			http_answer_replay(items[i].req, answer->status, answer->body.data);
 		else
-			http_answer(items[i].req, items[i].status, items[i].answer.data);
+			http_answer_bytes(items[i].req, answer->status, answer->body.data, answer->body.len);
 		http_answer_resume(items[i].req);
 	}
 }
@@ -233,7 +254,7 @@ write_group(GroupItem *items, int n)
 					rejected = 0;
 
 		for (int i = 0; i < n; i++)
-			ingested += items[i].ingested, rejected += items[i].rejected;
+			ingested += items[i].answer.ingested, rejected += items[i].answer.rejected;
 		http_metrics_count_batch(n, ingested, rejected, started);
 		runra_worker_count_events(ingested, rejected);
 	}
@@ -261,7 +282,7 @@ prepare_item(GroupItem *item, HttpRequest *req)
 {
 	memset(item, 0, sizeof(*item));
 	item->req = req;
-	initStringInfo(&item->answer);
+	initStringInfo(&item->answer.body);
 	if (req->gzip)
 	{
 		char	   *out;

@@ -5,6 +5,7 @@
  * live in shared memory and every worker shows the sum.  Updates are atomic
  * adds, safe from libmicrohttpd's callbacks.  Open connections are kept per
  * worker, so a worker that crashed and restarted starts its gauge at zero.
+ * Answers are counted by route and status.
  */
 #include "postgres.h"
 
@@ -25,6 +26,17 @@ static const unsigned int tracked_status[] = {
 };
 #define N_STATUS lengthof(tracked_status)
 
+/* the route label of each HttpRoute */
+static const char *const route_labels[ROUTE_COUNT] = {
+	[ROUTE_NONE] = "none",
+	[ROUTE_EVENTS] = "events",
+	[ROUTE_AXIOM] = "axiom",
+	[ROUTE_OTLP_TRACES] = "otlp_traces",
+	[ROUTE_OTLP_LOGS] = "otlp_logs",
+	[ROUTE_HEALTH] = "healthz",
+	[ROUTE_METRICS] = "metrics",
+};
+
 /* upper bounds of the commit latency buckets, in seconds (+Inf is implied) */
 static const double commit_buckets[] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
@@ -33,7 +45,7 @@ static const double commit_buckets[] = {
 
 typedef struct HttpMetrics
 {
-	pg_atomic_uint64 requests[N_STATUS + 1];	/* the last one: any other status */
+	pg_atomic_uint64 requests[ROUTE_COUNT][N_STATUS + 1];	/* last: any other status */
 	pg_atomic_uint64 events_ingested;
 	pg_atomic_uint64 events_rejected;
 	pg_atomic_uint64 body_bytes;
@@ -97,15 +109,15 @@ http_metrics_worker_start(int worker_index)
 	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
 }
 
-/* One answer sent, by status. */
+/* One answer sent, by route and status. */
 void
-http_metrics_count_status(unsigned int status)
+http_metrics_count_status(HttpRoute route, unsigned int status)
 {
 	int			i = 0;
 
 	while (i < (int) N_STATUS && tracked_status[i] != status)
 		i++;
-	pg_atomic_fetch_add_u64(&metrics->requests[i], 1);
+	pg_atomic_fetch_add_u64(&metrics->requests[route][i], 1);
 }
 
 /* Body bytes received, as sent. */
@@ -150,21 +162,23 @@ render_counter(StringInfo out, const char *name, const char *type, const char *h
 					 name, help, name, type, name, value);
 }
 
-/* runra_obs_http_requests_total, one line per status. */
+/* runra_obs_http_requests_total, one line per route and status. */
 static void
 render_requests(StringInfo out)
 {
 	appendStringInfoString(out,
-						   "# HELP runra_obs_http_requests_total HTTP requests answered, by status code.\n"
+						   "# HELP runra_obs_http_requests_total HTTP requests answered, by route and status code.\n"
 						   "# TYPE runra_obs_http_requests_total counter\n");
-	for (int i = 0; i <= (int) N_STATUS; i++)
-	{
-		if (i < (int) N_STATUS)
-			appendStringInfo(out, "runra_obs_http_requests_total{code=\"%u\"} ", tracked_status[i]);
-		else
-			appendStringInfoString(out, "runra_obs_http_requests_total{code=\"other\"} ");
-		appendStringInfo(out, UINT64_FORMAT "\n", pg_atomic_read_u64(&metrics->requests[i]));
-	}
+	for (int r = 0; r < ROUTE_COUNT; r++)
+		for (int i = 0; i <= (int) N_STATUS; i++)
+		{
+			appendStringInfo(out, "runra_obs_http_requests_total{route=\"%s\",code=\"", route_labels[r]);
+			if (i < (int) N_STATUS)
+				appendStringInfo(out, "%u\"} ", tracked_status[i]);
+			else
+				appendStringInfoString(out, "other\"} ");
+			appendStringInfo(out, UINT64_FORMAT "\n", pg_atomic_read_u64(&metrics->requests[r][i]));
+		}
 }
 
 /* runra_obs_http_batch_commit_seconds: cumulative buckets, sum and count. */

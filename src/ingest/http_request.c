@@ -11,7 +11,9 @@
  *
  * Checks happen in the order a client can act on: unknown path (404),
  * method (405), token (401, before any of the body is read), media type and
- * encoding (415), declared length (413).
+ * encoding (415), declared length (413).  The routes that take events are
+ * our own POST /v1/events and Axiom's two ingest paths; each states which
+ * media types it reads.
  */
 #include "postgres.h"
 
@@ -51,7 +53,7 @@ http_pending_clear(void)
 static enum MHD_Result
 refuse(HttpRequest *req, unsigned int status, const char *message)
 {
-	return http_answer_now(req->conn, status, message, NULL) ? MHD_YES : MHD_NO;
+	return http_answer_now(req, status, message, NULL) ? MHD_YES : MHD_NO;
 }
 
 /* Suspends the connection and queues the request for the main loop. */
@@ -101,31 +103,87 @@ media_type_is(const char *header, const char *type)
 		(header[len] == '\0' || header[len] == ';' || header[len] == ' ');
 }
 
+/*
+ * The dataset of an Axiom ingest path, /v1/datasets/{ds}/ingest or
+ * /v1/ingest/{ds}: its start and length, or false when url is neither.
+ */
+static bool
+axiom_dataset(const char *url, const char **dataset, size_t *len)
+{
+	static const char legacy[] = "/v1/datasets/";
+	static const char edge[] = "/v1/ingest/";
+	const char *end;
+
+	if (strncmp(url, legacy, sizeof(legacy) - 1) == 0)
+	{
+		*dataset = url + sizeof(legacy) - 1;
+		end = strchr(*dataset, '/');
+		if (end == NULL || strcmp(end, "/ingest") != 0)
+			return false;
+		*len = end - *dataset;
+		return true;
+	}
+	if (strncmp(url, edge, sizeof(edge) - 1) != 0)
+		return false;
+	*dataset = url + sizeof(edge) - 1;
+	*len = strlen(*dataset);
+	return strchr(*dataset, '/') == NULL;
+}
+
+/* The route a path names, ROUTE_NONE when none; *dataset_ok for Axiom's. */
+static HttpRoute
+route_of(const char *url, bool *dataset_ok)
+{
+	const char *dataset;
+	size_t		len;
+
+	*dataset_ok = true;
+	if (strcmp(url, "/v1/events") == 0)
+		return ROUTE_EVENTS;
+	if (strcmp(url, "/healthz") == 0)
+		return ROUTE_HEALTH;
+	if (strcmp(url, "/metrics") == 0)
+		return ROUTE_METRICS;
+	if (strcmp(url, "/v1/traces") == 0)
+		return ROUTE_OTLP_TRACES;
+	if (strcmp(url, "/v1/logs") == 0)
+		return ROUTE_OTLP_LOGS;
+	if (axiom_dataset(url, &dataset, &len))
+	{
+		*dataset_ok = http_axiom_dataset_is_valid(dataset, len);
+		return ROUTE_AXIOM;
+	}
+	return ROUTE_NONE;
+}
+
 /* Which route a method and path name; or an error sent right away. */
 static bool
 route(HttpRequest *req, const char *url, const char *method, enum MHD_Result *ret)
 {
 	bool		get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	bool		dataset_ok;
+	bool		post_route;
 
-	if (strcmp(url, "/v1/events") == 0)
-		req->route = ROUTE_EVENTS;
-	else if (strcmp(url, "/healthz") == 0)
-		req->route = ROUTE_HEALTH;
-	else if (strcmp(url, "/metrics") == 0)
-		req->route = ROUTE_METRICS;
-	else
+	req->route = route_of(url, &dataset_ok);
+	if (req->route == ROUTE_NONE)
 	{
 		*ret = refuse(req, MHD_HTTP_NOT_FOUND,
-					  "No such path. Events are sent with POST /v1/events; GET /healthz and GET /metrics tell how the server is.");
+					  "No such path. Events are sent with POST /v1/events (or OTLP's POST /v1/traces and /v1/logs, or Axiom's POST /v1/datasets/{dataset}/ingest); GET /healthz and GET /metrics tell how the server is.");
 		return false;
 	}
-	if (req->route == ROUTE_EVENTS ? strcmp(method, "POST") == 0 : get)
+	post_route = ROUTE_TAKES_EVENTS(req->route);
+	if (!(post_route ? strcmp(method, "POST") == 0 : get))
+	{
+		*ret = http_answer_now(req, MHD_HTTP_METHOD_NOT_ALLOWED,
+							   post_route ? "Method not allowed: send events with POST."
+							   : "Method not allowed: use GET.",
+							   post_route ? "POST" : "GET, HEAD") ? MHD_YES : MHD_NO;
+		return false;
+	}
+	if (dataset_ok)
 		return true;
-	*ret = http_answer_now(req->conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-						   req->route == ROUTE_EVENTS
-						   ? "Method not allowed: send events with POST."
-						   : "Method not allowed: use GET.",
-						   req->route == ROUTE_EVENTS ? "POST" : "GET, HEAD") ? MHD_YES : MHD_NO;
+	*ret = refuse(req, MHD_HTTP_BAD_REQUEST,
+				  "Invalid dataset name: 1 to 128 letters, digits, '-', '_' or '.' (the dataset is not used: every event goes to runra_obs.sandbox_events).");
 	return false;
 }
 
@@ -174,21 +232,77 @@ authenticate(HttpRequest *req, enum MHD_Result *ret)
 	return false;
 }
 
-/* Media type, encoding, length and Idempotency-Key of POST /v1/events. */
+/* OTLP/HTTP's two encodings: JSON, or protobuf (answered in kind). */
+static bool
+accept_otlp_type(HttpRequest *req, const char *type, const char **refusal)
+{
+	if (type != NULL && media_type_is(type, "application/json"))
+		return true;
+	if (type != NULL && media_type_is(type, "application/x-protobuf"))
+	{
+		req->protobuf = true;
+		return true;
+	}
+	*refusal = "Unsupported Content-Type: OTLP/HTTP requests are application/x-protobuf or application/json.";
+	return false;
+}
+
+/*
+ * The media types a route reads: JSON or NDJSON events (OTLP's own).  Sets
+ * the request's flags; false with the 415 message when the type is not one
+ * of them.
+ */
+static bool
+accept_media_type(HttpRequest *req, const char *type, const char **refusal)
+{
+	if (ROUTE_IS_OTLP(req->route))
+		return accept_otlp_type(req, type, refusal);
+	if (type != NULL && media_type_is(type, "application/x-ndjson"))
+		req->ndjson = true;
+	else if (type != NULL && media_type_is(type, "application/json"))
+		req->ndjson = false;
+	else if (req->route == ROUTE_AXIOM && type != NULL && media_type_is(type, "text/csv"))
+		*refusal = "CSV is not supported here: send the events as application/json (an array of objects) or application/x-ndjson (one object per line).";
+	else
+		*refusal = "Unsupported Content-Type: send application/json (one event or an array of events) or application/x-ndjson (one event per line).";
+	return *refusal == NULL;
+}
+
+/* The Idempotency-Key of POST /v1/events, copied; false when refused. */
+static bool
+read_idempotency_key(HttpRequest *req, enum MHD_Result *ret)
+{
+	const char *key = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	size_t		len;
+
+	if (key == NULL || req->route != ROUTE_EVENTS)
+		return true;
+	len = strlen(key);
+	if (len == 0 || len > HTTP_IDEMPOTENCY_KEY_MAX)
+	{
+		*ret = refuse(req, MHD_HTTP_BAD_REQUEST,
+					  "The Idempotency-Key header must be 1 to 255 characters long.");
+		return false;
+	}
+	req->idempotency_key = strdup(key);
+	if (req->idempotency_key != NULL)
+		return true;
+	*ret = MHD_NO;
+	return false;
+}
+
+/* Media type, encoding, length and Idempotency-Key of a request with events. */
 static bool
 check_event_headers(HttpRequest *req, enum MHD_Result *ret)
 {
 	const char *type = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
 	const char *encoding = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Encoding");
 	const char *length = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
-	const char *key = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	const char *refusal = NULL;
 
-	if (type != NULL && media_type_is(type, "application/x-ndjson"))
-		req->ndjson = true;
-	else if (type == NULL || !media_type_is(type, "application/json"))
+	if (!accept_media_type(req, type, &refusal))
 	{
-		*ret = refuse(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-					  "Unsupported Content-Type: send application/json (one event or an array of events) or application/x-ndjson (one event per line).");
+		*ret = refuse(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, refusal);
 		return false;
 	}
 	if (encoding != NULL && (pg_strcasecmp(encoding, "gzip") == 0 || pg_strcasecmp(encoding, "x-gzip") == 0))
@@ -205,24 +319,7 @@ check_event_headers(HttpRequest *req, enum MHD_Result *ret)
 					  "The body is larger than runra_obs.http_max_body_size: split the events over several requests.");
 		return false;
 	}
-	if (key != NULL)
-	{
-		size_t		len = strlen(key);
-
-		if (len == 0 || len > HTTP_IDEMPOTENCY_KEY_MAX)
-		{
-			*ret = refuse(req, MHD_HTTP_BAD_REQUEST,
-						  "The Idempotency-Key header must be 1 to 255 characters long.");
-			return false;
-		}
-		req->idempotency_key = strdup(key);
-		if (req->idempotency_key == NULL)
-		{
-			*ret = MHD_NO;
-			return false;
-		}
-	}
-	return true;
+	return read_idempotency_key(req, ret);
 }
 
 /* First call, headers only: decide whether the body is wanted at all. */
@@ -233,7 +330,7 @@ on_headers(HttpRequest *req, const char *url, const char *method)
 
 	if (!route(req, url, method, &ret))
 		return ret;
-	if (req->route != ROUTE_EVENTS)
+	if (!ROUTE_TAKES_EVENTS(req->route))
 		return queue_for_main_loop(req, PHASE_QUEUED);
 	if (!authenticate(req, &ret) || !check_event_headers(req, &ret))
 		return ret;
@@ -281,7 +378,7 @@ send_answer(HttpRequest *req)
 {
 	enum MHD_Result ret = MHD_queue_response(req->conn, req->status, req->response);
 
-	http_metrics_count_status(req->status);
+	http_metrics_count_status(req->route, req->status);
 	MHD_destroy_response(req->response);
 	req->response = NULL;
 	return ret;

@@ -2,7 +2,9 @@
  * http_response.c — every answer the HTTP server gives.
  *
  * Bodies are JSON.  Errors look like {"error":"Unauthorized","message":"..."}
- * where the message says what to do about it.  Two ways to answer: right
+ * where the message says what to do about it; on the Axiom routes they have
+ * Axiom's shape, {"message":"..."}, which its clients show, and on OTLP's
+ * a google.rpc.Status, {"code":c,"message":"..."}.  Two ways to answer: right
  * away from inside libmicrohttpd's callback (fixed text, no palloc, so
  * nothing can throw), or from the main loop for a suspended request, which
  * makes the response and resumes the connection; the access handler then
@@ -13,6 +15,7 @@
 #include "utils/json.h"
 
 #include "ingest/http.h"
+#include "ingest/otlp/otlp.h"
 
 #define RETRY_AFTER_SECONDS "2"
 
@@ -45,32 +48,56 @@ copy_json_safe(char *out, size_t size, const char *s)
 	out[n] = '\0';
 }
 
+/* The media type of every answer to this request. */
+static const char *
+answer_type(const HttpRequest *req)
+{
+	return req->protobuf ? "application/x-protobuf" : "application/json";
+}
+
+/* A fixed-text error body in the request's protocol's shape; its length. */
+static size_t
+fixed_error_body(const HttpRequest *req, unsigned int status, const char *message,
+				 char *body, size_t size)
+{
+	char		text[1024];
+	const char *reason = MHD_get_reason_phrase_for(status);
+
+	if (req->protobuf)
+		return otlp_status_pack(status, message, (uint8 *) body, size);
+	copy_json_safe(text, sizeof(text), message);
+	if (req->route == ROUTE_AXIOM)
+		snprintf(body, size, "{\"message\":\"%s\"}\n", text);
+	else if (ROUTE_IS_OTLP(req->route))
+		snprintf(body, size, "{\"code\":%d,\"message\":\"%s\"}", otlp_grpc_code(status), text);
+	else
+		snprintf(body, size, "{\"error\":\"%s\",\"message\":\"%s\"}\n",
+				 reason ? reason : "Error", text);
+	return strlen(body);
+}
+
 /*
  * Answers from inside the access handler with a fixed message.  Only
  * malloc-based libmicrohttpd calls: safe where an ERROR must not happen.
  */
 bool
-http_answer_now(struct MHD_Connection *conn, unsigned int status, const char *message,
+http_answer_now(HttpRequest *req, unsigned int status, const char *message,
 				const char *allow)
 {
-	char		text[1024];
 	char		body[1200];
+	size_t		len = fixed_error_body(req, status, message, body, sizeof(body));
 	struct MHD_Response *resp;
 	enum MHD_Result ok;
-	const char *reason = MHD_get_reason_phrase_for(status);
 
-	copy_json_safe(text, sizeof(text), message);
-	snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n",
-			 reason ? reason : "Error", text);
-	resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+	resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		return false;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, answer_type(req));
 	add_status_headers(resp, status, allow);
-	ok = MHD_queue_response(conn, status, resp);
+	ok = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	if (ok == MHD_YES)
-		http_metrics_count_status(status);
+		http_metrics_count_status(req->route, status);
 	return ok == MHD_YES;
 }
 
@@ -87,16 +114,29 @@ http_error_json(StringInfo out, unsigned int status, const char *message)
 	appendStringInfoString(out, "}\n");
 }
 
+/* An error body for answers made in the main loop, in the route's shape. */
+void
+http_error_body(const HttpRequest *req, StringInfo out, unsigned int status,
+				const char *message)
+{
+	if (req->route == ROUTE_AXIOM)
+		http_axiom_error(out, message);
+	else if (ROUTE_IS_OTLP(req->route))
+		otlp_status_body(out, req->protobuf, status, message);
+	else
+		http_error_json(out, status, message);
+}
+
 /* Makes the response of a suspended request; http_answer_resume sends it. */
 static void
-set_answer(HttpRequest *req, unsigned int status, const char *text, const char *type,
-		   bool replayed)
+set_answer(HttpRequest *req, unsigned int status, const char *text, size_t len,
+		   const char *type, bool replayed)
 {
 	struct MHD_Response *resp;
 
 	if (req->response != NULL)
 		MHD_destroy_response(req->response);
-	resp = MHD_create_response_from_buffer(strlen(text), (void *) text, MHD_RESPMEM_MUST_COPY);
+	resp = MHD_create_response_from_buffer(len, (void *) text, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -113,21 +153,30 @@ set_answer(HttpRequest *req, unsigned int status, const char *text, const char *
 void
 http_answer(HttpRequest *req, unsigned int status, const char *json)
 {
-	set_answer(req, status, json, "application/json", false);
+	set_answer(req, status, json, strlen(json), "application/json", false);
+}
+
+/* Answers with a body in the request's own media type (JSON, or OTLP's protobuf). */
+void
+http_answer_bytes(HttpRequest *req, unsigned int status, const char *data, size_t len)
+{
+	set_answer(req, status, data, len, answer_type(req), false);
 }
 
 /* Answers a suspended request with the answer remembered for its Idempotency-Key. */
 void
 http_answer_replay(HttpRequest *req, unsigned int status, const char *json)
 {
-	set_answer(req, status, json, "application/json", true);
+	set_answer(req, status, json, strlen(json), "application/json", true);
 }
 
 /* Answers GET /metrics with the Prometheus text format. */
 void
 http_answer_metrics(HttpRequest *req, const char *text)
 {
-	set_answer(req, MHD_HTTP_OK, text, "text/plain; version=0.0.4; charset=utf-8", false);
+	const char *type = "text/plain; version=0.0.4; charset=utf-8";
+
+	set_answer(req, MHD_HTTP_OK, text, strlen(text), type, false);
 }
 
 /* Answers a suspended request with an error. */
@@ -137,8 +186,8 @@ http_answer_error(HttpRequest *req, unsigned int status, const char *message)
 	StringInfoData body;
 
 	initStringInfo(&body);
-	http_error_json(&body, status, message);
-	set_answer(req, status, body.data, "application/json", false);
+	http_error_body(req, &body, status, message);
+	http_answer_bytes(req, status, body.data, body.len);
 	pfree(body.data);
 }
 

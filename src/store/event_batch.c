@@ -64,6 +64,7 @@ struct EventBatch
 	PartitionRange *ranges;		/* sorted, merged where adjacent */
 	int			n_ranges;
 	bool		has_default;	/* a DEFAULT partition takes anything */
+	EventBodyDialect dialect;	/* of the bodies being added now */
 };
 
 /* ---- encoding COPY BINARY tuples ---- */
@@ -229,20 +230,68 @@ event_batch_append(EventBatch *batch, const ValidEvent *event)
 	batch->n_events++;
 }
 
-/* Queues a rejected event for runra_obs.rejected_events. */
+/*
+ * Sets how the next bodies are read and filed (see EventBodyDialect); NULL
+ * goes back to the default.  The strings must live as long as the batch.
+ */
 void
-event_batch_reject(EventBatch *batch, int position, const char *reason,
-				   const char *raw, int raw_len)
+event_batch_set_dialect(EventBatch *batch, const EventBodyDialect *dialect)
+{
+	if (dialect)
+		batch->dialect = *dialect;
+	else
+		memset(&batch->dialect, 0, sizeof(batch->dialect));
+}
+
+/* The dialect of the body being parsed (for event_parse.c). */
+const EventBodyDialect *
+event_batch_dialect(EventBatch *batch)
+{
+	return &batch->dialect;
+}
+
+/* Queues a COPY tuple for runra_obs.rejected_events, under the dialect's source. */
+static void
+queue_rejected(EventBatch *batch, int position, const char *reason,
+			   const char *raw, int raw_len)
 {
 	StringInfo	buf = &batch->rejected;
+	const char *source = batch->dialect.source ? batch->dialect.source : batch->source;
 
 	put_int16(buf, 4);
-	put_text(buf, batch->source, strlen(batch->source));
+	put_text(buf, source, strlen(source));
 	put_int32(buf, 4);
 	put_int32(buf, position);
 	put_text(buf, reason, strlen(reason));
 	put_text(buf, raw, raw_len);
 	batch->n_rejected++;
+}
+
+/*
+ * Queues an event the validation rejected; a translated body's dialect
+ * files it at the sender's position with the sender's text.
+ */
+void
+event_batch_reject(EventBatch *batch, int position, const char *reason,
+				   const char *raw, int raw_len)
+{
+	if (batch->dialect.refile)
+		batch->dialect.refile(batch->dialect.refile_arg, &position, &raw, &raw_len);
+	queue_rejected(batch, position, reason, raw, raw_len);
+}
+
+/*
+ * Keeps one record that a caller could not even translate into an event
+ * (an OTLP span without a sandbox id, say), at its position with the reason.
+ */
+void
+event_batch_reject_record(EventBatch *batch, int position, const char *reason,
+						  char *raw, int len)
+{
+	int			replaced;
+
+	raw = json_sanitize(raw, &len, &replaced);
+	queue_rejected(batch, position, reason, raw, len);
 }
 
 /*
@@ -254,10 +303,7 @@ event_batch_reject(EventBatch *batch, int position, const char *reason,
 void
 event_batch_reject_body(EventBatch *batch, const char *reason, char *body, int len)
 {
-	int			replaced;
-
-	body = json_sanitize(body, &len, &replaced);
-	event_batch_reject(batch, 0, reason, body, len);
+	event_batch_reject_record(batch, 0, reason, body, len);
 }
 
 /* ---- writing with COPY ---- */
@@ -480,7 +526,7 @@ add_ndjson(EventBatch *batch, char *body, int len, EventBodyResult *result)
 			{
 				batch_undo(batch, result, &mark);
 				reject_event_text(batch, result, index, index + 1, syntax_error,
-								  line, line_len);
+								  NULL, line, line_len);
 			}
 			line[line_len] = saved;
 		}

@@ -39,16 +39,40 @@ typedef struct EventBodyResult
 {
 	int64		ingested;		/* valid events queued by this body */
 	int64		failed;			/* events rejected (kept in rejected_events) */
-	StringInfoData failures;	/* JSON array text: [{"index":i,"error":"..."}] */
+	StringInfoData failures;	/* JSON array text: [{"index":i,"error":"..."}]
+								 * ("warning" for an event stored anyway) */
 	bool		body_error;		/* the body could not be parsed at all */
 	char	   *body_error_message; /* then: what and where (line, column) */
 } EventBodyResult;
 
+/*
+ * How the bodies added next are read and where their rejections are filed.
+ * A group commit that serves several routes sets it before each body; all
+ * zero (or NULL) is the default: the batch's own source, "timestamp" only.
+ */
+typedef struct EventBodyDialect
+{
+	const char *source;			/* rejected_events.source; NULL: the batch's */
+	bool		time_alias;		/* "_time" (Axiom's name) may stand for "timestamp" */
+	bool		failure_times;	/* failures carry the event's "timestamp" as sent */
+
+	/*
+	 * For bodies translated from another format (OTLP): called for each
+	 * event the validation rejects, so it is filed at the sender's position
+	 * with the sender's text rather than the translation's.
+	 */
+	void		(*refile) (void *arg, int *position, const char **raw, int *raw_len);
+	void	   *refile_arg;
+} EventBodyDialect;
+
 extern EventBatch *event_batch_begin(const char *source);
+extern void event_batch_set_dialect(EventBatch *batch, const EventBodyDialect *dialect);
 extern void event_batch_add(EventBatch *batch, char *body, int len,
 							EventBodyFormat format, EventBodyResult *result);
 extern void event_batch_reject_body(EventBatch *batch, const char *reason,
 									char *body, int len);
+extern void event_batch_reject_record(EventBatch *batch, int position,
+									  const char *reason, char *raw, int len);
 extern void event_batch_write(EventBatch *batch);
 extern void event_batch_finish(EventBatch *batch);
 extern int64 event_batch_pending(EventBatch *batch);

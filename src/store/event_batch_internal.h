@@ -25,6 +25,7 @@ extern void event_batch_append(EventBatch *batch, const ValidEvent *event);
 extern void event_batch_reject(EventBatch *batch, int position,
 							   const char *reason, const char *raw, int raw_len);
 extern const char *event_batch_check_time(EventBatch *batch, TimestampTz ts);
+extern const EventBodyDialect *event_batch_dialect(EventBatch *batch);
 
 /* event_parse.c */
 extern bool parse_event_body(EventBatch *batch, char *body, int len,
@@ -32,6 +33,6 @@ extern bool parse_event_body(EventBatch *batch, char *body, int len,
 							 EventBodyResult *result, char **syntax_error);
 extern void reject_event_text(EventBatch *batch, EventBodyResult *result,
 							  int index, int line, const char *reason,
-							  const char *raw, int raw_len);
+							  const char *time_text, const char *raw, int raw_len);
 
 #endif

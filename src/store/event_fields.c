@@ -136,6 +136,30 @@ parse_iso8601_timestamp(const char *text, TimestampTz *result, const char **prob
 	return true;
 }
 
+/*
+ * Appends ts as "2026-06-15T10:30:00.000000Z", what the parser above reads
+ * back as the same instant (for answers and translated bodies).
+ */
+void
+append_iso8601_timestamp(StringInfo out, TimestampTz ts)
+{
+	int64		days = ts / USECS_PER_DAY;
+	int64		usec = ts % USECS_PER_DAY;
+	int			year,
+				month,
+				day;
+
+	if (usec < 0)
+	{
+		usec += USECS_PER_DAY;
+		days--;
+	}
+	j2date((int) (days + POSTGRES_EPOCH_JDATE), &year, &month, &day);
+	appendStringInfo(out, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", year, month, day,
+					 (int) (usec / USECS_PER_HOUR), (int) (usec / USECS_PER_MINUTE % 60),
+					 (int) (usec / USECS_PER_SEC % 60), (int) (usec % USECS_PER_SEC));
+}
+
 /* NULL if the sandbox id is acceptable, else what is wrong with it. */
 const char *
 check_sandbox_id(const char *id, int len)

@@ -11,6 +11,10 @@
  * A body is one event object or an array of them.  Each event is validated
  * on its own; a bad event is rejected with a reason and its raw text, and
  * the others are kept.
+ *
+ * The batch's dialect (EventBodyDialect) may let "_time" stand for
+ * "timestamp", as Axiom names it; an event with both must give the same
+ * instant in each.
  */
 #include "postgres.h"
 
@@ -33,11 +37,12 @@ typedef enum EnvelopeField
 	FIELD_TYPE,
 	FIELD_DATA,
 	FIELD_TRACE_ID,
+	FIELD_TIME_ALIAS,			/* "_time": only in a dialect with time_alias */
 	FIELD_COUNT
 } EnvelopeField;
 
 static const char *const field_names[FIELD_COUNT] = {
-	"timestamp", "sandboxId", "type", "data", "traceId"
+	"timestamp", "sandboxId", "type", "data", "traceId", "_time"
 };
 
 /* What kind of value an envelope field had. */
@@ -70,12 +75,17 @@ typedef struct EventParse
 	char	   *data_start;
 	char	   *data_end;
 	char	   *problem;		/* first structural problem of this event */
+	const char *time_text;		/* the event's time as sent, once it was read */
+	const EventBodyDialect *dialect;
 } EventParse;
 
-/* Appends {"index":i[,"line":n],"<key>":"message"} to the failures array. */
+/*
+ * Appends {"index":i[,"line":n][,"timestamp":t],"<key>":"message"} to the
+ * failures array; the time only when the dialect asks and it was read.
+ */
 static void
-add_failure(EventBodyResult *result, int index, int line, const char *key,
-			const char *message)
+add_failure(EventBodyResult *result, int index, int line, const char *time_text,
+			const char *key, const char *message)
 {
 	StringInfo	out = &result->failures;
 
@@ -83,6 +93,12 @@ add_failure(EventBodyResult *result, int index, int line, const char *key,
 	appendStringInfo(out, "\"index\":%d,", index);
 	if (line > 0)
 		appendStringInfo(out, "\"line\":%d,", line);
+	if (time_text != NULL)
+	{
+		appendStringInfoString(out, "\"timestamp\":");
+		escape_json(out, time_text);
+		appendStringInfoChar(out, ',');
+	}
 	escape_json(out, key);
 	appendStringInfoChar(out, ':');
 	escape_json(out, message);
@@ -95,9 +111,12 @@ add_failure(EventBodyResult *result, int index, int line, const char *key,
  */
 void
 reject_event_text(EventBatch *batch, EventBodyResult *result, int index,
-				  int line, const char *reason, const char *raw, int raw_len)
+				  int line, const char *reason, const char *time_text,
+				  const char *raw, int raw_len)
 {
-	add_failure(result, index, line, "error", reason);
+	if (!event_batch_dialect(batch)->failure_times)
+		time_text = NULL;
+	add_failure(result, index, line, time_text, "error", reason);
 	result->failed++;
 	event_batch_reject(batch, index, reason, raw, raw_len);
 }
@@ -107,7 +126,7 @@ static void
 reject_event(EventParse *parse, const char *reason, const char *raw, int raw_len)
 {
 	reject_event_text(parse->batch, parse->result, parse->index, parse->line,
-					  reason, raw, raw_len);
+					  reason, parse->time_text, raw, raw_len);
 }
 
 /* Notes the first structural problem of the event (unknown key, depth ...). */
@@ -144,23 +163,67 @@ required_string(EventParse *parse, EnvelopeField field, const char **reason)
 	}
 }
 
-/* Validates the timestamp field and its place in the stored window. */
+/* Reads one time field (timestamp or _time) as an ISO 8601 instant. */
 static bool
-check_timestamp(EventParse *parse, TimestampTz *ts, const char **reason)
+read_time(EventParse *parse, EnvelopeField field, TimestampTz *ts, const char **reason)
 {
-	const char *text = required_string(parse, FIELD_TIMESTAMP, reason);
+	const char *text = required_string(parse, field, reason);
 	const char *problem;
 
 	if (text == NULL)
 		return false;
 	if (!parse_iso8601_timestamp(text, ts, &problem))
 	{
-		*reason = psprintf("timestamp \"%s\" %s", quoted(text), problem);
+		*reason = psprintf("%s \"%s\" %s", field_names[field], quoted(text), problem);
 		return false;
 	}
+	parse->time_text = text;
+	return true;
+}
+
+/*
+ * The event's time: timestamp, or (Axiom dialect) _time; with both, they
+ * must be the same instant, written however each likes.
+ */
+static bool
+read_event_time(EventParse *parse, TimestampTz *ts, const char **reason)
+{
+	TimestampTz alias;
+
+	if (parse->kind[FIELD_TIME_ALIAS] == VALUE_ABSENT)
+	{
+		if (parse->dialect->time_alias && parse->kind[FIELD_TIMESTAMP] == VALUE_ABSENT)
+		{
+			*reason = "timestamp (or _time) is missing";
+			return false;
+		}
+		return read_time(parse, FIELD_TIMESTAMP, ts, reason);
+	}
+	if (!read_time(parse, FIELD_TIME_ALIAS, &alias, reason))
+		return false;
+	*ts = alias;
+	if (parse->kind[FIELD_TIMESTAMP] == VALUE_ABSENT)
+		return true;
+	if (!read_time(parse, FIELD_TIMESTAMP, ts, reason))
+		return false;
+	if (*ts == alias)
+		return true;
+	*reason = psprintf("timestamp \"%s\" and _time \"%s\" are different instants",
+					   quoted(parse->value[FIELD_TIMESTAMP]), quoted(parse->value[FIELD_TIME_ALIAS]));
+	return false;
+}
+
+/* Validates the event's time and its place in the stored window. */
+static bool
+check_timestamp(EventParse *parse, TimestampTz *ts, const char **reason)
+{
+	const char *problem;
+
+	if (!read_event_time(parse, ts, reason))
+		return false;
 	if ((problem = event_batch_check_time(parse->batch, *ts)) != NULL)
 	{
-		*reason = psprintf("timestamp \"%s\" %s", quoted(text), problem);
+		*reason = psprintf("timestamp \"%s\" %s", quoted(parse->time_text), problem);
 		return false;
 	}
 	return true;
@@ -232,7 +295,7 @@ check_trace_id(EventParse *parse, ValidEvent *event, char *buffer)
 		event->trace_id = buffer;
 		return;
 	}
-	add_failure(parse->result, parse->index, parse->line, "warning",
+	add_failure(parse->result, parse->index, parse->line, NULL, "warning",
 				"traceId is not 32 hex digits (a W3C trace id); event stored without it");
 }
 
@@ -265,6 +328,7 @@ start_event(EventParse *parse)
 	memset(parse->kind, 0, sizeof(parse->kind));
 	memset(parse->value, 0, sizeof(parse->value));
 	parse->problem = NULL;
+	parse->time_text = NULL;
 	parse->field = FIELD_NONE;
 	parse->event_start = parse->lex->token_start;
 }
@@ -385,12 +449,14 @@ current_key(EventParse *parse)
 	return json_string_value(open, close + 1 - open);
 }
 
+/* The envelope field of a key; _time only where the dialect allows it. */
 static EnvelopeField
-lookup_field(const char *name)
+lookup_field(EventParse *parse, const char *name)
 {
 	for (int f = 0; f < FIELD_COUNT; f++)
 		if (strcmp(name, field_names[f]) == 0)
-			return (EnvelopeField) f;
+			return (f == FIELD_TIME_ALIAS && !parse->dialect->time_alias)
+				? FIELD_NONE : (EnvelopeField) f;
 	return FIELD_NONE;
 }
 
@@ -402,7 +468,7 @@ on_field_start(void *state, char *fname, bool isnull)
 	if (parse->depth != parse->event_depth)
 		return;
 	fname = current_key(parse);
-	parse->field = lookup_field(fname);
+	parse->field = lookup_field(parse, fname);
 	parse->value_start = parse->lex->token_start;
 	if (parse->field == FIELD_NONE)
 		note_problem(parse,
@@ -477,8 +543,8 @@ on_element_end(void *state, bool isnull)
 }
 
 /* The first character that is not JSON white space. */
-static char
-first_token_char(const char *body, int len)
+char
+json_first_token_char(const char *body, int len)
 {
 	for (int i = 0; i < len; i++)
 		if (!(body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
@@ -487,8 +553,8 @@ first_token_char(const char *body, int len)
 }
 
 /* "invalid JSON at line L, column C: <what the parser said>" */
-static char *
-describe_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
+char *
+describe_json_syntax_error(JsonLexContext *lex, JsonParseErrorType error, int line_offset)
 {
 	/* at the end of the input the lexer leaves token_start NULL */
 	char	   *where = lex->token_start ? lex->token_start : lex->token_terminator;
@@ -511,7 +577,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	EventParse	parse = {0};
 	JsonSemAction sem = {0};
 	JsonParseErrorType error;
-	char		first = first_token_char(body, len);
+	char		first = json_first_token_char(body, len);
 	MemoryContext outer = CurrentMemoryContext;
 
 	if (first != '{' && (first != '[' || one_event_only))
@@ -522,6 +588,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	}
 	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, false);
 	parse.batch = batch;
+	parse.dialect = event_batch_dialect(batch);
 	parse.result = result;
 	parse.event_depth = (first == '[') ? 2 : 1;
 	parse.index = index;
@@ -546,7 +613,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 	MemoryContextSwitchTo(outer);
 
 	*syntax_error = (error == JSON_SUCCESS) ? NULL
-		: describe_syntax_error(parse.lex, error, line > 0 ? line - 1 : 0);
+		: describe_json_syntax_error(parse.lex, error, line > 0 ? line - 1 : 0);
 	MemoryContextDelete(parse.scratch);
 	return error == JSON_SUCCESS;
 }

@@ -13,7 +13,7 @@ use PostgreSQL::Test::Utils;
 use POSIX qw(strftime);
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(start_http_node create_token event event_json post_events
+our @EXPORT = qw(start_http_node create_token event event_json post_events stored_events
   http_request gzip_text worker_pids wait_for_workers wait_for_http
   start_children wait_children);
 
@@ -104,6 +104,17 @@ sub event_json
 		push @pairs, qq{"$k":$text};
 	}
 	return '{' . join(',', @pairs) . '}';
+}
+
+# The stored events of a sandbox, one a line: time (UTC, to the
+# microsecond) | type | data | trace id (or -), in time order.
+sub stored_events
+{
+	my ($node, $sandbox) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT string_agg(concat_ws(' | ', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+			event_type, data::text, coalesce(trace_id, '-')), E'\\n' ORDER BY created_at, event_type)
+		FROM runra_obs.sandbox_events WHERE sandbox_id = '$sandbox'});
 }
 
 sub gzip_text
