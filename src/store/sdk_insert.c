@@ -228,7 +228,7 @@ runra_sdk_insert_row(PG_FUNCTION_ARGS)
 	event_body_result_init(&result);
 	if (!parse_event_body(stmt->batch, envelope.data, envelope.len, true,
 						  stmt->rows, 0, &result, &syntax_error))
-		reject_event_text(stmt->batch, &result, stmt->rows, 0, syntax_error,
+		reject_event_text(stmt->batch, &result, stmt->rows, 0, syntax_error, NULL,
 						  envelope.data, envelope.len);
 	stmt->rows++;
 	if (result.ingested == 0)
