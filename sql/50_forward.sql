@@ -83,12 +83,34 @@ SELECT ingested FROM runra_obs.ingest(ev('exec.failed'));
 ROLLBACK;
 SELECT d.name, string_agg(b.event_type || '/' || b.sandbox_id, ', ' ORDER BY b.id) AS reads
 FROM runra_obs.destinations AS d,
-     runra_obs._forward_batch(d.id, :before, :before + 100, 1000) AS b
+     runra_obs._forward_batch(d.id, :before, :before + 100, 1000, 16777216) AS b
 GROUP BY d.name ORDER BY d.name;
 -- at most max_events, the first ones by id
 SELECT string_agg(b.event_type, ', ' ORDER BY b.id) AS first_two
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
-                              :before, :before + 100, 2) AS b;
+                              :before, :before + 100, 2, 16777216) AS b;
+-- and at most max_bytes of stored data, the first event always: a batch
+-- stops before the event that would pass it, and says it was cut
+SELECT sum(runra_obs._raw_size(b.data)) AS three_events_bytes
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 3, 16777216) AS b \gset
+SELECT count(*) AS events, bool_and(b.cut) AS cut
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 1000, :three_events_bytes) AS b;
+SELECT count(*) AS events, bool_and(b.cut) AS cut
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 1000, :three_events_bytes + 1) AS b;
+SELECT count(*) AS events, bool_and(b.cut) AS cut
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 1000, 1) AS b;
+SELECT count(*) AS events, bool_or(b.cut) AS cut
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
+                              :before, :before + 100, 1000, 16777216) AS b;
+-- the stored size, read without detoasting: a value of 1 MB is stored
+-- compressed to a few kB, but it is 1 MB that a request would carry
+CREATE TEMP TABLE squeezed AS SELECT jsonb_build_object('x', repeat('a', 1048576)) AS v;
+SELECT pg_column_size(v) < 100000 AS stored_compressed, runra_obs._raw_size(v) > 1048576 AS raw_size_is_uncompressed
+FROM squeezed;
 
 -- each event comes with whether it failed, by the one definition
 -- (runra_obs.event_failed(): the OTLP span status reads it)
@@ -100,7 +122,7 @@ SELECT ingested FROM runra_obs.ingest(jsonb_build_array(
     jsonb_build_object('timestamp', now(), 'sandboxId', 'sb_f', 'type', 'exec.timed_out', 'data', '{}'::jsonb)));
 SELECT string_agg(b.data::text || ' ' || b.failed, ', ' ORDER BY b.id) AS failed_as_read
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
-                              :before_failed, :before_failed + 1000, 1000) AS b
+                              :before_failed, :before_failed + 1000, 1000, 16777216) AS b
 WHERE b.sandbox_id = 'sb_f';
 
 -- ... and the duration it reports, by the one definition
@@ -113,7 +135,7 @@ SELECT ingested FROM runra_obs.ingest(jsonb_build_array(
 SELECT string_agg(b.event_type || ' ' || coalesce(b.duration_ms::text, 'none')
                   || ' ' || (b.ingested_at IS NOT NULL), ', ' ORDER BY b.id) AS duration_as_read
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
-                              :before_duration, :before_duration + 1000, 1000) AS b;
+                              :before_duration, :before_duration + 1000, 1000, 16777216) AS b;
 
 -- ---- where each destination's requests go (_forward_url; Axiom's are
 -- compared with @axiomhq/js's in t/032_forward_axiom_edge.pl) ----
@@ -196,11 +218,11 @@ FROM runra_obs.destinations AS d JOIN runra_obs.consumers AS c ON c.name = 'dest
 -- the history before the start time is not read; what arrived after the
 -- destination was added is, whatever its created_at
 SELECT count(*) AS history_read
-FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'replay'), 0, 1000000, 1000);
+FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'replay'), 0, 1000000, 1000, 16777216);
 SELECT ingested FROM runra_obs.ingest(ev('exec.late'));
 SELECT string_agg(b.event_type, ', ') AS after_replay_to
 FROM runra_obs.destinations AS d,
-     runra_obs._forward_batch(d.id, d.replay_to, d.replay_to + 100, 1000) AS b WHERE d.name = 'replay';
+     runra_obs._forward_batch(d.id, d.replay_to, d.replay_to + 100, 1000, 16777216) AS b WHERE d.name = 'replay';
 SELECT runra_obs.remove_destination('replay');
 
 -- runra_obs.on: a function destination named after its pattern and handler

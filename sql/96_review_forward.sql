@@ -8,9 +8,9 @@
 -- SECURITY DEFINER function anyone attaching it to a table could use, is
 -- gone: nothing is attached to sandbox_events.)
 SET client_min_messages = warning;
-SELECT has_function_privilege('runra_obs_reader', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS reader_may_read,
-       has_function_privilege('runra_obs_writer', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS writer_may_read,
-       has_function_privilege('public', 'runra_obs._forward_batch(integer, bigint, bigint, integer)', 'EXECUTE') AS public_may_read,
+SELECT has_function_privilege('runra_obs_reader', 'runra_obs._forward_batch(integer, bigint, bigint, integer, bigint)', 'EXECUTE') AS reader_may_read,
+       has_function_privilege('runra_obs_writer', 'runra_obs._forward_batch(integer, bigint, bigint, integer, bigint)', 'EXECUTE') AS writer_may_read,
+       has_function_privilege('public', 'runra_obs._forward_batch(integer, bigint, bigint, integer, bigint)', 'EXECUTE') AS public_may_read,
        has_table_privilege('runra_obs_writer', 'runra_obs.redeliveries', 'INSERT') AS writer_may_redeliver,
        has_table_privilege('runra_obs_reader', 'runra_obs.redeliveries', 'INSERT') AS reader_may_redeliver,
        has_table_privilege('runra_obs_writer', 'runra_obs.consumers', 'UPDATE') AS writer_may_move_cursors;

@@ -48,6 +48,7 @@ int			runra_rejected_retention_s = 7 * 86400;
 bool		runra_forward_enabled = true;
 int			runra_forward_poll_interval_ms = 100;
 int			runra_forward_requests = 10;
+int			runra_forward_max_request_size = 16 * 1024 * 1024;
 
 /* rollups */
 int			runra_rollup_retention_s = 400 * 86400;
@@ -231,6 +232,11 @@ define_forward_gucs(void)
 							NULL,
 							&runra_forward_requests, 10, 1, 100,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.forward_max_request_size",
+							"Largest request body a destination is sent; an event that alone encodes to more is dead-lettered.",
+							NULL,
+							&runra_forward_max_request_size, 16 * 1024 * 1024, 64 * 1024, 512 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 
 /* Settings of the rollup consumer. */

@@ -41,6 +41,7 @@ extern int	runra_rejected_retention_s;
 extern bool runra_forward_enabled;
 extern int	runra_forward_poll_interval_ms;
 extern int	runra_forward_requests;
+extern int	runra_forward_max_request_size;
 
 /* rollups */
 extern int	runra_rollup_retention_s;

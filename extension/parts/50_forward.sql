@@ -688,14 +688,16 @@ COMMENT ON FUNCTION runra_obs.requeue_dead_letters(text) IS
 -- with what it means as 15_event_facts.sql defines it (failed, its
 -- duration), so the encoders never decide that themselves.
 CREATE FUNCTION runra_obs._forward_batch(destination integer, after_id bigint,
-                                         up_to_id bigint, max_events integer)
+                                         up_to_id bigint, max_events integer,
+                                         max_bytes bigint)
 RETURNS TABLE (id bigint, created_at timestamptz, sandbox_id text, event_type text,
                data jsonb, trace_id text, sandbox_trace_id text, failed boolean,
-               duration_ms numeric, ingested_at timestamptz)
+               duration_ms numeric, ingested_at timestamptz, cut boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET max_parallel_workers_per_gather = 0
+SET work_mem = '64MB'     -- the two windows hold a batch of up to 10000 rows
 AS $$
 DECLARE
     d         runra_obs.destinations;
@@ -704,21 +706,41 @@ BEGIN
     SELECT * INTO STRICT d FROM runra_obs.destinations AS x WHERE x.id = destination;
     -- the history a start time replays has its own bound on created_at
     replaying := d.start_at IS NOT NULL AND after_id < d.replay_to;
+    -- The batch stops before the event that would take the stored size of
+    -- its data past max_bytes (the first event always goes): one huge
+    -- event, or many big ones, cannot make a request the worker cannot
+    -- hold.  Events left out are read, and their data detoasted, only by
+    -- the next batch.
     RETURN QUERY EXECUTE format($rows$
-        SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, md5(e.sandbox_id),
-               runra_obs.event_failed(e.event_type, e.data),
-               runra_obs.event_duration_ms(e.event_type, e.data), e.ingested_at
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.id > $1 AND e.id <= $2 %s
-          AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
-        ORDER BY e.id LIMIT $4
+        SELECT b.id, b.created_at, b.sandbox_id, b.event_type, b.data, b.trace_id, md5(b.sandbox_id),
+               runra_obs.event_failed(b.event_type, b.data),
+               runra_obs.event_duration_ms(b.event_type, b.data), b.ingested_at,
+               b.fetched > count(*) OVER ()
+        FROM (SELECT e.*, count(*) OVER () AS fetched,
+                     sum(runra_obs._raw_size(e.data)) OVER (ORDER BY e.id)
+                       - runra_obs._raw_size(e.data) AS before
+              FROM (SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, e.ingested_at
+                    FROM runra_obs.sandbox_events AS e
+                    WHERE e.id > $1 AND e.id <= $2 %s
+                      AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
+                    ORDER BY e.id LIMIT $4) AS e) AS b
+        WHERE b.before = 0 OR b.before + runra_obs._raw_size(b.data) <= $6
+        ORDER BY b.id
         $rows$, CASE WHEN replaying THEN 'AND e.created_at >= $5' ELSE '' END)
     USING after_id, CASE WHEN replaying THEN least(up_to_id, d.replay_to) ELSE up_to_id END,
-          d.like_patterns, max_events, d.start_at;
+          d.like_patterns, max_events, d.start_at, max_bytes;
 END
 $$;
-COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer) IS
-    'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events';
+COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer, bigint) IS
+    'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events and max_bytes of stored data (at least one); cut says some were left for the next batch';
+
+-- The size of a value as stored uncompressed, without detoasting it.
+CREATE FUNCTION runra_obs._raw_size(value jsonb)
+RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_raw_size';
+COMMENT ON FUNCTION runra_obs._raw_size(jsonb) IS
+    'Internal: the uncompressed stored size of a jsonb value, read from its header (no detoasting)';
 
 REVOKE ALL ON FUNCTION
     runra_obs.add_destination(text, text, jsonb, text[]),
@@ -729,7 +751,8 @@ REVOKE ALL ON FUNCTION
     runra_obs.on(text, regprocedure),
     runra_obs.requeue_dead_letters(text),
     runra_obs._forward_wake(),
-    runra_obs._forward_batch(integer, bigint, bigint, integer),
+    runra_obs._forward_batch(integer, bigint, bigint, integer, bigint),
+    runra_obs._raw_size(jsonb),
     runra_obs._glob_to_like(text),
     runra_obs._start_time(text, jsonb),
     runra_obs._check_option(text, jsonb, text, text, boolean, numeric, numeric),

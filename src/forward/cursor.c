@@ -48,8 +48,8 @@ static const char *const load_sql =
 
 static const char *const read_sql =
 "SELECT id, created_at, sandbox_id, event_type, data, trace_id, sandbox_trace_id, failed,"
-"       duration_ms, ingested_at"
-" FROM runra_obs._forward_batch($1, $2, $3, $4)";
+"       duration_ms, ingested_at, cut"
+" FROM runra_obs._forward_batch($1, $2, $3, $4, $5)";
 
 /* The head of a destination's redeliveries with the events they name. */
 static const char *const redeliveries_sql =
@@ -343,17 +343,20 @@ copy_events(ForwardEvent **events, MemoryContext into)
  */
 static int
 cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
-			ForwardEvent **events, MemoryContext into)
+			ForwardEvent **events, MemoryContext into, bool *cut)
 {
-	Oid			types[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
-	Datum		values[4] = {Int32GetDatum(dest->id), Int64GetDatum(lo),
-	Int64GetDatum(hi), Int32GetDatum(max_events)};
+	Oid			types[5] = {INT4OID, INT8OID, INT8OID, INT4OID, INT8OID};
+	Datum		values[5] = {Int32GetDatum(dest->id), Int64GetDatum(lo),
+		Int64GetDatum(hi), Int32GetDatum(max_events),
+	Int64GetDatum(forward_read_budget())};
+	bool		isnull;
 	int			n;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(read_sql, 4, types, values, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(read_sql, 5, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs forward: could not read the events of destination \"%s\"", dest->name);
+	*cut = SPI_processed > 0 && DatumGetBool(col(SPI_tuptable->vals[0], 11, &isnull)) && !isnull;
 	n = copy_events(events, into);
 	SPI_finish();
 	return n;
@@ -371,6 +374,7 @@ cursor_read_next(Destination *dest, int64 lo, int64 watermark, int max_events,
 				 ForwardEvent **events, MemoryContext into, int64 *hi)
 {
 	int			n;
+	bool		cut;
 
 	*hi = Min(watermark, lo + FORWARD_MAX_BATCH);
 	if (dest->replay_to > lo)
@@ -381,8 +385,11 @@ cursor_read_next(Destination *dest, int64 lo, int64 watermark, int max_events,
 		*hi = lo;
 		return 0;
 	}
-	n = cursor_read(dest, lo, *hi, max_events, events, into);
-	if (n == max_events)
+	if (dest->read_limit > 0)
+		max_events = Min(max_events, dest->read_limit);
+	n = cursor_read(dest, lo, *hi, max_events, events, into, &cut);
+	/* full, or cut short by size: the range ends at its last event */
+	if (n > 0 && (n == max_events || cut))
 		*hi = (*events)[n - 1].event_id;
 	return n;
 }

@@ -122,6 +122,9 @@ typedef struct Destination
 	/* consumer state, kept across reloads */
 	int64		position;		/* the durable cursor, as last written */
 	int64		read_to;		/* end of the last range batch read */
+	int			read_limit;		/* > 0: read at most this many events next (a
+								 * batch that encoded too large is read again
+								 * in halves) */
 	List	   *batches;		/* range batches read and not passed, in id order */
 	InFlight   *redelivery;		/* the redelivery batch being sent, if any */
 	int			on_wire;		/* requests in flight */
@@ -201,5 +204,9 @@ extern void forward_note_error(Destination *dest, const char *error);
 
 /* wake.c */
 #define FORWARD_WORKER_TYPE "runra_obs forward"
+
+/* limits.c: how big a batch may be */
+extern int64 forward_read_budget(void);
+extern bool forward_body_too_large(size_t len);
 
 #endif

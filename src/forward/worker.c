@@ -412,10 +412,66 @@ write_jsonl(InFlight *b)
 	retry_reset(d);
 }
 
-/* Sends a batch (again): on the wire for HTTP, written at once for JSONL. */
+typedef enum EncodeOutcome
+{
+	ENCODED,					/* the body is ready and small enough */
+	ENCODE_TOO_LARGE,			/* more than one event, too large: read fewer */
+	ENCODE_FAILED				/* the batch is settled: dead letters, with why */
+} EncodeOutcome;
+
+/*
+ * Encodes an HTTP batch.  An error while encoding costs this batch (its
+ * events become dead letters with the error: another attempt would fail
+ * the same way), never the worker and the other destinations.  So does a
+ * single event that encodes to more than runra_obs.forward_max_request_size.
+ */
+static EncodeOutcome
+encode_checked(InFlight *b)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	if (b->attempts == 0)
+		b->first_attempt = GetCurrentTimestamp();
+	PG_TRY();
+	{
+		encode_http(b);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (edata != NULL)
+	{
+		b->body = NULL;
+		attempt_failed(b, psprintf("could not encode the batch: %s", edata->message), true, NULL);
+		return ENCODE_FAILED;
+	}
+	if (!forward_body_too_large(b->body_len))
+		return ENCODED;
+	if (b->n_events > 1)
+		return ENCODE_TOO_LARGE;
+	attempt_failed(b, psprintf("event " INT64_FORMAT " encodes to %zu bytes, more than runra_obs.forward_max_request_size (%d bytes)",
+							   b->events[0].event_id, b->body_len, runra_forward_max_request_size),
+				   true, NULL);
+	return ENCODE_FAILED;
+}
+
+/*
+ * Sends a batch (again): on the wire for HTTP, written at once for JSONL.
+ * A range batch comes encoded (start_new_batches); a batch of
+ * redeliveries is encoded here, and sent even when large (they are read a
+ * batch_size at a time, not by range, and cannot be read again in halves).
+ */
 static void
 send_batch(InFlight *b)
 {
+	if (b->body == NULL && b->n_events > 0 && b->dest->provider != PROVIDER_JSONL &&
+		encode_checked(b) == ENCODE_FAILED)
+		return;
 	if (b->attempts++ == 0)
 		b->first_attempt = GetCurrentTimestamp();
 	if (b->n_events == 0)
@@ -423,11 +479,31 @@ send_batch(InFlight *b)
 	else if (b->dest->provider == PROVIDER_JSONL)
 		write_jsonl(b);
 	else
-	{
-		if (b->body == NULL)
-			encode_http(b);
 		transport_start(b);
+}
+
+/*
+ * A new range batch, encoded before it is queued so its size is known.
+ * False when it encoded too large: it is dropped, and the same range is
+ * read again with half as many events.
+ */
+static bool
+encode_new_batch(InFlight *b)
+{
+	Destination *d = b->dest;
+
+	if (d->provider == PROVIDER_JSONL || b->n_events == 0)
+		return true;
+	if (encode_checked(b) != ENCODE_TOO_LARGE)
+	{
+		d->read_limit = 0;
+		return true;
 	}
+	d->read_limit = Max(b->n_events / 2, 1);
+	ereport(DEBUG1,
+			(errmsg("runra_obs forward: destination \"%s\": %d events encode to %zu bytes; reading %d at a time",
+					d->name, b->n_events, b->body_len, d->read_limit)));
+	return false;
 }
 
 /* ---------------------------------------------------------------------------
@@ -535,11 +611,17 @@ start_new_batches(Destination *d, TimestampTz now)
 			retry_schedule(d, NULL);
 			return;
 		}
+		if (!encode_new_batch(r.batch))
+		{
+			free_batch(r.batch);
+			continue;
+		}
 		d->read_to = r.batch->hi;
 		old = MemoryContextSwitchTo(forward_cxt);
 		d->batches = lappend(d->batches, r.batch);
 		MemoryContextSwitchTo(old);
-		send_batch(r.batch);
+		if (r.batch->state != BATCH_SETTLED)
+			send_batch(r.batch);
 	}
 }
 
