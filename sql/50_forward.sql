@@ -89,18 +89,18 @@ GROUP BY d.name ORDER BY d.name;
 SELECT string_agg(b.event_type, ', ' ORDER BY b.id) AS first_two
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 2, 16777216) AS b;
--- and at most max_bytes of stored data, the first event always: a batch
--- stops before the event that would pass it, and says it was cut
+-- and ending with the event that takes the batch's stored data to
+-- max_bytes (the first event always goes), saying it was cut there
 SELECT sum(runra_obs._raw_size(b.data)) AS three_events_bytes
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 3, 16777216) AS b \gset
-SELECT count(*) AS events, bool_and(b.cut) AS cut
+SELECT count(*) AS events, string_agg(b.cut::text, ',' ORDER BY b.id) AS cut
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 1000, :three_events_bytes) AS b;
-SELECT count(*) AS events, bool_and(b.cut) AS cut
+SELECT count(*) AS events, string_agg(b.cut::text, ',' ORDER BY b.id) AS cut
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 1000, :three_events_bytes + 1) AS b;
-SELECT count(*) AS events, bool_and(b.cut) AS cut
+SELECT count(*) AS events, string_agg(b.cut::text, ',' ORDER BY b.id) AS cut
 FROM runra_obs._forward_batch((SELECT id FROM runra_obs.destinations WHERE name = 'ot'),
                               :before, :before + 100, 1000, 1) AS b;
 SELECT count(*) AS events, bool_or(b.cut) AS cut

@@ -697,7 +697,6 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET max_parallel_workers_per_gather = 0
-SET work_mem = '64MB'     -- the two windows hold a batch of up to 10000 rows
 AS $$
 DECLARE
     d         runra_obs.destinations;
@@ -706,25 +705,25 @@ BEGIN
     SELECT * INTO STRICT d FROM runra_obs.destinations AS x WHERE x.id = destination;
     -- the history a start time replays has its own bound on created_at
     replaying := d.start_at IS NOT NULL AND after_id < d.replay_to;
-    -- The batch stops before the event that would take the stored size of
-    -- its data past max_bytes (the first event always goes): one huge
-    -- event, or many big ones, cannot make a request the worker cannot
-    -- hold.  Events left out are read, and their data detoasted, only by
-    -- the next batch.
+    -- The batch ends with the event that takes the stored size of its data
+    -- to max_bytes (so it always has one): one huge event, or many big
+    -- ones, cannot make a request the worker cannot hold.  Events after it
+    -- are read, and their data detoasted, only by the next batch.  One
+    -- running sum, streamed: the common batch, far under max_bytes, costs
+    -- what it cost without it.
     RETURN QUERY EXECUTE format($rows$
         SELECT b.id, b.created_at, b.sandbox_id, b.event_type, b.data, b.trace_id, md5(b.sandbox_id),
                runra_obs.event_failed(b.event_type, b.data),
                runra_obs.event_duration_ms(b.event_type, b.data), b.ingested_at,
-               b.fetched > count(*) OVER ()
-        FROM (SELECT e.*, count(*) OVER () AS fetched,
-                     sum(runra_obs._raw_size(e.data)) OVER (ORDER BY e.id)
-                       - runra_obs._raw_size(e.data) AS before
+               b.bytes_upto >= $6
+        FROM (SELECT e.*, sum(runra_obs._raw_size(e.data)) OVER (ORDER BY e.id ROWS UNBOUNDED PRECEDING)
+                            AS bytes_upto
               FROM (SELECT e.id, e.created_at, e.sandbox_id, e.event_type, e.data, e.trace_id, e.ingested_at
                     FROM runra_obs.sandbox_events AS e
                     WHERE e.id > $1 AND e.id <= $2 %s
                       AND ($3 = '{}' OR e.event_type LIKE ANY ($3))
                     ORDER BY e.id LIMIT $4) AS e) AS b
-        WHERE b.before = 0 OR b.before + runra_obs._raw_size(b.data) <= $6
+        WHERE b.bytes_upto - runra_obs._raw_size(b.data) < $6
         ORDER BY b.id
         $rows$, CASE WHEN replaying THEN 'AND e.created_at >= $5' ELSE '' END)
     USING after_id, CASE WHEN replaying THEN least(up_to_id, d.replay_to) ELSE up_to_id END,
@@ -732,7 +731,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs._forward_batch(integer, bigint, bigint, integer, bigint) IS
-    'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events and max_bytes of stored data (at least one); cut says some were left for the next batch';
+    'Internal: the events destination selects with ids in (after_id, up_to_id], in id order, at most max_events, ending with the one that takes their stored data to max_bytes; cut says the batch reached max_bytes';
 
 -- The size of a value as stored uncompressed, without detoasting it.
 CREATE FUNCTION runra_obs._raw_size(value jsonb)

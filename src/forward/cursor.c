@@ -356,7 +356,9 @@ cursor_read(Destination *dest, int64 lo, int64 hi, int max_events,
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(read_sql, 5, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs forward: could not read the events of destination \"%s\"", dest->name);
-	*cut = SPI_processed > 0 && DatumGetBool(col(SPI_tuptable->vals[0], 11, &isnull)) && !isnull;
+	/* the last event says whether the batch reached max_bytes there */
+	*cut = SPI_processed > 0 &&
+		DatumGetBool(col(SPI_tuptable->vals[SPI_processed - 1], 11, &isnull)) && !isnull;
 	n = copy_events(events, into);
 	SPI_finish();
 	return n;
