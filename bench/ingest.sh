@@ -67,18 +67,6 @@ catch_up() {
     echo "$(date +%s.%N) $start" | awk '{printf "%.1f", $1 - $2}'
 }
 
-# Runs the sessions' scripts of one kind at once; prints the wall-clock ms.
-run_sessions() {
-    local kind=$1 start pids=() s
-    start=$(date +%s%N)
-    for s in $(seq 0 $((sessions - 1))); do
-        bench_as_user "$BENCH_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
-            -f "$BENCH_DIR/$kind.$s.sql" > "$BENCH_DIR/$kind.$s.out" &
-        pids+=($!)
-    done
-    for p in "${pids[@]}"; do wait "$p"; done
-    echo $(( ($(date +%s%N) - start) / 1000000 ))
-}
 
 # Sends every batch once over HTTP; prints the wall-clock ms.
 run_http() {
@@ -93,10 +81,10 @@ best_copy= ; best_ingest= ; best_http=
 for r in $(seq "$rounds"); do
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
     catch_up >/dev/null
-    c=$(run_sessions copy)
+    c=$(bench_run_sessions copy "$sessions")
     fold_c=$(catch_up)
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
-    g=$(run_sessions jsonl)
+    g=$(bench_run_sessions jsonl "$sessions")
     lag=$(bench_psql "SELECT ids_behind FROM runra_obs.consumer_status WHERE name = 'rollups'")
     fold_g=$(catch_up)
     n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")

@@ -61,6 +61,21 @@ bench_time_ms() {
     bench_psql '\timing on' "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
 }
 
+# Runs the scripts $BENCH_DIR/KIND.0.sql .. KIND.(SESSIONS-1).sql at once,
+# one psql session each (stdout to KIND.N.out, stderr to KIND.N.err);
+# prints the wall-clock ms until the last one ends.
+bench_run_sessions() {
+    local kind=$1 sessions=$2 start pids=() s p
+    start=$(date +%s%N)
+    for s in $(seq 0 $((sessions - 1))); do
+        bench_as_user "$BENCH_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
+            -f "$BENCH_DIR/$kind.$s.sql" > "$BENCH_DIR/$kind.$s.out" 2> "$BENCH_DIR/$kind.$s.err" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    echo $(( ($(date +%s%N) - start) / 1000000 ))
+}
+
 bench_cluster_stop() {
     [ -n "$BENCH_DATA" ] && bench_as_user "$BENCH_BIN/pg_ctl" -D "$BENCH_DATA" -m fast -w stop >/dev/null 2>&1
     [ -n "$BENCH_DIR" ] && rm -rf "$BENCH_DIR"

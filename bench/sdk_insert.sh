@@ -58,25 +58,13 @@ bench_as_user awk -F'\t' -v b="$batch" -v dir="$BENCH_DIR/rows" '{
     sub(/^[0-9]+\t/, ""); print > f }' "$BENCH_DIR/rows.all"
 for kind in copy table sdk; do write_scripts $kind; done
 
-# Runs the sessions' scripts of one kind at once; prints the wall-clock ms.
-run_sessions() {
-    local kind=$1 start pids=() s
-    start=$(date +%s%N)
-    for s in $(seq 0 $((sessions - 1))); do
-        bench_as_user "$BENCH_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
-            -f "$BENCH_DIR/$kind.$s.sql" > /dev/null 2> "$BENCH_DIR/$kind.$s.err" &
-        pids+=($!)
-    done
-    for p in "${pids[@]}"; do wait "$p"; done
-    echo $(( ($(date +%s%N) - start) / 1000000 ))
-}
 
 declare -A best
 for r in $(seq "$rounds"); do
     line="round $r:"
     for kind in copy table sdk; do
         bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
-        ms=$(run_sessions $kind)
+        ms=$(bench_run_sessions $kind "$sessions")
         n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
         [ "$n" = "$events" ] || { echo "$kind stored $n of $events events" >&2; exit 1; }
         line="$line $kind ${ms} ms"
