@@ -195,6 +195,9 @@ SELECT runra_obs.histogram_percentile('[3:4]={1,3}', 0.25) = runra_obs.histogram
        runra_obs.histogram_percentile('{}', 0.5) AS empty;
 SELECT runra_obs.histogram_percentile('{1}', 1.5);
 SELECT runra_obs.histogram_merge(h) FROM (VALUES ('[500:500]={1}'::bigint[])) AS v(h);
+-- counts never wrap around: past int64 is an error, not a small number
+SELECT runra_obs.histogram_merge(h) FROM (VALUES ('{9223372036854775807}'::bigint[]), ('{1}')) AS v(h);
+SELECT runra_obs.histogram_percentile('{9223372036854775807,1}', 0.5);
 
 -- Odd data never fails an insert: numbers that do not fit, strings, arrays.
 SELECT runra_obs.json_numeric('"0.25"') AS from_string, runra_obs.json_numeric('" -.5e-3 "') AS spaced,

@@ -1,6 +1,7 @@
 # HTTP ingest: Idempotency-Key retries, token scoping, SIGHUP reload of the
 # settings (unauthenticated mode on and off), and key expiry.
 use strict;
+use IO::Socket::INET;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib/http";
@@ -64,6 +65,16 @@ is(stored('sb_race'), 1, 'six concurrent sends of one key: stored once');
 
 my $r = post_events($port, $alice, $body, headers => { 'Idempotency-Key' => 'x' x 256 });
 is($r->{status}, 400, 'an Idempotency-Key longer than 255: 400');
+# (by hand: HTTP::Tiny will not send such a header)
+{
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die $!;
+	print $sock "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $alice\r\n"
+	  . "Content-Type: application/json\r\nIdempotency-Key: caf\xc3\xa9-\xff\r\n"
+	  . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body";
+	my $answer = do { local $/; <$sock> };
+	like($answer, qr{^HTTP/1\.1 400 .*printable ASCII}s,
+		'an Idempotency-Key that is not printable ASCII: 400, saying so');
+}
 
 # ---- expiry
 $node->safe_psql('postgres',

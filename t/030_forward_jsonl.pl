@@ -79,5 +79,17 @@ ingest_events($node, event_at(0, 'sb_back', 'exec.started'));
 wait_delivered($node, 'later', 2, 'new events are read and delivered');
 like(slurp_file("$dir/later/events.jsonl"), qr/"sandboxId":"sb_back"/, 'the new event is in the file');
 
+# ---- never through a symbolic link ----
+mkdir "$dir/linked";
+open my $victim, '>', "$dir/victim" or die $!;
+close $victim;
+symlink("$dir/victim", "$dir/linked/events.jsonl") or die "symlink: $!";
+add_destination($node, 'linked', 'jsonl', { filePath => "$dir/linked/events.jsonl", flushIntervalMs => 0 });
+ingest_events($node, event_at(0, 'sb_link', 'exec.started'));
+ok($node->poll_query_until('postgres',
+		"SELECT last_error LIKE '%symbolic links%' FROM runra_obs.forward_status WHERE destination = 'linked'"),
+	'a filePath that is a symbolic link is refused');
+is(-s "$dir/victim", 0, 'and the file it points to is untouched');
+
 $node->stop;
 done_testing();

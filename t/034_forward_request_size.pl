@@ -57,5 +57,14 @@ ok(grep({ $_->{body} =~ /sb_after/ } $otel->requests), 'including the one after 
 is($node->safe_psql('postgres', "SELECT pid FROM runra_obs.worker_status WHERE role = 'forward'"),
 	$worker, 'the forward worker never restarted');
 
+# pg_terminate_backend() of the worker: it comes back (it used to exit 0,
+# which unregisters a background worker until the server restarts)
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($worker)");
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM runra_obs.worker_status WHERE role = 'forward' AND pid <> $worker"),
+	'a terminated forward worker is started again');
+ingest_events($node, event_at(0, 'sb_after_restart', 'exec.started', {}));
+wait_delivered($node, 'ot', 23, 'and delivers');
+
 $node->stop;
 done_testing();

@@ -138,5 +138,7 @@ runra_rollup_main(Datum arg)
 			show_position();
 		wait_for_next_fold();
 	}
-	proc_exit(0);
+	/* 1, not 0: a worker that exits 0 is not started again, and a
+	 * pg_terminate_backend() would stop it until the next restart */
+	proc_exit(1);
 }

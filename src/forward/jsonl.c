@@ -127,7 +127,8 @@ static int
 open_current(Destination *dest, off_t *size, char **error)
 {
 	struct stat st;
-	int			fd = open(dest->file_path, O_WRONLY | O_APPEND | O_CREAT, 0640);
+	/* never through a symbolic link: it could point anywhere the server may write */
+	int			fd = open(dest->file_path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0640);
 
 	if (fd < 0 || fstat(fd, &st) != 0)
 	{

@@ -928,5 +928,7 @@ runra_forward_main(Datum arg)
 	ereport(LOG, (errmsg("runra_obs forward worker started in database \"%s\"", runra_database)));
 	while (!runra_got_sigterm)
 		forward_turn(turn_cxt, &woken, &last_load);
-	proc_exit(0);
+	/* 1, not 0: a worker that exits 0 is not started again, and a
+	 * pg_terminate_backend() would stop it until the next restart */
+	proc_exit(1);
 }

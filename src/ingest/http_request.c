@@ -284,6 +284,14 @@ read_idempotency_key(HttpRequest *req, enum MHD_Result *ret)
 					  "The Idempotency-Key header must be 1 to 255 characters long.");
 		return false;
 	}
+	/* stored as text: bytes that are not printable ASCII could not be */
+	for (size_t i = 0; i < len; i++)
+		if (key[i] < 0x20 || key[i] > 0x7e)
+		{
+			*ret = refuse(req, MHD_HTTP_BAD_REQUEST,
+						  "The Idempotency-Key header must be printable ASCII (a UUID, say).");
+			return false;
+		}
 	req->idempotency_key = strdup(key);
 	if (req->idempotency_key != NULL)
 		return true;

@@ -20,6 +20,8 @@
  */
 #include "postgres.h"
 
+#include "common/int.h"
+
 #include <math.h>
 
 #include "catalog/pg_type.h"
@@ -52,6 +54,16 @@ PG_FUNCTION_INFO_V1(runra_histogram_merge);
 PG_FUNCTION_INFO_V1(runra_histogram_final);
 PG_FUNCTION_INFO_V1(runra_histogram_percentile);
 PG_FUNCTION_INFO_V1(runra_histogram_count);
+
+/* Adds count to *total, or fails: a histogram never wraps around. */
+static void
+add_count(int64 *total, int64 count)
+{
+	if (pg_add_s64_overflow(*total, count, total))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("duration histogram count out of range")));
+}
 
 /* The bucket a duration in milliseconds falls into. */
 static int
@@ -141,8 +153,8 @@ hist_add(HistState *state, int k, int64 count)
 		state->lo = lo;
 		state->hi = hi;
 	}
-	state->counts[k - state->lo] += count;
-	state->total += count;
+	add_count(&state->counts[k - state->lo], count);
+	add_count(&state->total, count);
 }
 
 /* duration_histogram(ms) transition: counts one duration (NULLs are skipped). */
@@ -243,7 +255,7 @@ runra_histogram_final(PG_FUNCTION_ARGS)
 static void
 copy_bucket(void *arg, int k, int64 count)
 {
-	((int64 *) arg)[k] += count;
+	add_count(&((int64 *) arg)[k], count);
 }
 
 /*
@@ -266,7 +278,7 @@ runra_histogram_percentile(PG_FUNCTION_ARGS)
 				 errmsg("percentile %g is not between 0 and 1", q)));
 	hist_array_foreach(PG_GETARG_ARRAYTYPE_P(0), copy_bucket, counts);
 	for (int k = 0; k < HIST_NBUCKETS; k++)
-		total += counts[k];
+		add_count(&total, counts[k]);
 	if (total == 0)
 		PG_RETURN_NULL();
 	rank = Max((int64) ceil(q * (double) total), 1);
@@ -288,6 +300,6 @@ runra_histogram_count(PG_FUNCTION_ARGS)
 
 	hist_array_foreach(PG_GETARG_ARRAYTYPE_P(0), copy_bucket, counts);
 	for (int k = 0; k < HIST_NBUCKETS; k++)
-		total += counts[k];
+		add_count(&total, counts[k]);
 	PG_RETURN_INT64(total);
 }
