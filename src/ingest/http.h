@@ -8,7 +8,8 @@
  * (http_worker.c) writes every queued body in one transaction
  * (http_dispatch.c, then http_batch.c: the group commit), then answers them
  * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
- * (http_idempotency.c), gzip (http_gzip.c) and the Prometheus counters in
+ * (http_idempotency.c), headers that could be read two ways (http_framing.c),
+ * gzip (http_gzip.c) and the Prometheus counters in
  * shared memory (http_metrics.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
  * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
@@ -71,6 +72,7 @@ typedef struct HttpRequest
 	bool		protobuf;		/* application/x-protobuf (OTLP), answered in kind */
 	bool		gzip;			/* Content-Encoding: gzip */
 	bool		too_large;		/* body past runra_obs.http_max_body_size */
+	bool		close_after;	/* close the connection after the answer */
 	bool		has_token;
 	uint8		token_hash[HTTP_TOKEN_HASH_LEN];
 	char		client[HTTP_TOKEN_NAME_LEN];	/* token name, '' when unauthenticated */
@@ -117,6 +119,9 @@ typedef struct HttpBodyAnswer
 	int64		ingested;
 	int64		rejected;
 } HttpBodyAnswer;
+
+/* http_framing.c: headers that could be read two ways */
+extern unsigned int http_framing_refusal(struct MHD_Connection *conn, const char **message);
 
 /* http_response.c: answers */
 extern void http_answer(HttpRequest *req, unsigned int status, const char *json);

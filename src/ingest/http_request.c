@@ -335,7 +335,14 @@ static enum MHD_Result
 on_headers(HttpRequest *req, const char *url, const char *method)
 {
 	enum MHD_Result ret = MHD_YES;
+	const char *why;
+	unsigned int refusal = http_framing_refusal(req->conn, &why);
 
+	if (refusal != 0)
+	{
+		req->close_after = true;
+		return refuse(req, refusal, why);
+	}
 	if (!route(req, url, method, &ret))
 		return ret;
 	if (!ROUTE_TAKES_EVENTS(req->route))

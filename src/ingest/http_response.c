@@ -94,6 +94,8 @@ http_answer_now(HttpRequest *req, unsigned int status, const char *message,
 		return false;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, answer_type(req));
 	add_status_headers(resp, status, allow);
+	if (req->close_after)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ok = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	if (ok == MHD_YES)
