@@ -19,6 +19,9 @@ INSERT INTO cases VALUES
   ('trace id a G, uppercase', '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_1","type":"tool.invoked","traceId":"G4BF92F3577B34DA6A3CE929D0E0E473"}'),
   ('NUL escape replaced',     '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_nul","type":"exec.completed","data":{"stdout":"a\u0000b"}}'),
   ('lone surrogates replaced','{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_sur","type":"exec.completed","data":{"stdout":"\ud800x\udc00","ok":"\ud83d\ude00"}}'),
+  ('NUL in sandboxId refused', '{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_\u0000a","type":"exec.started"}'),
+  ('surrogate sandboxId refused','{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_\udc00","type":"exec.started"}'),
+  ('U+FFFD id, body repaired','{"timestamp":"TODAYT01:00:00Z","sandboxId":"sb_\ufffd","type":"exec.started"}'),
   ('escaped key and value',   '{"time\u0073tamp" : "TODAYT01:00:00Z" , "sandboxId":"sb_\u00e9\"q\\","type"  :"exec.started"}'),
   ('no zone',                 '{"timestamp":"TODAYT01:00:00","sandboxId":"sb_1","type":"exec.started"}'),
   ('not a date',              '{"timestamp":"yesterday","sandboxId":"sb_1","type":"exec.started"}'),
@@ -93,6 +96,11 @@ SELECT ingested, failed FROM runra_obs.ingest(jsonb_build_object(
     'timestamp', :'today' || 'T02:00:02Z', 'sandboxId', 'sb_big', 'type', 'cost.total',
     'data', '{"sandboxCost": 1e1000, "tiny": 1e-1000}'::jsonb));
 SELECT length((data->>'sandboxCost')) AS digits FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_big';
+-- a sandboxId with a real U+FFFD is kept when nothing in its body was
+-- repaired (with a repair elsewhere in the same body it is refused, as in
+-- the table above: the repaired text and the real one look alike)
+SELECT ingested, failed FROM runra_obs.ingest_jsonl(
+    '{"timestamp":"' || :'today' || 'T02:00:03Z","sandboxId":"sb_\ufffd_real","type":"exec.started"}');
 -- a JSON value that is not an event at all
 SELECT * FROM runra_obs.ingest('"hello"');
 SELECT * FROM runra_obs.ingest('[]');

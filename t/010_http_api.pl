@@ -1,6 +1,7 @@
 # HTTP ingest API: every status code, partial batches, gzip, NDJSON, the
 # error bodies, /healthz and /metrics.
 use strict;
+use POSIX qw(strftime);
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib/http";
@@ -214,6 +215,21 @@ for my $role (qw(runra_obs_reader runra_obs_writer))
 }
 is($node->safe_psql('postgres', 'SELECT count(*) FROM runra_obs.ingest_tokens WHERE token_hash = sha256(convert_to(\'' . $token . '\', \'UTF8\'))'),
 	1, 'only the hash is stored');
+
+# ---- invalid UTF-8: repaired inside data, refused in a sandbox id (two
+# ids that differ only there would become one sandbox)
+{
+	my $ts = strftime('%Y-%m-%dT%H:%M:%SZ', gmtime);
+	my $body = qq([{"timestamp":"$ts","sandboxId":"sb_utf_\xff","type":"exec.started"},)
+	  . qq({"timestamp":"$ts","sandboxId":"sb_utf_\xfe","type":"exec.started"},)
+	  . qq({"timestamp":"$ts","sandboxId":"sb_utf_ok","type":"exec.completed","data":{"stdout":"a\xffb"}}]);
+	my $r = post_events($port, $token, $body);
+	like($r->{content}, qr/"ingested":1,"failed":2,.*sandboxId is not valid text/,
+		'invalid UTF-8 in sandboxId: refused, with the reason');
+	is($node->safe_psql('postgres',
+			"SELECT string_agg(sandbox_id || ' ' || (data->>'stdout'), ',') FROM runra_obs.sandbox_events WHERE sandbox_id LIKE 'sb_utf_%'"),
+		"sb_utf_ok a\xef\xbf\xbdb", 'and repaired inside data (U+FFFD)');
+}
 
 $node->stop;
 done_testing();

@@ -64,6 +64,7 @@ struct EventBatch
 	PartitionRange *ranges;		/* sorted, merged where adjacent */
 	int			n_ranges;
 	bool		has_default;	/* a DEFAULT partition takes anything */
+	bool		body_repaired;	/* the body being parsed had text replaced by U+FFFD */
 	EventBodyDialect dialect;	/* of the bodies being added now */
 };
 
@@ -183,6 +184,17 @@ event_batch_check_time(EventBatch *batch, TimestampTz ts)
 	return psprintf("has no partition: partitions cover %s to %s (see runra_obs.premake)",
 					pstrdup(timestamptz_to_str(batch->ranges[0].lower)),
 					pstrdup(timestamptz_to_str(batch->ranges[batch->n_ranges - 1].upper)));
+}
+
+/*
+ * Did the body being parsed have text replaced by U+FFFD (invalid UTF-8,
+ * \u0000, lone surrogates)?  The parser refuses such text in sandboxId:
+ * two sandboxes whose ids differ only there would become one.
+ */
+bool
+event_batch_body_repaired(EventBatch *batch)
+{
+	return batch->body_repaired;
 }
 
 /* ---- queueing ---- */
@@ -551,6 +563,7 @@ event_batch_add(EventBatch *batch, char *body, int len, EventBodyFormat format,
 
 	batch_mark(batch, result, &mark);
 	body = json_sanitize(body, &len, &replaced);
+	batch->body_repaired = replaced > 0;
 	if (format == EVENT_BODY_NDJSON)
 		add_ndjson(batch, body, len, result);
 	else if (!parse_event_body(batch, body, len, false, 0, 0, result, &syntax_error))
@@ -560,6 +573,7 @@ event_batch_add(EventBatch *batch, char *body, int len, EventBodyFormat format,
 		result->body_error = true;
 		result->body_error_message = syntax_error;
 	}
+	batch->body_repaired = false;
 	finish_result(result);
 	if (batch->events.len + batch->rejected.len > FLUSH_BYTES)
 		event_batch_write(batch);

@@ -26,6 +26,7 @@ extern void event_batch_reject(EventBatch *batch, int position,
 							   const char *reason, const char *raw, int raw_len);
 extern const char *event_batch_check_time(EventBatch *batch, TimestampTz ts);
 extern const EventBodyDialect *event_batch_dialect(EventBatch *batch);
+extern bool event_batch_body_repaired(EventBatch *batch);
 
 /* event_parse.c */
 extern bool parse_event_body(EventBatch *batch, char *body, int len,

@@ -238,6 +238,13 @@ check_identity(EventParse *parse, ValidEvent *event, const char **reason)
 
 	if (id == NULL || (*reason = check_sandbox_id(id, strlen(id))) != NULL)
 		return false;
+	/* repaired text (U+FFFD, UTF-8 EF BF BD) is kept in data, never in an id */
+	if (event_batch_body_repaired(parse->batch) && strstr(id, "\xEF\xBF\xBD") != NULL)
+	{
+		*reason = "sandboxId is not valid text (invalid UTF-8, \\u0000 or a lone surrogate): "
+			"stored as U+FFFD it would merge distinct sandboxes";
+		return false;
+	}
 	type = required_string(parse, FIELD_TYPE, reason);
 	if (type == NULL)
 		return false;
