@@ -101,6 +101,13 @@ SELECT length((data->>'sandboxCost')) AS digits FROM runra_obs.sandbox_events WH
 -- the table above: the repaired text and the real one look alike)
 SELECT ingested, failed FROM runra_obs.ingest_jsonl(
     '{"timestamp":"' || :'today' || 'T02:00:03Z","sandboxId":"sb_\ufffd_real","type":"exec.started"}');
+-- a body of 1500 non-events: the first 1000 kept and reported one by one,
+-- the rest counted, and the whole body kept once (not 1500 rows)
+SELECT ingested, failed, jsonb_array_length(failures) AS reported, failures -> 1000 AS last_reported
+FROM runra_obs.ingest((SELECT jsonb_agg(1) FROM generate_series(1, 1500)));
+SELECT count(*) FILTER (WHERE raw = '1') AS one_by_one,
+       count(*) FILTER (WHERE position = 1000 AND raw LIKE '[1, 1, %') AS whole_body
+FROM runra_obs.rejected_events WHERE source = 'sql';
 -- a JSON value that is not an event at all
 SELECT * FROM runra_obs.ingest('"hello"');
 SELECT * FROM runra_obs.ingest('[]');

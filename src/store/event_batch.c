@@ -573,6 +573,8 @@ event_batch_add(EventBatch *batch, char *body, int len, EventBodyFormat format,
 		result->body_error = true;
 		result->body_error_message = syntax_error;
 	}
+	if (!result->body_error)
+		reject_rest_of_body(batch, result, body, len);
 	batch->body_repaired = false;
 	finish_result(result);
 	if (batch->events.len + batch->rejected.len > FLUSH_BYTES)

@@ -29,6 +29,12 @@
 
 typedef struct EventBatch EventBatch;
 
+/*
+ * Rejected events of one body kept (and reported in failures) one by one;
+ * past that they are counted, and the body is kept whole once.
+ */
+#define EVENT_REJECTED_KEPT_PER_BODY 1000
+
 typedef enum EventBodyFormat
 {
 	EVENT_BODY_JSON,			/* one event object, or an array of them */

@@ -32,6 +32,8 @@ extern bool event_batch_body_repaired(EventBatch *batch);
 extern bool parse_event_body(EventBatch *batch, char *body, int len,
 							 bool one_event_only, int index, int line,
 							 EventBodyResult *result, char **syntax_error);
+extern void reject_rest_of_body(EventBatch *batch, EventBodyResult *result,
+								char *body, int len);
 extern void reject_event_text(EventBatch *batch, EventBodyResult *result,
 							  int index, int line, const char *reason,
 							  const char *time_text, const char *raw, int raw_len);

@@ -116,9 +116,31 @@ reject_event_text(EventBatch *batch, EventBodyResult *result, int index,
 {
 	if (!event_batch_dialect(batch)->failure_times)
 		time_text = NULL;
+	/* past the cap only counted: the body is kept whole once (below) */
+	if (++result->failed > EVENT_REJECTED_KEPT_PER_BODY)
+		return;
 	add_failure(result, index, line, time_text, "error", reason);
-	result->failed++;
 	event_batch_reject(batch, index, reason, raw, raw_len);
+}
+
+/*
+ * A body with more rejected events than are kept one by one: one more
+ * failure says how many, and the whole body is kept once in
+ * rejected_events, so nothing sent is lost, while a 1 MB body of
+ * [1,1,1,...] writes 1001 rows, not 500,000.
+ */
+void
+reject_rest_of_body(EventBatch *batch, EventBodyResult *result, char *body, int len)
+{
+	int64		rest = result->failed - EVENT_REJECTED_KEPT_PER_BODY;
+	char	   *reason;
+
+	if (rest <= 0)
+		return;
+	reason = psprintf(INT64_FORMAT " more events of this body were rejected; only the first %d are kept one by one, and runra_obs.rejected_events keeps the whole body (position %d)",
+					  rest, EVENT_REJECTED_KEPT_PER_BODY, EVENT_REJECTED_KEPT_PER_BODY);
+	add_failure(result, EVENT_REJECTED_KEPT_PER_BODY, 0, NULL, "error", reason);
+	event_batch_reject_record(batch, EVENT_REJECTED_KEPT_PER_BODY, reason, body, len);
 }
 
 /* Rejects the current event. */
