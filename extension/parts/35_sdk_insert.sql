@@ -73,6 +73,8 @@ RETURNS record
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    listen_first text := trim(split_part(current_setting('listen_addresses'), ',', 1));
 BEGIN
     IF name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' THEN
         RAISE EXCEPTION 'login name "%" is not a plain name', name
@@ -120,11 +122,8 @@ BEGIN
                            -- the address this session came in on; over a
                            -- Unix socket, the first address the server listens on
                            coalesce(host(inet_server_addr()),
-                                    CASE WHEN split_part(current_setting('listen_addresses'), ',', 1)
-                                              IN ('', '*', '0.0.0.0', '::')
-                                         THEN 'localhost'
-                                         ELSE trim(split_part(current_setting('listen_addresses'), ',', 1))
-                                    END),
+                                    CASE WHEN listen_first IN ('', '*', '0.0.0.0', '::') THEN 'localhost'
+                                         ELSE listen_first END),
                            current_setting('port'),
                            (SELECT string_agg(CASE WHEN c ~ '^[A-Za-z0-9._~-]$' THEN c
                                                    ELSE upper(regexp_replace(encode(convert_to(c, 'UTF8'), 'hex'),

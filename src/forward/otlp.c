@@ -36,6 +36,7 @@
 #include "utils/numeric.h"
 
 #include "forward/forward.h"
+#include "store/event_fields.h"
 
 /* A data key that would be read as a built-in goes out under this prefix. */
 #define ESCAPE_PREFIX "runra.data."
@@ -246,18 +247,6 @@ append_data_value(StringInfo out, ForwardEvent *ev)
 	append_any_value(out, &root);
 }
 
-/* data[key] of an event, or NULL. */
-static JsonbValue *
-data_field(ForwardEvent *ev, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&ev->data->root, JB_FOBJECT, &k);
-}
-
 /*
  * How long before its end the event's work started, in ns: the duration it
  * reports (runra_obs.event_duration_ms(), read with the event, in whole
@@ -297,13 +286,13 @@ failure_message(ForwardEvent *ev)
 		return NULL;
 	if (strcmp(ev->event_type, "exec.completed") == 0)
 	{
-		v = data_field(ev, "exitCode");
+		v = jsonb_member(&ev->data->root, "exitCode");
 		if (v != NULL && v->type == jbvNumeric)
 			return psprintf("exit code %s",
 							DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric))));
 		return pstrdup("no usable exit code");
 	}
-	v = data_field(ev, "error");
+	v = jsonb_member(&ev->data->root, "error");
 	if (v != NULL && v->type == jbvString)
 		return pnstrdup(v->val.string.val, v->val.string.len);
 	return pstrdup(ev->event_type);
@@ -374,15 +363,11 @@ static void
 append_resource(StringInfo out, Destination *dest)
 {
 	Jsonb	   *attrs = dest->resource_attributes;
-	JsonbValue	k;
 	bool		first = true;
 
-	k.type = jbvString;
-	k.val.string.val = "service.name";
-	k.val.string.len = strlen("service.name");
 	appendStringInfoString(out, "{\"attributes\":[");
 	if (attrs == NULL || !JB_ROOT_IS_OBJECT(attrs) ||
-		findJsonbValueFromContainer(&attrs->root, JB_FOBJECT, &k) == NULL)
+		jsonb_member(&attrs->root, "service.name") == NULL)
 	{
 		appendStringInfoString(out, "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"runra-sandbox\"}}");
 		first = false;

@@ -412,6 +412,14 @@ write_jsonl(InFlight *b)
 	retry_reset(d);
 }
 
+/* When a batch was first tried: its dead letters and max_retry_ms count from then. */
+static void
+note_first_attempt(InFlight *b)
+{
+	if (b->attempts == 0 && b->first_attempt == 0)
+		b->first_attempt = GetCurrentTimestamp();
+}
+
 typedef enum EncodeOutcome
 {
 	ENCODED,					/* the body is ready and small enough */
@@ -431,8 +439,7 @@ encode_checked(InFlight *b)
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *edata = NULL;
 
-	if (b->attempts == 0)
-		b->first_attempt = GetCurrentTimestamp();
+	note_first_attempt(b);
 	PG_TRY();
 	{
 		encode_http(b);
@@ -472,8 +479,8 @@ send_batch(InFlight *b)
 	if (b->body == NULL && b->n_events > 0 && b->dest->provider != PROVIDER_JSONL &&
 		encode_checked(b) == ENCODE_FAILED)
 		return;
-	if (b->attempts++ == 0)
-		b->first_attempt = GetCurrentTimestamp();
+	note_first_attempt(b);
+	b->attempts++;
 	if (b->n_events == 0)
 		settle(b, NULL, 0, NULL);
 	else if (b->dest->provider == PROVIDER_JSONL)

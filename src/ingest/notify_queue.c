@@ -146,15 +146,16 @@ static const char *
 sender_refused(NotifyPayload *p)
 {
 	Oid			writer = get_role_oid("runra_obs_writer", true);
+	char	   *sender;
 
 	if (!OidIsValid(p->sender_role))
 		return "not stored: its sender ended before its role could be known "
 			"(send from a member of runra_obs_writer, or use runra_obs.ingest())";
-	if (!OidIsValid(writer) || !has_privs_of_role(p->sender_role, writer))
-		return psprintf("not stored: sent by role \"%s\", which is not a member of runra_obs_writer",
-						GetUserNameFromId(p->sender_role, true)
-						? GetUserNameFromId(p->sender_role, true) : "(dropped)");
-	return NULL;
+	if (OidIsValid(writer) && has_privs_of_role(p->sender_role, writer))
+		return NULL;
+	sender = GetUserNameFromId(p->sender_role, true);
+	return psprintf("not stored: sent by role \"%s\", which is not a member of runra_obs_writer",
+					sender ? sender : "(dropped)");
 }
 
 /* Queues one payload into the batch; a body that is not JSON is kept too. */

@@ -272,3 +272,19 @@ json_number_is_storable(const char *token)
 	}
 	return integral + exponent <= 131000 && fraction - exponent <= 16000;
 }
+
+/*
+ * The member of a jsonb object with this exact key, or NULL: one lookup for
+ * every reader of stored or received JSON (the OTLP receiver, the Axiom
+ * routes, the forwarders).
+ */
+JsonbValue *
+jsonb_member(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
+}

@@ -10,6 +10,7 @@
 #include "common/jsonapi.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "utils/jsonb.h"
 
 #define EVENT_SANDBOX_ID_MAX 256
 #define EVENT_TYPE_MAX 128
@@ -22,6 +23,9 @@ extern const char *check_sandbox_id(const char *id, int len);
 extern const char *check_event_type(const char *type, int len);
 extern bool normalize_trace_id(const char *id, int len, char *out);
 extern bool json_number_is_storable(const char *token);
+
+/* the member of a jsonb object with this exact key, or NULL */
+extern JsonbValue *jsonb_member(JsonbContainer *obj, const char *key);
 
 /* event_parse.c: what other JSON readers say the same way */
 extern char json_first_token_char(const char *body, int len);

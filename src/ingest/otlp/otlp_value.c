@@ -15,6 +15,7 @@
 #include "utils/numeric.h"
 
 #include "ingest/otlp/otlp.h"
+#include "store/event_fields.h"
 
 /* "timeUnixNano" -> "time_unix_nano": the proto field name of a JSON name. */
 static char *
@@ -36,18 +37,6 @@ snake_name(const char *camel)
 	return out.data;
 }
 
-/* A member of an object by its exact key, or NULL. */
-static JsonbValue *
-find_key(JsonbContainer *obj, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(obj, JB_FOBJECT, &k);
-}
-
 /*
  * The member camel_name (or its snake_case proto name) of an object; NULL
  * when obj is not an object, or the member is absent or null.
@@ -59,9 +48,9 @@ otlp_member(JsonbContainer *obj, const char *camel_name)
 
 	if (obj == NULL || !JsonContainerIsObject(obj))
 		return NULL;
-	v = find_key(obj, camel_name);
+	v = jsonb_member(obj, camel_name);
 	if (v == NULL && strpbrk(camel_name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != NULL)
-		v = find_key(obj, snake_name(camel_name));
+		v = jsonb_member(obj, snake_name(camel_name));
 	return (v == NULL || v->type == jbvNull) ? NULL : v;
 }
 
