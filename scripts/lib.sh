@@ -11,6 +11,8 @@ RUNRA_PACKAGES=(
     protobuf-c-compiler libprotobuf-c-dev
     libkrb5-dev     # PostgreSQL's libpq-be.h includes gssapi.h (the ended-sessions hook)
     libipc-run-perl
+    prometheus-alertmanager   # the alerting tests send to a real Alertmanager
+    prometheus                # promtool checks /metrics
     curl
 )
 
