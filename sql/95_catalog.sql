@@ -50,6 +50,20 @@ WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespac
   AND NOT c.relispartition
 ORDER BY c.oid::regclass::text COLLATE "C";
 
+-- What admins may write (alert rules and contact points, nothing else),
+-- and that they may not read a contact point's secrets.
+SELECT c.oid::regclass AS admin_writes
+FROM pg_class AS c
+WHERE c.relnamespace IN ('runra_obs'::regnamespace, 'runra_obs_sdk'::regnamespace)
+  AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND NOT c.relispartition
+  AND (has_table_privilege('runra_obs_admin', c.oid, 'INSERT')
+       OR has_table_privilege('runra_obs_admin', c.oid, 'UPDATE')
+       OR has_table_privilege('runra_obs_admin', c.oid, 'DELETE'))
+ORDER BY c.oid::regclass::text COLLATE "C";
+SELECT has_column_privilege('runra_obs_admin', 'runra_obs.contact_points', 'secrets', 'SELECT')
+       AS admin_reads_secrets;
+
 -- Writers may not choose the store's own columns.
 SELECT a.attname AS column_writer_may_insert
 FROM pg_attribute AS a

@@ -56,6 +56,12 @@ bool		runra_rollup_enabled = true;
 int			runra_rollup_interval_ms = 1000;
 int			runra_rollup_batch_size = 100000;
 
+/* alerting */
+bool		runra_alert_enabled = true;
+int			runra_alert_poll_interval_ms = 1000;
+int			runra_alert_query_timeout_ms = 10000;
+int			runra_alert_retention_s = 30 * 86400;
+
 #define DAY_S (86400)
 #define YEARS_S(n) ((n) * 366 * DAY_S)
 
@@ -261,6 +267,32 @@ define_rollup_gucs(void)
 }
 
 /* Defines every setting and reserves the prefix so typos are reported. */
+/* Settings of the alert worker. */
+static void
+define_alert_gucs(void)
+{
+	DefineCustomBoolVariable("runra_obs.alert_enabled",
+							 "Start the alert worker that evaluates alert rules and sends their notifications.",
+							 NULL,
+							 &runra_alert_enabled, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.alert_poll_interval",
+							"How often the alert worker looks for rules that are due and notifications to send.",
+							"A change of a rule or contact point wakes it at once.",
+							&runra_alert_poll_interval_ms, 1000, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.alert_query_timeout",
+							"Longest a query rule's SQL may run in the alert worker before its evaluation fails.",
+							"0 turns the limit off.",
+							&runra_alert_query_timeout_ms, 10000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.alert_retention",
+							"How long alert history and sent or dead notifications are kept.",
+							NULL,
+							&runra_alert_retention_s, 30 * DAY_S, 3600, YEARS_S(50),
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
 void
 runra_define_gucs(void)
 {
@@ -270,5 +302,6 @@ runra_define_gucs(void)
 	define_notify_gucs();
 	define_forward_gucs();
 	define_rollup_gucs();
+	define_alert_gucs();
 	MarkGUCPrefixReserved("runra_obs");
 }

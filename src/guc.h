@@ -46,6 +46,10 @@ extern int	runra_forward_max_request_size;
 /* rollups */
 extern int	runra_rollup_retention_s;
 extern bool runra_rollup_enabled;
+extern bool runra_alert_enabled;
+extern int	runra_alert_poll_interval_ms;
+extern int	runra_alert_query_timeout_ms;
+extern int	runra_alert_retention_s;
 extern int	runra_rollup_interval_ms;
 extern int	runra_rollup_batch_size;
 

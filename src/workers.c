@@ -4,8 +4,8 @@
  * One function per subsystem, called from _PG_init while
  * shared_preload_libraries is being processed.  The notify worker always
  * runs (it also does the housekeeping); runra_obs.http_workers,
- * runra_obs.rollup_enabled and runra_obs.forward_enabled decide about the
- * others.
+ * runra_obs.rollup_enabled, runra_obs.forward_enabled and
+ * runra_obs.alert_enabled decide about the others.
  */
 #include "postgres.h"
 
@@ -28,6 +28,10 @@ runra_register_subsystem_workers(void)
 	/* forwarding: one worker consumes the log for every destination of runra_obs.database */
 	if (runra_forward_enabled)
 		runra_register_worker("forward", "runra_forward_main", (Datum) 0, true);
+
+	/* alerting: one worker evaluates the rules and sends their notifications */
+	if (runra_alert_enabled)
+		runra_register_worker("alerts", "runra_alert_main", (Datum) 0, true);
 
 	/* HTTP ingest: runra_obs.http_workers workers sharing one port */
 	http_register_workers();

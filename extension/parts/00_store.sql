@@ -305,6 +305,14 @@ BEGIN
         RETURN NEXT;
     END IF;
 
+    removed := runra_obs._expire_alerts();              -- extension/parts/84_alert_notify.sql
+    IF removed > 0 THEN
+        action := 'expired';
+        object := 'runra_obs.alert_history';
+        detail := format('%s alert transitions and notifications past runra_obs.alert_retention', removed);
+        RETURN NEXT;
+    END IF;
+
     detail := runra_obs._maintain_rollups();            -- extension/parts/60_rollups.sql
     IF detail NOT LIKE 'rollups: 0 delta rows compacted away, 0 expired rows dropped' THEN
         action := 'compacted';
@@ -314,7 +322,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.run_maintenance(integer) IS
-    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events and Idempotency-Keys, compacts and expires rollups; reports each action';
+    'Creates the missing day partitions, drops those past runra_obs.retention, expires old rejected events, Idempotency-Keys and alert history, compacts and expires rollups; reports each action';
 REVOKE ALL ON FUNCTION runra_obs.run_maintenance(integer) FROM PUBLIC;
 
 

@@ -188,7 +188,9 @@ extern bool jsonl_write(Destination *dest, ForwardEvent *events, int n, char **e
 extern bool handler_consume(Destination *dest, int64 watermark, char **error);
 
 /* retry.c */
+extern SendOutcome retry_classify_http(long status);
 extern SendOutcome retry_classify_status(ForwardProvider provider, long status);
+extern int64 retry_wait_ms(int failures, const char *retry_after);
 extern void retry_schedule(Destination *dest, const char *retry_after);
 extern void retry_reset(Destination *dest);
 
@@ -201,9 +203,6 @@ extern void transport_detach(InFlight *req);
 
 /* worker.c */
 extern void forward_note_error(Destination *dest, const char *error);
-
-/* wake.c */
-#define FORWARD_WORKER_TYPE "runra_obs forward"
 
 /* limits.c: how big a batch may be */
 extern int64 forward_read_budget(void);

@@ -11,13 +11,8 @@
  * transaction, so it is retried with backoff without holding up the events
  * after it; after max_retry_ms it becomes a dead letter.
  *
- * The handler runs as the owner of the handler function, never as the
- * worker's superuser (whoever may change a function's body decides what it
- * does), in a security-restricted operation (no SET ROLE, no temporary
- * objects, as for an index expression or a materialized view's query), with
- * search_path "$user", public.  Every setting it changes, set_config(...,
- * false) included, is undone when its call returns: the worker's own SQL
- * must not run on a search_path a handler chose.
+ * The handler runs as the owner of the handler function, restricted, its
+ * settings undone when it returns (worker/run_as_owner.c).
  */
 #include "postgres.h"
 
@@ -37,9 +32,7 @@
 #include "utils/timestamp.h"
 
 #include "forward/forward.h"
-
-/* what a handler finds unqualified names on: PostgreSQL's default */
-#define HANDLER_SEARCH_PATH "\"$user\", public"
+#include "worker/run_as_owner.h"
 
 /* Events older in the redeliveries than max_retry_ms become dead letters. */
 static const char *const expire_sql =
@@ -75,57 +68,6 @@ fetch_row(ForwardEvent *ev, Datum *row)
 	return !isnull;
 }
 
-/* The role that owns the handler function now. */
-static Oid
-handler_owner(Destination *dest)
-{
-	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(dest->handler));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tuple))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("the handler of destination \"%s\" no longer exists", dest->name)));
-	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
-
-/*
- * Calls handler(row) as the function's owner, restricted, with every
- * setting it changes undone afterwards (an error undoes them with the
- * subtransaction).
- */
-static void
-call_handler(Destination *dest, Datum row)
-{
-	Oid			owner = handler_owner(dest);
-	Oid			save_user;
-	int			save_sec;
-	int			save_nestlevel;
-	FmgrInfo	flinfo;
-	LOCAL_FCINFO(fcinfo, 1);
-
-	if (pg_proc_aclcheck(dest->handler, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role %s may not execute handler %s, which it owns",
-						GetUserNameFromId(owner, false), format_procedure(dest->handler))));
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", HANDLER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	fmgr_info(dest->handler, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = row;
-	fcinfo->args[0].isnull = false;
-	(void) FunctionCallInvoke(fcinfo);
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_user, save_sec);
-}
-
 /*
  * One event in its own subtransaction; false (with *error, in the caller's
  * context) when the handler failed.  An event no longer stored counts as
@@ -150,7 +92,8 @@ handle_one(Destination *dest, ForwardEvent *ev, char **error)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (fetch_row(ev, &row))
-			call_handler(dest, row);
+			(void) runra_call_as_owner(dest->handler, row,
+									   psprintf("destination \"%s\"", dest->name));
 		SPI_finish();
 		ReleaseCurrentSubTransaction();
 	}

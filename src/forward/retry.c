@@ -2,8 +2,8 @@
  * retry.c — when to try a destination again.
  *
  * Which answers are worth retrying depends on the provider: OTLP/HTTP says
- * only 429, 502, 503 and 504 (and connection failures); for Axiom 408, 429
- * and every 5xx are temporary.  Any other 4xx is permanent: the events go
+ * only 429, 502, 503 and 504 (and connection failures); for Axiom and the
+ * alert contact points 408, 429 and every 5xx are temporary.  Any other 4xx is permanent: the events go
  * to the dead letters at once.
  *
  * The wait after the n-th consecutive failure is exponential (0.5 s
@@ -26,15 +26,26 @@
 #define BACKOFF_MAX_MS 60000
 #define RETRY_AFTER_MAX_MS (3600 * 1000)
 
+/* HTTP's own reading of a status: 408, 429 and every 5xx are temporary. */
+SendOutcome
+retry_classify_http(long status)
+{
+	if (status >= 200 && status < 300)
+		return SEND_OK;
+	if (status == 408 || status == 429 || status >= 500)
+		return SEND_RETRY;
+	return SEND_PERMANENT;
+}
+
 /* Is this HTTP status worth retrying for this provider? */
 SendOutcome
 retry_classify_status(ForwardProvider provider, long status)
 {
+	if (provider == PROVIDER_AXIOM)
+		return retry_classify_http(status);
 	if (status >= 200 && status < 300)
 		return SEND_OK;
 	if (status == 429 || status == 502 || status == 503 || status == 504)
-		return SEND_RETRY;
-	if (provider == PROVIDER_AXIOM && (status == 408 || status >= 500))
 		return SEND_RETRY;
 	return SEND_PERMANENT;
 }
@@ -74,15 +85,23 @@ backoff_ms(int failures)
 	return wait / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (wait / 2));
 }
 
+/* How long to wait after the n-th consecutive failure (Retry-After first). */
+int64
+retry_wait_ms(int failures, const char *retry_after)
+{
+	int64		wait = retry_after_ms(retry_after);
+
+	return wait >= 0 ? wait : backoff_ms(failures);
+}
+
 /* Counts a failure and sets when the destination may be tried again. */
 void
 retry_schedule(Destination *dest, const char *retry_after)
 {
-	int64		wait = retry_after_ms(retry_after);
+	int64		wait;
 
 	dest->failures++;
-	if (wait < 0)
-		wait = backoff_ms(dest->failures);
+	wait = retry_wait_ms(dest->failures, retry_after);
 	dest->next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
 	elog(DEBUG1, "runra_obs forward: destination \"%s\" retries in " INT64_FORMAT " ms",
 		 dest->name, wait);

@@ -42,6 +42,10 @@ extern void runra_worker_shmem_startup(void);
 extern void runra_register_worker(const char *type, const char *function,
 								  Datum arg, bool needs_database);
 extern void runra_worker_setup_signals(void);
+/* bgw_type of the workers other sessions wake (worker/wake.c) */
+#define RUNRA_FORWARD_WORKER_TYPE "runra_obs forward"
+#define RUNRA_ALERT_WORKER_TYPE "runra_obs alerts"
+
 /* the search_path of every worker session */
 #define RUNRA_WORKER_SEARCH_PATH "pg_catalog, pg_temp"
 

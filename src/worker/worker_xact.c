@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "worker/worker_xact.h"
@@ -79,4 +80,43 @@ runra_worker_run_transaction(const char *activity, RunraTransactionWork work,
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return committed;
+}
+
+/*
+ * Runs work(arg) in a subtransaction of the current transaction.  Returns
+ * true when it succeeded; on an ERROR the subtransaction is rolled back
+ * (the user and settings it changed with it) and false is returned with
+ * *error set to its message in the caller's memory context.
+ */
+bool
+runra_worker_run_subtransaction(RunraTransactionWork work, void *arg, char **error)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	*error = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		work(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = pstrdup(edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	return ok;
 }

@@ -11,4 +11,7 @@ extern bool runra_worker_run_transaction(const char *activity,
 										 RunraTransactionWork work, void *arg,
 										 char **error, int *sqlerrcode);
 
+extern bool runra_worker_run_subtransaction(RunraTransactionWork work, void *arg,
+											 char **error);
+
 #endif
