@@ -24,6 +24,7 @@ sub runra_node
 		"runra_obs.notify_channel = ''",
 		"runra_obs.forward_enabled = off",
 		"runra_obs.rollup_enabled = off",
+		"runra_obs.alert_enabled = off",
 		@conf) . "\n");
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
