@@ -366,6 +366,17 @@ SAVEPOINT p;
 SELECT * FROM runra_obs.preview_alert('private');
 ROLLBACK TO p;
 
+-- each rule's health and counts
+SELECT name, kind, health, last_error, evaluations, failures, firing, pending, owner <> current_user::text AS not_mine
+FROM runra_obs.alert_rule_status ORDER BY name;
+
+-- history and notifications older than runra_obs.alert_retention go at maintenance
+SET LOCAL runra_obs.alert_retention = '1h';
+SELECT runra_obs._expire_alerts() > 0 AS expired;
+SELECT (SELECT count(*) FROM runra_obs.alert_history) AS history_left,
+       (SELECT count(*) FROM runra_obs.alert_notifications WHERE status <> 'pending') AS done_left;
+RESET runra_obs.alert_retention;
+
 -- pause, resume, remove
 SELECT runra_obs.pause_alert('memory');
 SELECT runra_obs._alert_evaluate(id, pg_temp.t('13:00'), 0) FROM runra_obs.alert_rules WHERE name = 'memory';

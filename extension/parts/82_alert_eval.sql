@@ -77,6 +77,19 @@ COMMENT ON VIEW runra_obs.alert_states IS
     'What is alerting now: each pending or firing alert instance, and each rule whose last evaluation failed (state error, with its message)';
 GRANT SELECT ON runra_obs.alert_states TO runra_obs_reader;
 
+CREATE VIEW runra_obs.alert_rule_status AS
+SELECT r.name, r.kind, r.paused, r.every, r.for_duration, r.contact_points,
+       u.health, u.last_error, u.error_since, u.last_eval_at, u.next_eval_at,
+       u.last_duration_ms, u.evaluations, u.failures,
+       (SELECT count(*) FROM runra_obs.alert_instances AS i WHERE i.rule_id = r.id AND i.state = 'firing') AS firing,
+       (SELECT count(*) FROM runra_obs.alert_instances AS i WHERE i.rule_id = r.id AND i.state = 'pending') AS pending,
+       r.owner::text AS owner
+FROM runra_obs.alert_rules AS r
+LEFT JOIN runra_obs.alert_rule_runs AS u ON u.rule_id = r.id;
+COMMENT ON VIEW runra_obs.alert_rule_status IS
+    'Each alert rule with how its evaluations go (health, last error, when next) and how many of its alerts fire or are pending';
+GRANT SELECT ON runra_obs.alert_rule_status TO runra_obs_reader;
+
 -- ---------------------------------------------------------------------------
 -- The series of each kind.  Each returns every series it has data for
 -- (labels, value, the figures behind the value, active); none at all means
