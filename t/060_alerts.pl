@@ -138,6 +138,20 @@ is($node->safe_psql('postgres', q{
 ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM runra_obs.alert_instances"),
 	'the resolved alert is forgotten once resolvedResendFor is over');
 
+# ---- a slow contact point delays no evaluation ----
+$hook->plan('200 DELAY=10');
+$node->safe_psql('postgres', q{
+    SELECT runra_obs.create_alert('tool failures', 'match', '{"eventTypes": ["tool.failed"]}',
+        '{"every": "1s", "contactPoints": ["hook"]}');});
+my $before = $node->safe_psql('postgres', "SELECT evaluations FROM runra_obs.alert_rule_runs JOIN runra_obs.alert_rules ON id = rule_id WHERE name = 'memory'");
+ingest_events($node, event_at(0, 'sb_tool', 'tool.failed', { toolName => 'browser' }));
+ok($node->poll_query_until('postgres', qq{
+    SELECT (SELECT evaluations >= $before + 3 FROM runra_obs.alert_rule_runs JOIN runra_obs.alert_rules ON id = rule_id WHERE name = 'memory')
+       AND (SELECT attempts = 0 AND status = 'pending' FROM runra_obs.alert_notifications WHERE rule_name = 'tool failures')}),
+	'rules are evaluated on time while a contact point takes its time to answer');
+ok($node->poll_query_until('postgres', "SELECT status = 'sent' FROM runra_obs.alert_notifications WHERE rule_name = 'tool failures'"),
+	'and its answer is recorded when it comes');
+
 # ---- a function contact point runs as its owner ----
 $node->safe_psql('postgres', q{
     CREATE ROLE alert_fn_owner;

@@ -291,8 +291,9 @@ $$;
 -- Delivery, for the alert worker.
 -- ---------------------------------------------------------------------------
 
--- The notifications due at `at`, oldest first: where and how to send each.
-CREATE FUNCTION runra_obs._alert_outbox(at timestamptz, max_notifications integer)
+-- The notifications due at `at`, oldest first, but those `in_flight` (being
+-- sent): where and how to send each.
+CREATE FUNCTION runra_obs._alert_outbox(at timestamptz, max_notifications integer, in_flight bigint[] DEFAULT '{}')
 RETURNS TABLE (id bigint, contact_point text, kind text, url text, authorization_header text,
                handler regprocedure, timeout_ms integer, body text, attempts integer)
 LANGUAGE sql STABLE
@@ -307,7 +308,7 @@ AS $$
            c.secrets ->> 'authorization', c.handler, c.timeout_ms, n.body::text, n.attempts
     FROM runra_obs.alert_notifications AS n
     JOIN runra_obs.contact_points AS c ON c.id = n.contact_point_id
-    WHERE n.status = 'pending' AND n.next_attempt_at <= at
+    WHERE n.status = 'pending' AND n.next_attempt_at <= at AND NOT n.id = ANY (in_flight)
     ORDER BY n.next_attempt_at, n.id
     LIMIT max_notifications
 $$;

@@ -15,6 +15,8 @@ extern int	alert_evaluate_due(WatermarkProbe *probe);
 
 /* deliver.c */
 extern void alert_deliver_init(void);
-extern int	alert_deliver_due(void);
+extern int	alert_deliver_start(void);
+extern void alert_deliver_wait(long timeout_ms);
+extern int	alert_deliver_on_wire(void);
 
 #endif

@@ -3,10 +3,11 @@
  * the alert rules of runra_obs.database when they are due and delivers the
  * notifications they queue.
  *
- * It wakes every second (runra_obs.alert_poll_interval), or at once when a
+ * It wakes every second (runra_obs.alert_poll_interval), at once when a
  * rule or contact point changed (runra_obs._alert_wake() sets its latch at
- * commit), evaluates what is due (evaluate.c) and sends what is queued
- * (deliver.c).  A failing rule or contact point costs only itself; the
+ * commit), or when a notification on the wire got its answer; it
+ * evaluates what is due (evaluate.c) and puts what is queued on the wire
+ * (deliver.c), so rules are evaluated on time while contact points answer.  A failing rule or contact point costs only itself; the
  * worker exits 1 on anything else, so it is restarted.
  */
 #include "postgres.h"
@@ -24,14 +25,23 @@
 
 PGDLLEXPORT void runra_alert_main(Datum arg);
 
-/* Sleeps until the next poll, a wake-up, or the postmaster's death. */
+/*
+ * Sleeps until the next poll, a wake-up, or the postmaster's death; while
+ * notifications are on the wire, their sockets wake it too, and what they
+ * came to is recorded.
+ */
 static void
 wait_for_next_round(void)
 {
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 runra_alert_poll_interval_ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	runra_worker_absorb_barriers();
+	if (alert_deliver_on_wire() > 0)
+		alert_deliver_wait(runra_alert_poll_interval_ms);
+	else
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 runra_alert_poll_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		runra_worker_absorb_barriers();
+	}
 	runra_worker_reload_if_needed();
 }
 
@@ -65,11 +75,10 @@ runra_alert_main(Datum arg)
 		runra_worker_set_state("evaluating");
 		evaluated = alert_evaluate_due(&probe);
 		runra_worker_set_state("delivering");
-		delivered = alert_deliver_due();
-		runra_worker_set_state(psprintf("idle: %d evaluated, %d notified",
-										evaluated, delivered));
-		if (delivered < 100)
-			wait_for_next_round();
+		delivered = alert_deliver_start();
+		runra_worker_set_state(psprintf("idle: %d evaluated, %d sent, %d on the wire",
+										evaluated, delivered, alert_deliver_on_wire()));
+		wait_for_next_round();
 	}
 	/* 1, not 0: a worker that exits 0 is not started again */
 	proc_exit(1);

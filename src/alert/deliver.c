@@ -1,26 +1,30 @@
 /*
  * deliver.c — sending the queued alert notifications.
  *
- * One transaction reads the notifications due (runra_obs._alert_outbox);
- * HTTP ones (Slack, webhooks, Alertmanager) are then all sent at once with
- * the forwarders' libcurl transport, outside any transaction, and their
- * outcomes recorded in one more (runra_obs._alert_attempted): a 2xx is
- * sent, a 4xx other than 408 and 429 is refused for good (dead, with the
- * answer kept), anything else is tried again after the forwarders' backoff
- * (or the Retry-After asked for), until the contact point's maxRetryMs.
- * A function contact point's handler runs in a subtransaction of the
- * transaction that records its outcome, so what it writes commits with the
- * notification being marked sent, once.
+ * One transaction reads the notifications due (runra_obs._alert_outbox),
+ * leaving out those already on the wire.  HTTP ones (Slack, webhooks,
+ * Alertmanager) are put on the wire with the forwarders' libcurl
+ * transport, outside any transaction, and the worker goes back to
+ * evaluating rules while they are: a slow contact point delays nobody.
+ * Each finished request's outcome is recorded in a short transaction
+ * (runra_obs._alert_attempted): a 2xx is sent, a 4xx other than 408 and
+ * 429 is refused for good (dead, with the answer kept), anything else is
+ * tried again after the forwarders' backoff (or the Retry-After asked
+ * for), until the contact point's maxRetryMs.  A function contact point's
+ * handler runs in a subtransaction of the transaction that records its
+ * outcome, so what it writes commits with the notification marked sent,
+ * once.
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/regproc.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/timestamp.h"
 
 #include "alert/alert.h"
@@ -30,11 +34,13 @@
 #include "worker/worker_xact.h"
 
 #define NOTIFICATIONS_PER_ROUND 100
+#define MAX_ON_WIRE 200
 #define ANSWER_KEPT 4096
 
-/* One queued notification and how its attempt went. */
+/* One queued notification and how its attempt went; it owns its memory. */
 typedef struct Notification
 {
+	MemoryContext cxt;
 	int64		id;
 	char	   *contact_point;
 	bool		is_function;
@@ -44,32 +50,36 @@ typedef struct Notification
 	Destination dest;			/* what the transport needs: url, timeout */
 	InFlight	req;
 	/* the outcome */
-	const char *outcome;		/* sent, refused, failed */
+	const char *outcome;		/* sent, refused, failed; NULL: none yet */
 	char	   *error;
 	char	   *answer;
 	int64		retry_ms;
 } Notification;
 
-typedef struct Round
+/* The notifications read in one round, and those on the wire. */
+typedef struct Batch
 {
-	TimestampTz at;
 	int			n;
-	Notification *items;
-	MemoryContext cxt;
-} Round;
+	Notification *items[NOTIFICATIONS_PER_ROUND + MAX_ON_WIRE];
+} Batch;
 
-static MemoryContext round_cxt = NULL;
+static Batch on_wire;
 
-/* Sets up libcurl and the memory each round lives in. */
+/* Sets up libcurl. */
 void
 alert_deliver_init(void)
 {
 	transport_init();
-	round_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs alert delivery",
-									  ALLOCSET_DEFAULT_SIZES);
 }
 
-/* A text column of the outbox row, copied into the round's memory. */
+/* Requests on the wire now. */
+int
+alert_deliver_on_wire(void)
+{
+	return on_wire.n;
+}
+
+/* A text column of the outbox row, copied into the notification's memory. */
 static char *
 column_text(HeapTuple row, TupleDesc desc, int col, MemoryContext into)
 {
@@ -78,57 +88,72 @@ column_text(HeapTuple row, TupleDesc desc, int col, MemoryContext into)
 	return v ? MemoryContextStrdup(into, v) : NULL;
 }
 
-/* Fills one notification from its outbox row. */
-static void
-read_notification(Notification *n, HeapTuple row, TupleDesc desc, MemoryContext into)
+/* A notification from its outbox row, in a memory context of its own. */
+static Notification *
+read_notification(HeapTuple row, TupleDesc desc)
 {
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs alert notification",
+											  ALLOCSET_SMALL_SIZES);
+	Notification *n = MemoryContextAllocZero(cxt, sizeof(Notification));
 	bool		isnull;
-	char	   *auth;
 
-	memset(n, 0, sizeof(*n));
+	n->cxt = cxt;
 	n->id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-	n->contact_point = column_text(row, desc, 2, into);
+	n->contact_point = column_text(row, desc, 2, cxt);
 	n->is_function = strcmp(SPI_getvalue(row, desc, 3), "function") == 0;
-	n->dest.url = column_text(row, desc, 4, into);
-	auth = column_text(row, desc, 5, into);
+	n->dest.url = column_text(row, desc, 4, cxt);
+	n->req.auth = column_text(row, desc, 5, cxt);
 	n->handler = DatumGetObjectId(SPI_getbinval(row, desc, 6, &isnull));
 	n->dest.timeout_ms = DatumGetInt32(SPI_getbinval(row, desc, 7, &isnull));
-	n->body = column_text(row, desc, 8, into);
+	n->body = column_text(row, desc, 8, cxt);
 	n->attempts = DatumGetInt32(SPI_getbinval(row, desc, 9, &isnull));
 	n->dest.name = n->contact_point;
 	n->req.dest = &n->dest;
 	n->req.body = n->body;
 	n->req.body_len = strlen(n->body);
-	n->req.auth = auth;
+	return n;
 }
 
-/* Reads the notifications due (transaction work). */
+/* The ids on the wire, as a bigint[] for _alert_outbox(). */
+static Datum
+ids_on_wire(void)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(on_wire.n, 1));
+
+	for (int i = 0; i < on_wire.n; i++)
+		ids[i] = Int64GetDatum(on_wire.items[i]->id);
+	return PointerGetDatum(construct_array(ids, on_wire.n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+}
+
+/* Reads the notifications due and not on the wire (transaction work). */
 static void
 read_due(void *arg)
 {
-	Round	   *round = arg;
-	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
-	Datum		values[2] = {TimestampTzGetDatum(round->at), Int32GetDatum(NOTIFICATIONS_PER_ROUND)};
+	Batch	   *due = arg;
+	Oid			types[3] = {TIMESTAMPTZOID, INT4OID, INT8ARRAYOID};
+	Datum		values[3];
 
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = Int32GetDatum(Min(NOTIFICATIONS_PER_ROUND, MAX_ON_WIRE - on_wire.n));
+	values[2] = ids_on_wire();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT id, contact_point, kind, url, authorization_header, handler,"
-							  " timeout_ms, body, attempts FROM runra_obs._alert_outbox($1, $2)",
-							  2, types, values, NULL, true, 0) != SPI_OK_SELECT)
+							  " timeout_ms, body, attempts FROM runra_obs._alert_outbox($1, $2, $3)",
+							  3, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs._alert_outbox() failed");
-	round->n = (int) SPI_processed;
-	round->items = MemoryContextAllocZero(round->cxt, sizeof(Notification) * Max(round->n, 1));
-	for (int i = 0; i < round->n; i++)
-		read_notification(&round->items[i], SPI_tuptable->vals[i], SPI_tuptable->tupdesc, round->cxt);
+	due->n = (int) SPI_processed;
+	for (int i = 0; i < due->n; i++)
+		due->items[i] = read_notification(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
 	SPI_finish();
 }
 
 /* Records one outcome, in an SPI connection. */
 static void
-record_outcome(Notification *n, TimestampTz at)
+record_outcome(Notification *n)
 {
 	Oid			types[6] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
-	Datum		values[6] = {Int64GetDatum(n->id), TimestampTzGetDatum(at),
+	Datum		values[6] = {Int64GetDatum(n->id), TimestampTzGetDatum(GetCurrentTimestamp()),
 		CStringGetTextDatum(n->outcome),
 		n->error ? CStringGetTextDatum(n->error) : (Datum) 0,
 		n->answer ? CStringGetTextDatum(n->answer) : (Datum) 0,
@@ -151,22 +176,24 @@ call_handler(void *arg)
 							   DirectFunctionCall1(jsonb_in, CStringGetDatum(n->body)), what);
 }
 
-/* Delivers to function contact points and records every outcome (transaction work). */
+/*
+ * Records the outcomes of a batch (transaction work); function contact
+ * points are called here first.
+ */
 static void
-settle_round(void *arg)
+settle(void *arg)
 {
-	Round	   *round = arg;
+	Batch	   *batch = arg;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	for (int i = 0; i < round->n; i++)
+	for (int i = 0; i < batch->n; i++)
 	{
-		Notification *n = &round->items[i];
+		Notification *n = batch->items[i];
+		char	   *error;
 
 		if (n->is_function)
 		{
-			char	   *error;
-
 			if (runra_worker_run_subtransaction(call_handler, n, &error))
 				n->outcome = "sent";
 			else
@@ -176,11 +203,23 @@ settle_round(void *arg)
 				n->retry_ms = retry_wait_ms(n->attempts + 1, NULL);
 			}
 		}
-		/* not answered before the worker was told to stop: left pending */
-		if (n->outcome != NULL)
-			record_outcome(n, GetCurrentTimestamp());
+		record_outcome(n);
 	}
 	SPI_finish();
+}
+
+/* Records a batch's outcomes, then frees its notifications. */
+static void
+settle_and_free(Batch *batch)
+{
+	char	   *error;
+
+	if (batch->n > 0 &&
+		!runra_worker_run_transaction("runra_obs alert delivery", settle, batch, &error, NULL))
+		runra_worker_report_error(error);
+	for (int i = 0; i < batch->n; i++)
+		MemoryContextDelete(batch->items[i]->cxt);
+	batch->n = 0;
 }
 
 /* What one finished HTTP request came to. */
@@ -189,6 +228,7 @@ read_http_outcome(Notification *n, CURLcode code, long status)
 {
 	InFlight   *req = &n->req;
 	SendOutcome outcome = code != CURLE_OK ? SEND_RETRY : retry_classify_http(status);
+	MemoryContext old = MemoryContextSwitchTo(n->cxt);
 
 	if (req->response_len > 0)
 		n->answer = pnstrdup(req->response, Min(req->response_len, ANSWER_KEPT));
@@ -199,62 +239,71 @@ read_http_outcome(Notification *n, CURLcode code, long status)
 	n->outcome = outcome == SEND_OK ? "sent" : outcome == SEND_PERMANENT ? "refused" : "failed";
 	if (outcome == SEND_RETRY)
 		n->retry_ms = retry_wait_ms(n->attempts + 1, req->retry_after);
+	MemoryContextSwitchTo(old);
 	transport_detach(req);
 }
 
-/* Sends every HTTP notification of the round at once and waits for all. */
-static void
-send_http(Round *round)
+/*
+ * Reads what is due and starts it: function contact points are settled at
+ * once, HTTP ones put on the wire.  Returns how many were read.
+ */
+int
+alert_deliver_start(void)
 {
-	int			on_wire = 0;
+	Batch		due = {0};
+	Batch		functions = {0};
+	char	   *error;
+
+	if (on_wire.n >= MAX_ON_WIRE)
+		return 0;
+	if (!runra_worker_run_transaction("runra_obs alert outbox", read_due, &due, &error, NULL))
+	{
+		runra_worker_report_error(error);
+		return 0;
+	}
+	for (int i = 0; i < due.n; i++)
+	{
+		Notification *n = due.items[i];
+
+		if (n->is_function)
+			functions.items[functions.n++] = n;
+		else
+		{
+			transport_start(&n->req);
+			on_wire.items[on_wire.n++] = n;
+		}
+	}
+	settle_and_free(&functions);
+	return due.n;
+}
+
+/*
+ * Waits up to timeout_ms for the requests on the wire (the latch wakes it
+ * too), and records the outcomes of those that finished.
+ */
+void
+alert_deliver_wait(long timeout_ms)
+{
+	Batch		done = {0};
 	CURLcode	code;
 	long		status;
 	bool		latch_set;
-	InFlight   *done;
+	InFlight   *req;
 
-	for (int i = 0; i < round->n; i++)
+	transport_wait(timeout_ms, &latch_set);
+	while ((req = transport_next_done(&code, &status)) != NULL)
 	{
-		if (round->items[i].is_function)
-			continue;
-		transport_start(&round->items[i].req);
-		on_wire++;
-	}
-	while (on_wire > 0 && !runra_got_sigterm)
-	{
-		transport_wait(1000, &latch_set);
-		while ((done = transport_next_done(&code, &status)) != NULL)
+		for (int i = 0; i < on_wire.n; i++)
 		{
-			for (int i = 0; i < round->n; i++)
-				if (&round->items[i].req == done)
-					read_http_outcome(&round->items[i], code, status);
-			on_wire--;
+			Notification *n = on_wire.items[i];
+
+			if (&n->req != req)
+				continue;
+			read_http_outcome(n, code, status);
+			done.items[done.n++] = n;
+			on_wire.items[i] = on_wire.items[--on_wire.n];
+			break;
 		}
-		CHECK_FOR_INTERRUPTS();
 	}
-}
-
-/* Delivers the notifications due now; returns how many were attempted. */
-int
-alert_deliver_due(void)
-{
-	Round		round;
-	char	   *error;
-	MemoryContext old = MemoryContextSwitchTo(round_cxt);
-
-	MemoryContextReset(round_cxt);
-	round.cxt = round_cxt;
-	round.at = GetCurrentTimestamp();
-	if (!runra_worker_run_transaction("runra_obs alert outbox", read_due, &round, &error, NULL))
-	{
-		runra_worker_report_error(error);
-		round.n = 0;
-	}
-	if (round.n > 0)
-	{
-		send_http(&round);
-		if (!runra_worker_run_transaction("runra_obs alert delivery", settle_round, &round, &error, NULL))
-			runra_worker_report_error(error);
-	}
-	MemoryContextSwitchTo(old);
-	return round.n;
+	settle_and_free(&done);
 }

@@ -130,8 +130,9 @@ alert_evaluate_due(WatermarkProbe *probe)
 			runra_worker_report_error(error);
 			return total;
 		}
+		/* each at its own time: windows end when the rule is evaluated */
 		for (int i = 0; i < due.n && !runra_got_sigterm; i++)
-			evaluate_one(due.ids[i], due.at, due.watermark);
+			evaluate_one(due.ids[i], GetCurrentTimestamp(), due.watermark);
 		total += due.n;
 	} while (due.n == RULES_PER_ROUND && !runra_got_sigterm);
 	return total;

@@ -16,23 +16,18 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/regproc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "forward/forward.h"
 #include "worker/run_as_owner.h"
+#include "worker/worker_xact.h"
 
 /* Events older in the redeliveries than max_retry_ms become dead letters. */
 static const char *const expire_sql =
@@ -68,6 +63,28 @@ fetch_row(ForwardEvent *ev, Datum *row)
 	return !isnull;
 }
 
+/* One handler call: the event's stored row, if it is still stored. */
+typedef struct HandlerCall
+{
+	Destination *dest;
+	ForwardEvent *ev;
+} HandlerCall;
+
+/* Calls the handler with the event's row (subtransaction work). */
+static void
+call_handler(void *arg)
+{
+	HandlerCall *call = arg;
+	Datum		row;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (fetch_row(call->ev, &row))
+		(void) runra_call_as_owner(call->dest->handler, row,
+								   psprintf("destination \"%s\"", call->dest->name));
+	SPI_finish();
+}
+
 /*
  * One event in its own subtransaction; false (with *error, in the caller's
  * context) when the handler failed.  An event no longer stored counts as
@@ -76,45 +93,14 @@ fetch_row(ForwardEvent *ev, Datum *row)
 static bool
 handle_one(Destination *dest, ForwardEvent *ev, char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_user;
-	int			save_sec;
-	bool		ok = true;
+	HandlerCall call = {dest, ev};
+	char	   *message;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		Datum		row;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (fetch_row(ev, &row))
-			(void) runra_call_as_owner(dest->handler, row,
-									   psprintf("destination \"%s\"", dest->name));
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		SetUserIdAndSecContext(save_user, save_sec);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = psprintf("handler %s failed on event " INT64_FORMAT ": %s",
-						  format_procedure(dest->handler), ev->event_id, edata->message);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	if (runra_worker_run_subtransaction(call_handler, &call, &message))
+		return true;
+	*error = psprintf("handler %s failed on event " INT64_FORMAT ": %s",
+					  format_procedure(dest->handler), ev->event_id, message);
+	return false;
 }
 
 /*
