@@ -136,33 +136,35 @@ BEGIN
 END
 $$;
 
--- A label map: label names as Prometheus and Alertmanager accept them,
--- string values.
-CREATE FUNCTION runra_obs._alert_check_labels(what text, labels jsonb)
+-- A map of names to strings (labels, annotations): names as Prometheus and
+-- Alertmanager accept them, string values; '{}' when absent.  Labels may
+-- not be alertname (the rule's name) or __name__.
+CREATE FUNCTION runra_obs._alert_string_map(what text, noun text, map jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    bad record;
+    bad text;
 BEGIN
-    IF labels IS NULL OR labels = 'null' THEN
+    IF map IS NULL OR map = 'null' THEN
         RETURN '{}';
     END IF;
-    IF jsonb_typeof(labels) <> 'object' THEN
-        RAISE EXCEPTION 'the labels of % must be a JSON object of strings', what
+    IF jsonb_typeof(map) <> 'object' THEN
+        RAISE EXCEPTION 'the %s of % must be a JSON object of strings', noun, what
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT e.key, e.value INTO bad FROM jsonb_each(labels) AS e
+    SELECT e.key INTO bad FROM jsonb_each(map) AS e
     WHERE e.key !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' OR jsonb_typeof(e.value) <> 'string'
-       OR e.key IN ('alertname', '__name__')
+       OR (noun = 'label' AND e.key IN ('alertname', '__name__'))
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'label "%" of % is not allowed', bad.key, what
+        RAISE EXCEPTION '% "%" of % is not allowed', noun, bad, what
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A label name has letters, digits and "_" and does not start with a digit; a value is a string; alertname is the rule''s name.';
+                  DETAIL = format('A %s name has letters, digits and "_" and does not start with a digit; its value is a string%s.',
+                                  noun, CASE WHEN noun = 'label' THEN '; alertname is the rule''s name' ELSE '' END);
     END IF;
-    RETURN labels;
+    RETURN map;
 END
 $$;
 
@@ -275,21 +277,9 @@ AS $$
 DECLARE
     a record;
 BEGIN
-    IF annotations IS NULL OR annotations = 'null' THEN
-        RETURN '{}';
-    END IF;
-    IF jsonb_typeof(annotations) <> 'object' THEN
-        RAISE EXCEPTION 'the annotations of % must be a JSON object of strings', what
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR a IN SELECT e.key, e.value FROM jsonb_each(annotations) AS e LOOP
-        IF a.key !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' OR jsonb_typeof(a.value) <> 'string' THEN
-            RAISE EXCEPTION 'annotation "%" of % is not allowed', a.key, what
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'An annotation name has letters, digits and "_"; its value is a template string.';
-        END IF;
-        PERFORM runra_obs._alert_check_template(format('of annotation "%s" of %s', a.key, what),
-                                                a.value #>> '{}');
+    annotations := runra_obs._alert_string_map(what, 'annotation', annotations);
+    FOR a IN SELECT e.key, e.value FROM jsonb_each_text(annotations) AS e LOOP
+        PERFORM runra_obs._alert_check_template(format('of annotation "%s" of %s', a.key, what), a.value);
     END LOOP;
     RETURN annotations;
 END
@@ -765,7 +755,7 @@ DECLARE
 BEGIN
     NEW.owner := current_user::regrole;
     NEW.params := runra_obs._alert_check_params(NEW.name, NEW.kind, NEW.params);
-    NEW.labels := runra_obs._alert_check_labels(what, NEW.labels);
+    NEW.labels := runra_obs._alert_string_map(what, 'label', NEW.labels);
     NEW.annotations := runra_obs._alert_check_annotations(what, NEW.annotations);
     SELECT c INTO missing FROM unnest(NEW.contact_points) AS c
     WHERE NOT EXISTS (SELECT FROM runra_obs.contact_points AS p WHERE p.name = c) LIMIT 1;

@@ -526,7 +526,6 @@ DECLARE
     cur record;
     changed runra_obs.alert_instances[];
     started timestamptz := clock_timestamp();
-    health text;
 BEGIN
     SELECT * INTO r FROM runra_obs.alert_rules AS a WHERE a.id = rule_id;
     IF NOT FOUND OR r.paused THEN
@@ -546,13 +545,8 @@ BEGIN
         WHERE c.name = 'alert:' || r.id AND c.position < up_to;
     END IF;
     PERFORM runra_obs._alert_notify(r, at, coalesce(changed, '{}'));
-    health := CASE WHEN cur.had_data THEN 'ok' ELSE 'nodata' END;
-    PERFORM runra_obs._alert_health(r, at, health, NULL);
-    UPDATE runra_obs.alert_rule_runs AS u
-    SET next_eval_at = runra_obs._alert_next_eval(u.next_eval_at, r.every, at),
-        last_eval_at = at, evaluations = u.evaluations + 1,
-        last_duration_ms = extract(epoch FROM clock_timestamp() - started) * 1000
-    WHERE u.rule_id = r.id;
+    PERFORM runra_obs._alert_ran(r, at, CASE WHEN cur.had_data THEN 'ok' ELSE 'nodata' END, NULL,
+                                 extract(epoch FROM clock_timestamp() - started) * 1000);
     RETURN format('%s series, %s changed%s', jsonb_array_length(cur.series), coalesce(cardinality(changed), 0),
                   CASE WHEN cur.truncated > 0 THEN format(', %s active series over max_instances left out', cur.truncated) ELSE '' END);
 END
@@ -568,8 +562,10 @@ AS $$
     SELECT due + every * (floor(extract(epoch FROM at - due) / extract(epoch FROM every)) + 1)
 $$;
 
--- Sets a rule's health, recording a change of it in the history.
-CREATE FUNCTION runra_obs._alert_health(r runra_obs.alert_rules, at timestamptz, health text, error text)
+-- Records that rule `r` was evaluated at `at`: its health (a change of it
+-- goes into the history), its next slot, its counters.
+CREATE FUNCTION runra_obs._alert_ran(r runra_obs.alert_rules, at timestamptz, health text, error text,
+                                     duration_ms double precision)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -585,10 +581,15 @@ BEGIN
                 CASE WHEN health = 'error' THEN 'error' ELSE 'ok' END, error);
     END IF;
     UPDATE runra_obs.alert_rule_runs AS u
-    SET health = _alert_health.health,
+    SET health = _alert_ran.health,
         last_error = error,
-        error_since = CASE WHEN _alert_health.health <> 'error' THEN NULL
-                           WHEN was = 'error' THEN u.error_since ELSE at END
+        error_since = CASE WHEN _alert_ran.health <> 'error' THEN NULL
+                           WHEN was = 'error' THEN u.error_since ELSE at END,
+        next_eval_at = runra_obs._alert_next_eval(u.next_eval_at, r.every, at),
+        last_eval_at = at,
+        last_duration_ms = coalesce(duration_ms, u.last_duration_ms),
+        evaluations = u.evaluations + 1,
+        failures = u.failures + CASE WHEN _alert_ran.health = 'error' THEN 1 ELSE 0 END
     WHERE u.rule_id = r.id;
 END
 $$;
@@ -608,11 +609,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    PERFORM runra_obs._alert_health(r, at, 'error', error);
-    UPDATE runra_obs.alert_rule_runs AS u
-    SET next_eval_at = runra_obs._alert_next_eval(u.next_eval_at, r.every, at),
-        last_eval_at = at, evaluations = u.evaluations + 1, failures = u.failures + 1
-    WHERE u.rule_id = r.id;
+    PERFORM runra_obs._alert_ran(r, at, 'error', error, NULL);
 END
 $$;
 

@@ -408,7 +408,7 @@ BEGIN
           AND p.prorettype <> 'trigger'::regtype
           AND p.proname NOT IN ('_alert_evaluate', '_alert_failed', '_alert_due', '_alert_sleep_ms',
                                 '_alert_outbox', '_alert_attempted', '_expire_alerts', '_alert_step',
-                                '_alert_current', '_alert_notify', '_alert_transition', '_alert_health',
+                                '_alert_current', '_alert_notify', '_alert_transition', '_alert_ran',
                                 '_alert_wake')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO runra_obs_admin', f);
