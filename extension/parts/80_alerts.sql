@@ -173,18 +173,21 @@ $$;
 -- {{ labels.<name> }} and {{ values.<name>[.<name>...] }}.
 -- ---------------------------------------------------------------------------
 
--- Raises a clear error, saying where, unless `template` parses.
-CREATE FUNCTION runra_obs._alert_check_template(what text, template text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+-- The pieces of a template in order: literal text (expr NULL) and each
+-- {{ ... }}'s expression; a clear error, saying where, when it does not
+-- parse.  The one definition of the template language: checking a
+-- template and rendering it both read it through here.
+CREATE FUNCTION runra_obs._alert_template_parts(what text, template text)
+RETURNS TABLE (n integer, literal text, expr text)
+LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     pos integer := 1;
     open_at integer;
     close_at integer;
-    inner_text text;
 BEGIN
+    n := 0;
     LOOP
         open_at := strpos(substr(template, pos), '{{');
         close_at := strpos(substr(template, pos), '}}');
@@ -201,16 +204,33 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('The template is %L.', template);
         END IF;
-        inner_text := substr(template, open_at + 2, close_at - 1);
-        IF inner_text !~ '^\s*(value|rule|state|labels\.[A-Za-z_][A-Za-z0-9_]*|values(\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$' THEN
-            RAISE EXCEPTION 'template % does not parse: {{%}} at character % is not a value', what, inner_text, open_at
+        expr := substr(template, open_at + 2, close_at - 1);
+        IF expr !~ '^\s*(value|rule|state|labels\.[A-Za-z_][A-Za-z0-9_]*|values(\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$' THEN
+            RAISE EXCEPTION 'template % does not parse: {{%}} at character % is not a value', what, expr, open_at
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('The template is %L.', template),
                       HINT = 'A template may use {{ value }}, {{ rule }}, {{ state }}, {{ labels.<name> }} and {{ values.<name> }}.';
         END IF;
+        n := n + 1;
+        literal := substr(template, pos, open_at - pos);
+        expr := btrim(expr);
+        RETURN NEXT;
         pos := open_at + 2 + close_at + 1;
     END LOOP;
+    n := n + 1;
+    literal := substr(template, pos);
+    expr := NULL;
+    RETURN NEXT;
 END
+$$;
+
+-- Raises a clear error, saying where, unless `template` parses.
+CREATE FUNCTION runra_obs._alert_check_template(what text, template text)
+RETURNS void
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT FROM runra_obs._alert_template_parts(what, template) HAVING count(*) > 0
 $$;
 
 -- A number as a person reads it in a message: no trailing zeros, at most
@@ -227,45 +247,39 @@ AS $$
     END
 $$;
 
--- `template` with each {{ ... }} replaced by what it names ('' when the
--- instance has no such label or value).
+-- What one template expression names for an instance ('' when it has no
+-- such label or value).
+CREATE FUNCTION runra_obs._alert_template_value(expr text, rule_name text, state text,
+                                                labels jsonb, value double precision, "values" jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(CASE jsonb_typeof(part)
+                        WHEN 'string' THEN part #>> '{}'
+                        WHEN 'number' THEN runra_obs._alert_format_number(part::text::double precision)
+                        ELSE part::text
+                    END, '')
+    FROM (SELECT CASE
+                     WHEN expr = 'value' THEN to_jsonb(runra_obs._alert_format_number(value))
+                     WHEN expr = 'rule' THEN to_jsonb(rule_name)
+                     WHEN expr = 'state' THEN to_jsonb(state)
+                     WHEN expr LIKE 'labels.%' THEN labels -> substr(expr, 8)
+                     ELSE "values" #> string_to_array(substr(expr, 8), '.')
+                 END AS part) AS p
+$$;
+
+-- `template` with each {{ ... }} replaced by what it names.
 CREATE FUNCTION runra_obs._alert_render(template text, rule_name text, state text,
                                         labels jsonb, value double precision, "values" jsonb)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    out_text text := '';
-    rest text := template;
-    open_at integer;
-    close_at integer;
-    name text;
-    part jsonb;
-BEGIN
-    LOOP
-        open_at := strpos(rest, '{{');
-        EXIT WHEN open_at = 0;
-        close_at := strpos(substr(rest, open_at + 2), '}}');
-        EXIT WHEN close_at = 0;
-        name := btrim(substr(rest, open_at + 2, close_at - 1));
-        out_text := out_text || left(rest, open_at - 1);
-        part := CASE
-            WHEN name = 'value' THEN to_jsonb(runra_obs._alert_format_number(value))
-            WHEN name = 'rule' THEN to_jsonb(rule_name)
-            WHEN name = 'state' THEN to_jsonb(state)
-            WHEN name LIKE 'labels.%' THEN labels -> substr(name, 8)
-            ELSE "values" #> string_to_array(substr(name, 8), '.')
-        END;
-        out_text := out_text || coalesce(CASE jsonb_typeof(part)
-            WHEN 'string' THEN part #>> '{}'
-            WHEN 'number' THEN runra_obs._alert_format_number(part::text::double precision)
-            ELSE part::text
-        END, '');
-        rest := substr(rest, open_at + 2 + close_at + 1);
-    END LOOP;
-    RETURN out_text || rest;
-END
+    SELECT string_agg(p.literal || coalesce(runra_obs._alert_template_value(p.expr, rule_name, state, labels,
+                                                                            value, "values"), ''),
+                      '' ORDER BY p.n)
+    FROM runra_obs._alert_template_parts('of alert rule "' || rule_name || '"', template) AS p
 $$;
 
 -- An annotation map: strings that parse as templates.
