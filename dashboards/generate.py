@@ -63,8 +63,8 @@ PANEL_SIZE = {"timeseries": (12, 8), "table": (12, 8), "stat": (6, 4),
               "barchart": (12, 8), "piechart": (6, 8), "bargauge": (12, 8)}
 
 
-def panel(kind, title, sql, fmt=None, description="", field_config=None, options=None):
-    return {
+def panel(kind, title, sql, fmt=None, description="", field_config=None, options=None, size=None):
+    p = {
         "type": kind, "title": title, "description": description, "datasource": DS,
         "targets": [{
             "refId": "A", "datasource": DS, "editorMode": "code", "rawQuery": True,
@@ -74,12 +74,15 @@ def panel(kind, title, sql, fmt=None, description="", field_config=None, options
         "fieldConfig": field_config or {"defaults": {}, "overrides": []},
         "options": options or {},
     }
+    if size:
+        p["_size"] = size      # (w, h) instead of the type's PANEL_SIZE
+    return p
 
 
-def dashboard(uid, title, description, variables, panels):
+def dashboard(uid, title, description, variables, panels, annotations=(), time_from="now-7d"):
     x = y = row_height = 0
     for i, p in enumerate(panels, start=1):
-        w, h = PANEL_SIZE[p["type"]]
+        w, h = p.pop("_size", PANEL_SIZE[p["type"]])
         if x + w > 24:
             x, y, row_height = 0, y + row_height, 0
         p["id"] = i
@@ -90,9 +93,9 @@ def dashboard(uid, title, description, variables, panels):
         "uid": uid, "title": title, "description": description,
         "tags": ["runra_obs"], "timezone": "utc", "schemaVersion": 39, "version": 1,
         "editable": True, "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"},
+        "time": {"from": time_from, "to": "now"},
         "templating": {"list": variables},
-        "annotations": {"list": []},
+        "annotations": {"list": list(annotations)},
         "panels": panels,
     }
 
