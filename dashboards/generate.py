@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dashboards/generate.py — writes the Grafana dashboards of runra_obs.
 
-The dashboards are data, but six files of hand-kept JSON drift apart; this
+The dashboards are data, but seven files of hand-kept JSON drift apart; this
 script is their one source.  Edit the SQL here, run `python3
 dashboards/generate.py`, commit the JSON it writes.  t/040_dashboards.pl
 runs every query of every JSON file against a database with known events.
@@ -63,8 +63,8 @@ PANEL_SIZE = {"timeseries": (12, 8), "table": (12, 8), "stat": (6, 4),
               "barchart": (12, 8), "piechart": (6, 8), "bargauge": (12, 8)}
 
 
-def panel(kind, title, sql, fmt=None, description="", field_config=None, options=None):
-    return {
+def panel(kind, title, sql, fmt=None, description="", field_config=None, options=None, size=None):
+    p = {
         "type": kind, "title": title, "description": description, "datasource": DS,
         "targets": [{
             "refId": "A", "datasource": DS, "editorMode": "code", "rawQuery": True,
@@ -74,12 +74,15 @@ def panel(kind, title, sql, fmt=None, description="", field_config=None, options
         "fieldConfig": field_config or {"defaults": {}, "overrides": []},
         "options": options or {},
     }
+    if size:
+        p["_size"] = size      # (w, h) instead of the type's PANEL_SIZE
+    return p
 
 
-def dashboard(uid, title, description, variables, panels):
+def dashboard(uid, title, description, variables, panels, annotations=(), time_from="now-7d"):
     x = y = row_height = 0
     for i, p in enumerate(panels, start=1):
-        w, h = PANEL_SIZE[p["type"]]
+        w, h = p.pop("_size", PANEL_SIZE[p["type"]])
         if x + w > 24:
             x, y, row_height = 0, y + row_height, 0
         p["id"] = i
@@ -90,9 +93,9 @@ def dashboard(uid, title, description, variables, panels):
         "uid": uid, "title": title, "description": description,
         "tags": ["runra_obs"], "timezone": "utc", "schemaVersion": 39, "version": 1,
         "editable": True, "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"},
+        "time": {"from": time_from, "to": "now"},
         "templating": {"list": variables},
-        "annotations": {"list": []},
+        "annotations": {"list": list(annotations)},
         "panels": panels,
     }
 
@@ -508,8 +511,130 @@ FROM runra_obs.worker_status
 ORDER BY role, pid"""),
 ])
 
+
+
+def annotation(name, color, sql, description=""):
+    """A dashboard annotation query against the datasource: columns time,
+    timeend (optional: a region), text and tags (comma-separated)."""
+    return {
+        "name": name, "description": description, "datasource": DS,
+        "enable": True, "hide": False, "iconColor": color,
+        "target": {"refId": "Anno", "datasource": DS, "editorMode": "code", "rawQuery": True,
+                   "format": "table", "rawSql": sql.strip()},
+    }
+
+
+def count_stat(title, source, where, color="red", description=""):
+    """The number of rows of runra_obs.`source` where `where`; `color` from 1 up."""
+    return panel("stat", title, f"""
+SELECT count(*) AS "{title.lower()}"
+FROM runra_obs.{source}
+WHERE {where}""", description=description, size=(4, 4), field_config={
+        "defaults": {"color": {"mode": "thresholds"},
+                     "thresholds": {"mode": "absolute", "steps": [
+                         {"color": "green", "value": None}, {"color": color, "value": 1}]}},
+        "overrides": []})
+
+
+def labels_text(column):
+    """An alert's labels as Prometheus writes them, alertname left out (NULL: none)."""
+    return (f"(SELECT string_agg(format('%s=\"%s\"', key, value), ', ' ORDER BY key) "
+            f"FROM jsonb_each_text({column} - 'alertname'))")
+
+
+# Rules now, and those of the history in the range (removed rules keep theirs).
+RULE = variable("rule", "Rule", """SELECT name FROM runra_obs.alert_rules
+UNION
+SELECT rule_name FROM runra_obs.alert_history WHERE $__timeFilter(at)
+ORDER BY 1""")
+STATE_RULE = in_var("rule", "rule")
+HISTORY_RULE = in_var("rule", "rule_name")
+
+alerts = dashboard("runra-obs-alerts", "runra_obs: alerts",
+                   "What the alert rules say: alerts firing and pending now, rules in error, "
+                   "transitions over time, and the notifications sent to contact points.",
+                   [RULE], [
+    count_stat("Firing now", "alert_states", f"state = 'firing' AND {STATE_RULE}"),
+    count_stat("Pending now", "alert_states", f"state = 'pending' AND {STATE_RULE}", color="orange",
+               description="Active alerts waiting out their rule's `for` before they fire."),
+    count_stat("Rules in error", "alert_states", f"state = 'error' AND {STATE_RULE}",
+               description="Rules whose last evaluation failed; their alerts keep the state they had."),
+    count_stat("Notifications pending", "alert_notifications", f"status = 'pending' AND {HISTORY_RULE}",
+               color="orange", description="Queued or being retried."),
+    count_stat("Dead notifications", "alert_notifications", f"status = 'dead' AND {HISTORY_RULE}",
+               description="Refused, or failing past maxRetryMs; runra_obs.requeue_alert_notifications() sends them again."),
+    count_stat("Fired in range", "alert_history", f"$__timeFilter(at) AND to_state = 'firing' AND {HISTORY_RULE}",
+               color="yellow"),
+    panel("table", "Alerting now", f"""
+SELECT rule, state, {labels_text('labels')} AS labels, value,
+       annotations ->> 'summary' AS summary,
+       CASE WHEN state = 'firing' THEN fired_at ELSE active_since END AS since
+FROM runra_obs.alert_states
+WHERE state IN ('firing', 'pending') AND {STATE_RULE}
+ORDER BY state = 'firing' DESC, since, rule, labels""", size=(16, 8),
+          description="Firing alerts first; since: when it fired, or (pending) since when its series is active."),
+    panel("table", "Failing rules", f"""
+SELECT rule, kind, active_since AS since, error
+FROM runra_obs.alert_states
+WHERE state = 'error' AND {STATE_RULE}
+ORDER BY since, rule""", size=(8, 8)),
+    panel("timeseries", "Transitions", f"""
+SELECT $__timeGroupAlias(at, $__interval),
+       count(*) FILTER (WHERE to_state = 'firing') AS firing,
+       count(*) FILTER (WHERE from_state = 'firing' AND to_state = 'inactive') AS resolved,
+       count(*) FILTER (WHERE to_state = 'pending') AS pending,
+       count(*) FILTER (WHERE to_state = 'error') AS "rule errors"
+FROM runra_obs.alert_history
+WHERE $__timeFilter(at) AND {HISTORY_RULE}
+GROUP BY 1
+ORDER BY 1""", size=(24, 8),
+          field_config={"defaults": {"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+                        "overrides": []}),
+    panel("table", "Recent transitions", f"""
+SELECT at AS "time", rule_name AS rule, {labels_text('labels')} AS labels,
+       from_state, to_state, value, message
+FROM runra_obs.alert_history
+WHERE $__timeFilter(at) AND {HISTORY_RULE}
+ORDER BY at DESC, id DESC
+LIMIT 200""", description="The newest 200 transitions of alerts (inactive, pending, firing) and of rules' health (ok, error)."),
+    panel("table", "Notifications", f"""
+SELECT created_at AS queued, rule_name AS rule,
+       coalesce(body ->> 'receiver', '#' || contact_point_id) AS contact_point,
+       status, attempts,
+       CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt,
+       done_at AS done, last_error, left(answer, 200) AS answer
+FROM runra_obs.alert_notifications
+WHERE ($__timeFilter(created_at) OR status <> 'sent') AND {HISTORY_RULE}
+ORDER BY CASE status WHEN 'dead' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at DESC, id DESC
+LIMIT 200""", description="Dead letters first, then pending ones (whenever queued), then those sent in the range. "
+                          "Contact points: a webhook's or function's name; #id for Slack and Alertmanager."),
+], annotations=[
+    annotation("Alerts firing", "red", f"""
+WITH t AS (
+    SELECT at, id, rule_name, labels, to_state,
+           lead(at) OVER (PARTITION BY rule_id, fingerprint ORDER BY at, id) AS resolved_at
+    FROM runra_obs.alert_history
+    WHERE fingerprint <> '' AND (to_state = 'firing' OR from_state = 'firing')
+      AND at <= $__timeTo() AND {HISTORY_RULE}
+)
+SELECT at AS "time", coalesce(resolved_at, least(now(), $__timeTo())) AS timeend,
+       rule_name || coalesce(' {{' || {labels_text('labels')} || '}}', '') AS text,
+       CASE WHEN resolved_at IS NULL THEN 'firing' ELSE 'resolved' END
+           || ',' || translate(rule_name, ',', ' ') AS tags
+FROM t
+WHERE to_state = 'firing' AND coalesce(resolved_at, 'infinity') >= $__timeFrom()
+ORDER BY at, id""", "Each time an alert fired, as a region up to its resolution (or now, while it fires)."),
+    annotation("Rule errors", "orange", f"""
+SELECT at AS "time", rule_name || ': ' || coalesce(message, '') AS text,
+       'error,' || translate(rule_name, ',', ' ') AS tags
+FROM runra_obs.alert_history
+WHERE $__timeFilter(at) AND fingerprint = '' AND to_state = 'error' AND {HISTORY_RULE}
+ORDER BY at, id""", "When a rule's evaluation started failing, with the error."),
+], time_from="now-24h")
+
 for name, d in [("costs", costs), ("sandbox-health", health), ("executions", executions),
-                ("agents", agents), ("resources", resources), ("pipeline", pipeline)]:
+                ("agents", agents), ("resources", resources), ("pipeline", pipeline),
+                ("alerts", alerts)]:
     with open(os.path.join(HERE, f"{name}.json"), "w") as f:
         json.dump(d, f, indent=2)
         f.write("\n")

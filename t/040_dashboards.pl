@@ -2,7 +2,9 @@
 # expanded as Grafana expands it (t/lib/rollups/GrafanaSql.pm), run as a
 # login role that is only a member of runra_obs_reader, against known
 # events, and checked for the columns its panel type needs and, for the
-# known events, the figures it must show.  A query that fails fails here.
+# known events, the figures it must show; so is every annotation query,
+# against known alerts (rules evaluated by hand at chosen times).  A query
+# that fails fails here.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -15,12 +17,14 @@ use rollups::GrafanaSql qw(load_dashboards expand);
 
 my $src = $ENV{RUNRA_OBS_SRC} // '.';
 my @dashboards = load_dashboards("$src/dashboards");
-ok(@dashboards >= 6, 'six dashboards or more');
+ok(@dashboards >= 7, 'seven dashboards or more');
 
 my $node = PostgreSQL::Test::Cluster->new('dashboards');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'runra_obs'\n"
-	  . "runra_obs.http_workers = 0\nrunra_obs.notify_channel = ''\nrunra_obs.forward_enabled = off\n");
+	  . "runra_obs.http_workers = 0\nrunra_obs.notify_channel = ''\nrunra_obs.forward_enabled = off\n"
+	  # alerts are evaluated by hand below, at chosen times; no worker races them
+	  . "runra_obs.alert_enabled = off\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 
@@ -79,6 +83,50 @@ push @events, '{"sandboxId":"sb_bad","type":"exec.completed"}';
 is($node->safe_psql('postgres', "SELECT ingested || '/' || failed FROM runra_obs.ingest('[" . join(',', @events) . "]')"),
 	'1/1', 'a late event stored, a bad one refused');
 
+# ---- known alerts: rules evaluated by hand on the known events ----
+# (times in minutes from base, as the events' are)
+my $at = sub { "to_timestamp(" . ($base + 60 * $_[0]) . ")" };
+$node->safe_psql('postgres', q{
+    SELECT runra_obs.add_contact_point('hook', 'webhook', '{"url": "https://hooks.example.com/alerts"}');
+    SELECT runra_obs.add_contact_point('ops-slack', 'slack', '{"url": "https://hooks.slack.com/services/T0/B0/x"}');
+    SELECT runra_obs.create_alert('memory high', 'resource', '{"resource": "memory", "abovePercent": 90}',
+                                  '{"contactPoints": ["hook"]}');
+    SELECT runra_obs.create_alert('sandbox errors', 'error_rate', '{"threshold": 0.1, "window": "10 minutes", "by": "sandbox"}',
+                                  '{"for": "2 minutes", "contactPoints": ["ops-slack"]}');
+    SELECT runra_obs.create_alert('fleet errors', 'error_rate', '{"threshold": 0.3, "window": "10 minutes"}');
+    SELECT runra_obs.create_alert('timeouts', 'exec_timeouts', '{"by": "sandbox"}', '{"for": "1 hour"}');
+    SELECT runra_obs.create_alert('broken query', 'query',
+                                  '{"sql": "SELECT count(*) AS value FROM runra_obs.sandbox_events"}');});
+# each evaluation a transaction of its own, as the worker runs them
+my @evaluations = (
+	[ 20, 'sandbox errors' ],    # sb_a 2 of 11 failed: pending (for 2 minutes)
+	[ 22, 'sandbox errors' ],    # sb_a 2 of 9: firing
+	[ 41, 'memory high' ],       # sb_a at 95 %: firing
+	[ 46, 'memory high' ],       # sb_a at 50 %: resolved
+	[ 75, 'sandbox errors' ],    # sb_a no executions: resolved; sb_b 2 of 5: pending
+	[ 76, 'sandbox errors' ],    # sb_b still pending
+	[ 77, 'sandbox errors' ],    # sb_b firing
+	[ 77, 'fleet errors' ],      # 2 of 5: firing
+	[ 95, 'timeouts' ]);         # sb_b one timeout: pending (for 1 hour)
+$node->safe_psql('postgres', join("\n", map {
+	"SELECT runra_obs._alert_evaluate((SELECT id FROM runra_obs.alert_rules WHERE name = '$_->[1]'), "
+	  . $at->($_->[0]) . ", runra_obs._alert_log_head());" } @evaluations));
+# the query rule fails at 100, as the worker records a failed evaluation
+$node->safe_psql('postgres', "SELECT runra_obs._alert_failed((SELECT id FROM runra_obs.alert_rules WHERE name = 'broken query'), "
+	  . $at->(100) . ", 'canceling statement due to statement timeout')");
+# the five notifications queued, then attempts as the worker records them:
+# two sent, one refused (dead), one failing (retried in 30 s), one untried
+is($node->safe_psql('postgres', q{SELECT string_agg(rule_name, ',' ORDER BY id) FROM runra_obs.alert_notifications}),
+	'sandbox errors,memory high,memory high,sandbox errors,sandbox errors', 'five notifications queued');
+$node->safe_psql('postgres', qq{
+    SELECT runra_obs._alert_attempted(n.id, n.created_at + interval '1 second', a.outcome, a.error, a.answer, a.retry_ms)
+    FROM runra_obs.alert_notifications AS n
+    JOIN (VALUES (22, 'sent', NULL, 'ok', NULL::bigint),
+                 (41, 'sent', NULL, 'ok', NULL),
+                 (46, 'refused', 'HTTP 404', 'no such hook', NULL),
+                 (75, 'failed', 'HTTP 503', NULL, 30000)) AS a (minute, outcome, error, answer, retry_ms)
+      ON n.created_at = to_timestamp($base + 60 * a.minute)});
+
 # ---- running dashboard SQL as the Grafana role ----
 my $FS = "\x1f";
 
@@ -116,6 +164,16 @@ sub context
 
 my $T = sub { $base + 3600 * $_[0] };    # epoch of hour n of the known events
 my $H = sub { POSIX::strftime('%Y-%m-%d %H:%M:%S+00', gmtime($T->($_[0]))) };    # as timestamptz text
+my $M = sub { POSIX::strftime('%Y-%m-%d %H:%M:%S+00', gmtime($base + 60 * $_[0] + ($_[1] // 0))) };
+
+# Expected rows with the placeholders replaced: T<n> (first column) the
+# epoch of hour n, E<m> the epoch of minute m; H<n> hour n and M<m>[s<s>]
+# minute m (and second s) as timestamptz text.
+sub figures
+{
+	return [ map { s/^T(\d+)/$T->($1)/er =~ s/^E(\d+)/$base + 60 * $1/er
+		  =~ s/\bH(\d+)\b/$H->($1)/ger =~ s/\bM(\d+)(?:s(\d+))?\b/$M->($1, $2)/ger } @_ ];
+}
 
 # Expected figures for the known events, range [base, base + 3h], 1h
 # interval, every variable on All (audit_sandbox: sb_b).  Rows as
@@ -150,6 +208,43 @@ my %expected = (
 	'runra-obs-resources/CPU (top 10 sandboxes)' => ['T2|sb_c|95'],
 	'runra-obs-resources/Samples above 90 %' => [ 'T0|1|0|0', 'T1|0|0|0', 'T2|0|1|0' ],
 	'runra-obs-resources/Sandboxes above 90 %' => [ 'sb_a|1|950|1000|', 'sb_c|1|||95' ],
+	# the known alerts
+	'runra-obs-alerts/Firing now' => ['2'],
+	'runra-obs-alerts/Pending now' => ['1'],
+	'runra-obs-alerts/Rules in error' => ['1'],
+	'runra-obs-alerts/Notifications pending' => ['2'],
+	'runra-obs-alerts/Dead notifications' => ['1'],
+	'runra-obs-alerts/Fired in range' => ['4'],
+	'runra-obs-alerts/Alerting now' => [
+		'fleet errors|firing||0.4|error rate 0.4 above 0.3 (2 of 5 executions failed)|M77',
+		'sandbox errors|firing|sandbox_id="sb_b"|0.4|error rate 0.4 above 0.1 (2 of 5 executions failed)|M77',
+		'timeouts|pending|sandbox_id="sb_b"|1|1 executions timed out|M95' ],
+	'runra-obs-alerts/Failing rules' => ['broken query|query|M100|canceling statement due to statement timeout'],
+	'runra-obs-alerts/Transitions' => [ 'T0|2|1|1|0', 'T1|2|1|2|1' ],
+	'runra-obs-alerts/Recent transitions' => [
+		'M100|broken query||ok|error||canceling statement due to statement timeout',
+		'M95|timeouts|sandbox_id="sb_b"|inactive|pending|1|',
+		'M77|fleet errors||inactive|firing|0.4|',
+		'M77|sandbox errors|sandbox_id="sb_b"|pending|firing|0.4|',
+		'M75|sandbox errors|sandbox_id="sb_a"|firing|inactive|0.2222222222222222|',
+		'M75|sandbox errors|sandbox_id="sb_b"|inactive|pending|0.4|',
+		'M46|memory high|resource="memory", sandbox_id="sb_a"|firing|inactive|95|',
+		'M41|memory high|resource="memory", sandbox_id="sb_a"|inactive|firing|95|',
+		'M22|sandbox errors|sandbox_id="sb_a"|pending|firing|0.2222222222222222|',
+		'M20|sandbox errors|sandbox_id="sb_a"|inactive|pending|0.18181818181818182|' ],
+	'runra-obs-alerts/Notifications' => [
+		'M46|memory high|hook|dead|1||M46s1|HTTP 404|no such hook',
+		'M77|sandbox errors|#2|pending|0|M77|||',
+		'M75|sandbox errors|#2|pending|1|M75s31||HTTP 503|',
+		'M41|memory high|hook|sent|1||M41s1||ok',
+		'M22|sandbox errors|#2|sent|1||M22s1||ok' ],
+	'runra-obs-alerts/annotation Alerts firing' => [
+		'M22|M75|sandbox errors {sandbox_id="sb_a"}|resolved,sandbox errors',
+		'M41|M46|memory high {resource="memory", sandbox_id="sb_a"}|resolved,memory high',
+		'M77|H3|sandbox errors {sandbox_id="sb_b"}|firing,sandbox errors',
+		'M77|H3|fleet errors|firing,fleet errors' ],
+	'runra-obs-alerts/annotation Rule errors' => ['M100|broken query: canceling statement due to statement timeout|error,broken query'],
+	'runra-obs-alerts/$rule' => [ 'broken query', 'fleet errors', 'memory high', 'sandbox errors', 'timeouts' ],
 );
 # percentiles: the histogram bucket each must fall into (value of the
 # exact percentile), checked by bucket since histograms are within 9 %
@@ -191,12 +286,35 @@ sub check_panel
 	return ($columns, $rows);
 }
 
+# Checks an annotation query as Grafana reads its result (time, timeend
+# for a region, text, tags split on commas); returns the rows.
+sub check_annotation
+{
+	my ($anno, $ctx, $label) = @_;
+	is($anno->{datasource}{type}, 'grafana-postgresql-datasource', "$label: PostgreSQL datasource");
+	is($anno->{target}{format}, 'table', "$label: a table query");
+	my ($columns, $rows) = eval { run_query(expand($anno->{target}{rawSql}, $ctx)) };
+	if (!ok(defined $columns, "$label: runs")) { diag($@); return; }
+	my %at = map { $columns->[$_] => $_ } 0 .. $#$columns;
+	ok(defined $at{time} && defined $at{text}, "$label: time and text columns");
+	is_deeply([ grep { !/^(time|timeend|text|tags)$/ } @$columns ], [], "$label: no other columns");
+	ok(!(grep { $_->[ $at{time} ] eq '' || $_->[ $at{text} ] eq '' } @$rows), "$label: every row has a time and a text");
+	if (defined $at{timeend})
+	{
+		ok(!(grep { $_->[ $at{timeend} ] lt $_->[ $at{time} ] } @$rows), "$label: regions end after they start");
+	}
+	return $rows;
+}
+
 my (%uids, %checked);
 my $known = { from => $T->(0), to => $T->(3), interval => 3600 };
 for my $dash (@dashboards)
 {
 	my $uid = $dash->{uid} // '';
 	ok($uid =~ /^runra-obs-[a-z-]+$/ && !$uids{$uid}++, "$dash->{_file}: fixed unique uid $uid");
+	# figures are found by title
+	my %titles;
+	is_deeply([ grep { $titles{$_}++ } map { $_->{title} } @{ $dash->{panels} } ], [], "$uid: panel titles unique");
 	for my $var (@{ $dash->{templating}{list} })
 	{
 		is($var->{refresh}, 2, "$uid \$$var->{name}: refreshes on time range change");
@@ -204,6 +322,21 @@ for my $dash (@dashboards)
 		my ($cols, $rows) = eval { run_query(expand($var->{query}, context($dash, %$known))) };
 		ok(defined $cols, "$uid \$$var->{name}: variable query runs") or diag($@);
 		ok(@{ $rows // [] } > 0, "$uid \$$var->{name}: offers values");
+		if ($rows && (my $want = $expected{"$uid/\$$var->{name}"}))
+		{
+			$checked{"$uid/\$$var->{name}"}++;
+			is_deeply(render($rows), $want, "$uid \$$var->{name}: values") or diag(explain(render($rows)));
+		}
+	}
+	for my $anno (@{ $dash->{annotations}{list} })
+	{
+		my $key = "$uid/annotation $anno->{name}";
+		my $rows = check_annotation($anno, context($dash, %$known), $key) or next;
+		$checked{$key}++;
+		if (my $want = $expected{$key})
+		{
+			is_deeply(render($rows), figures(@$want), "$key: figures") or diag(explain(render($rows)));
+		}
 	}
 	for my $panel (@{ $dash->{panels} })
 	{
@@ -223,8 +356,7 @@ for my $dash (@dashboards)
 			$checked{$key}++;
 			if (my $want = $expected{$key})
 			{
-				my @want = map { s/^T(\d+)/$T->($1)/er =~ s/\bH(\d+)\b/$H->($1)/ger } @$want;
-				is_deeply(render($rows), \@want, "$key: figures") or diag(explain(render($rows)));
+				is_deeply(render($rows), figures(@$want), "$key: figures") or diag(explain(render($rows)));
 			}
 			if (my $want = $percentiles{$key})
 			{
@@ -266,9 +398,35 @@ my %choice = (
 	sandbox => { values => [ 'sb_a', 'sb_b' ] },
 	command => { values => ['npm test'] },
 	event_type => { values => [ 'exec.completed', "it's" ] },
-	audit_sandbox => { values => ['sb_a'] });
+	audit_sandbox => { values => ['sb_a'] },
+	rule => { values => ['sandbox errors'] });
+# the figures of the known alerts with only 'sandbox errors' chosen
+my %chosen = (
+	'runra-obs-alerts/Firing now' => ['1'],
+	'runra-obs-alerts/Pending now' => ['0'],
+	'runra-obs-alerts/Rules in error' => ['0'],
+	'runra-obs-alerts/Notifications pending' => ['2'],
+	'runra-obs-alerts/Dead notifications' => ['0'],
+	'runra-obs-alerts/Fired in range' => ['2'],
+	'runra-obs-alerts/Transitions' => [ 'E20|1|0|1|0', 'E75|1|1|1|0' ],
+	'runra-obs-alerts/annotation Alerts firing' => [
+		'M22|M75|sandbox errors {sandbox_id="sb_a"}|resolved,sandbox errors',
+		'M77|H3|sandbox errors {sandbox_id="sb_b"}|firing,sandbox errors' ],
+	'runra-obs-alerts/annotation Rule errors' => []);
+my %checked_chosen;
 for my $dash (@dashboards)
 {
+	for my $anno (@{ $dash->{annotations}{list} })
+	{
+		my $key = "$dash->{uid}/annotation $anno->{name}";
+		my $rows = check_annotation($anno,
+			context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice), "$key (chosen values)");
+		if ($rows && (my $want = $chosen{$key}))
+		{
+			$checked_chosen{$key}++;
+			is_deeply(render($rows), figures(@$want), "$key (chosen values): figures") or diag(explain(render($rows)));
+		}
+	}
 	for my $panel (@{ $dash->{panels} })
 	{
 		for my $target (@{ $panel->{targets} })
@@ -277,6 +435,11 @@ for my $dash (@dashboards)
 				context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice),
 				"$dash->{uid}/$panel->{title} (5m, chosen values)");
 			my $key = "$dash->{uid}/$panel->{title}";
+			if ($rows && (my $want = $chosen{$key}))
+			{
+				$checked_chosen{$key}++;
+				is_deeply(render($rows), figures(@$want), "$key (chosen values): figures") or diag(explain(render($rows)));
+			}
 			if ($rows && $key eq 'runra-obs-costs/Top sandboxes by cost')
 			{
 				is_deeply(render($rows), [ 'sb_b|1|0.05|1.05', 'sb_a|0.75||0.75' ], "$key: only the chosen sandboxes");
@@ -287,6 +450,21 @@ for my $dash (@dashboards)
 			}
 		}
 	}
+}
+
+ok($checked_chosen{$_}, "$_ (chosen values): panel exists and was checked") for sort keys %chosen;
+
+# An alert that fired before the range and resolved inside it is a region
+# from its start; one still firing ends at the range's end.
+{
+	my ($dash) = grep { $_->{uid} eq 'runra-obs-alerts' } @dashboards;
+	my ($anno) = grep { $_->{name} eq 'Alerts firing' } @{ $dash->{annotations}{list} };
+	my $rows = check_annotation($anno,
+		context($dash, from => $base + 60 * 50, to => $base + 60 * 80, interval => 60), 'alerts firing in [50, 80]');
+	is_deeply(render($rows // []), figures(
+		'M22|M75|sandbox errors {sandbox_id="sb_a"}|resolved,sandbox errors',
+		'M77|M80|sandbox errors {sandbox_id="sb_b"}|firing,sandbox errors',
+		'M77|M80|fleet errors|firing,fleet errors'), 'alerts firing in [50, 80]: regions cut to the range');
 }
 
 # A query that fails is a failure: the checker itself must notice.
