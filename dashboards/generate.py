@@ -598,16 +598,15 @@ WHERE $__timeFilter(at) AND {HISTORY_RULE}
 ORDER BY at DESC, id DESC
 LIMIT 200""", description="The newest 200 transitions of alerts (inactive, pending, firing) and of rules' health (ok, error)."),
     panel("table", "Notifications", f"""
-SELECT created_at AS queued, rule_name AS rule,
-       coalesce(body ->> 'receiver', '#' || contact_point_id) AS contact_point,
-       status, attempts,
-       CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt,
-       done_at AS done, last_error, left(answer, 200) AS answer
-FROM runra_obs.alert_notifications
-WHERE ($__timeFilter(created_at) OR status <> 'sent') AND {HISTORY_RULE}
-ORDER BY CASE status WHEN 'dead' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at DESC, id DESC
-LIMIT 200""", description="Dead letters first, then pending ones (whenever queued), then those sent in the range. "
-                          "Contact points: a webhook's or function's name; #id for Slack and Alertmanager."),
+SELECT n.created_at AS queued, n.rule_name AS rule, c.name AS contact_point,
+       n.status, n.attempts,
+       CASE WHEN n.status = 'pending' THEN n.next_attempt_at END AS next_attempt,
+       n.done_at AS done, n.last_error, left(n.answer, 200) AS answer
+FROM runra_obs.alert_notifications AS n
+JOIN runra_obs.contact_point_list AS c ON c.id = n.contact_point_id
+WHERE ($__timeFilter(n.created_at) OR n.status <> 'sent') AND {HISTORY_RULE}
+ORDER BY CASE n.status WHEN 'dead' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, n.created_at DESC, n.id DESC
+LIMIT 200""", description="Dead letters first, then pending ones (whenever queued), then those sent in the range."),
 ], annotations=[
     annotation("Alerts firing", "red", f"""
 WITH t AS (

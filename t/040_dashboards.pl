@@ -234,10 +234,10 @@ my %expected = (
 		'M20|sandbox errors|sandbox_id="sb_a"|inactive|pending|0.18181818181818182|' ],
 	'runra-obs-alerts/Notifications' => [
 		'M46|memory high|hook|dead|1||M46s1|HTTP 404|no such hook',
-		'M77|sandbox errors|#2|pending|0|M77|||',
-		'M75|sandbox errors|#2|pending|1|M75s31||HTTP 503|',
+		'M77|sandbox errors|ops-slack|pending|0|M77|||',
+		'M75|sandbox errors|ops-slack|pending|1|M75s31||HTTP 503|',
 		'M41|memory high|hook|sent|1||M41s1||ok',
-		'M22|sandbox errors|#2|sent|1||M22s1||ok' ],
+		'M22|sandbox errors|ops-slack|sent|1||M22s1||ok' ],
 	'runra-obs-alerts/annotation Alerts firing' => [
 		'M22|M75|sandbox errors {sandbox_id="sb_a"}|resolved,sandbox errors',
 		'M41|M46|memory high {resource="memory", sandbox_id="sb_a"}|resolved,memory high',

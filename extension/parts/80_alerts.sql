@@ -331,7 +331,7 @@ COMMENT ON COLUMN runra_obs.contact_points.changed_by IS
     'The role that last wrote the row';
 
 CREATE VIEW runra_obs.contact_point_list AS
-SELECT name, kind, settings, handler::text AS handler, timeout_ms, max_retry_ms,
+SELECT id, name, kind, settings, handler::text AS handler, timeout_ms, max_retry_ms,
        secrets ? 'url' AS has_secret_url, secrets ? 'authorization' AS has_authorization,
        changed_by::text AS changed_by, created_at
 FROM runra_obs.contact_points;
