@@ -36,7 +36,7 @@ int			runra_idempotency_window_s = 86400;
 bool		runra_http_allow_unauthenticated = false;
 int			runra_http_max_batch_requests = 1000;
 
-/* NOTIFY ingest and housekeeping */
+/* NOTIFY ingest and maintenance */
 char	   *runra_notify_conninfo = NULL;
 char	   *runra_notify_channel = NULL;
 int			runra_notify_batch_size = 100;
@@ -106,7 +106,7 @@ define_worker_gucs(void)
 							   &runra_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("runra_obs.maintenance_interval",
-							"How often the housekeeping worker runs runra_obs.run_maintenance().",
+							"How often the maintenance worker runs runra_obs.run_maintenance().",
 							NULL,
 							&runra_maintenance_interval_s, 60, 1, DAY_S,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);

@@ -29,7 +29,7 @@ extern int	runra_idempotency_window_s;
 extern bool runra_http_allow_unauthenticated;
 extern int	runra_http_max_batch_requests;
 
-/* NOTIFY ingest and housekeeping */
+/* NOTIFY ingest and maintenance */
 extern char *runra_notify_conninfo;
 extern char *runra_notify_channel;
 extern int	runra_notify_batch_size;

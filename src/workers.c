@@ -2,8 +2,8 @@
  * workers.c — which background workers runra_obs starts.
  *
  * One function per subsystem, called from _PG_init while
- * shared_preload_libraries is being processed.  The notify worker always
- * runs (it also does the housekeeping); runra_obs.http_workers,
+ * shared_preload_libraries is being processed.  The maintenance and notify
+ * workers always run; runra_obs.http_workers,
  * runra_obs.rollup_enabled, runra_obs.forward_enabled and
  * runra_obs.alert_enabled decide about the others.
  */
@@ -18,7 +18,10 @@
 void
 runra_register_subsystem_workers(void)
 {
-	/* NOTIFY ingest and housekeeping: one, always (it keeps partitions ahead) */
+	/* maintenance: one, always (it keeps day partitions ahead) */
+	runra_register_worker("maintenance", "runra_maintenance_main", (Datum) 0, true);
+
+	/* NOTIFY ingest: one (it idles while runra_obs.notify_channel is empty) */
 	runra_register_worker("notify", "runra_notify_worker_main", (Datum) 0, true);
 
 	/* rollups: one consumer of the event log folds new events */

@@ -145,11 +145,11 @@ wait_for_events($node, 'sb_other_role', 2) or die 'events did not land with the 
 pass('the listener connects as a plain LOGIN role given in runra_obs.notify_conninfo');
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET runra_obs.notify_conninfo});
 
-# -- an empty channel: no listener connection, housekeeping goes on
+# -- an empty channel: no listener connection, the worker idles
 $node->safe_psql('postgres', q{ALTER SYSTEM SET runra_obs.notify_channel = ''});
 $node->reload;
 $node->poll_query_until('postgres', q{
-	SELECT state LIKE 'housekeeping only%' FROM runra_obs.worker_status WHERE role = 'notify'})
+	SELECT state LIKE 'idle (runra_obs.notify_channel is empty)%' FROM runra_obs.worker_status WHERE role = 'notify'})
   or die 'the worker did not stop listening';
 is(listener_pid($node), '', 'with an empty channel there is no listener connection');
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET runra_obs.notify_channel});

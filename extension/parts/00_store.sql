@@ -371,13 +371,13 @@ COMMENT ON VIEW runra_obs.worker_status IS
 REVOKE ALL ON FUNCTION runra_obs.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs.worker_status() TO runra_obs_reader;
 COMMENT ON COLUMN runra_obs.worker_status.pid IS 'Process id of the worker (pg_stat_activity.pid)';
-COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does, such as notify (the NOTIFY listener, which also does the housekeeping)';
+COMMENT ON COLUMN runra_obs.worker_status.role IS 'What the worker does: maintenance, notify (the NOTIFY listener), http, rollups, forward, alerts';
 COMMENT ON COLUMN runra_obs.worker_status.state IS 'What it is doing now, such as listening on "runra_events" or waiting to reconnect';
 COMMENT ON COLUMN runra_obs.worker_status.started_at IS 'When this process started';
 COMMENT ON COLUMN runra_obs.worker_status.events_ingested IS 'Events this process stored (counted after commit)';
 COMMENT ON COLUMN runra_obs.worker_status.events_rejected IS 'Events this process kept in rejected_events (counted after commit)';
 COMMENT ON COLUMN runra_obs.worker_status.last_error IS 'The latest error it met (a lost connection, a failed write or maintenance); NULL if none';
 COMMENT ON COLUMN runra_obs.worker_status.last_error_at IS 'When last_error happened';
-COMMENT ON COLUMN runra_obs.worker_status.last_maintenance_at IS 'When the housekeeping worker last ran runra_obs.run_maintenance()';
+COMMENT ON COLUMN runra_obs.worker_status.last_maintenance_at IS 'When the maintenance worker last ran runra_obs.run_maintenance()';
 COMMENT ON COLUMN runra_obs.worker_status.last_maintenance IS 'What that run did (created, dropped, skipped partitions; expired rejected events) or why it failed';
 GRANT SELECT ON runra_obs.worker_status TO runra_obs_reader;

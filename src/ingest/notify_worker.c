@@ -4,19 +4,16 @@
  * One per cluster, connected to runra_obs.database.  It listens for
  * notifications on runra_obs.notify_channel through a libpq connection to
  * its own server (notify_conn.c), queues their payloads and writes them as
- * event batches (notify_queue.c), and runs the housekeeping
- * (runra_obs.run_maintenance()) at start and every
- * runra_obs.maintenance_interval.  With an empty channel it only does the
- * housekeeping.
+ * event batches (notify_queue.c); nothing else (the maintenance worker
+ * keeps the partitions).  With an empty channel it idles.
  *
  * One WaitEventSet holds the latch (SIGTERM, SIGHUP), postmaster death and,
  * when there is a connection, its socket; the timeout is the nearest of the
- * batch's flush time, the next reconnect attempt, the connect timeout and
- * the next maintenance.
+ * batch's flush time, the next reconnect attempt and the connect timeout.
  * On SIGTERM it writes what it has queued, closes its connection and exits
- * with code 1, so the postmaster starts it again after 5 seconds (a worker
- * that keeps partitions ahead must not stay away because someone ran
- * pg_terminate_backend); at server shutdown it simply ends.
+ * with code 1, so the postmaster starts it again after 5 seconds (a
+ * listener must not stay away because someone ran pg_terminate_backend);
+ * at server shutdown it simply ends.
  */
 #include "postgres.h"
 
@@ -32,7 +29,6 @@
 
 #include "guc.h"
 #include "ingest/notify.h"
-#include "worker/housekeeping.h"
 #include "worker/worker_common.h"
 #include "worker/worker_xact.h"
 
@@ -63,7 +59,7 @@ show_state(void)
 	const char *state;
 
 	if (runra_notify_channel[0] == '\0')
-		state = "housekeeping only (runra_obs.notify_channel is empty)";
+		state = "idle (runra_obs.notify_channel is empty)";
 	else if (conn.state == NOTIFY_LISTENING)
 		state = psprintf("listening on \"%s\"", conn.channel);
 	else if (conn.state == NOTIFY_DISCONNECTED)
@@ -172,14 +168,13 @@ ms_until(TimestampTz now, TimestampTz t, long current)
  * when the connection's socket is ready.
  */
 static bool
-wait_for_work(TimestampTz now, TimestampTz next_maintenance)
+wait_for_work(TimestampTz now)
 {
-	long		timeout = ms_until(now, next_maintenance, -1);
+	long		timeout = ms_until(now, notify_queue_deadline(&queue), -1);
 	WaitEvent	events[3];
 	int			n;
 	bool		socket_ready = false;
 
-	timeout = ms_until(now, notify_queue_deadline(&queue), timeout);
 	if (runra_notify_channel[0] != '\0' && conn.state == NOTIFY_DISCONNECTED)
 		timeout = ms_until(now, conn.retry_at, timeout);
 	if (conn.state == NOTIFY_CONNECTING || conn.state == NOTIFY_LISTEN_SENT)
@@ -190,7 +185,7 @@ wait_for_work(TimestampTz now, TimestampTz next_maintenance)
 	{
 		/*
 		 * A set latch is reported alone, sockets unchecked.  It is set often
-		 * (SIGHUP, and the lock timeout's SIGALRM in every maintenance run),
+		 * (SIGHUP, and the lock and statement timeouts' SIGALRM),
 		 * so look at the socket once more without waiting, or a busy latch
 		 * could starve the connection.
 		 */
@@ -233,7 +228,6 @@ void
 runra_notify_worker_main(Datum arg)
 {
 	MemoryContext loop_cxt;
-	TimestampTz next_maintenance;
 	char	   *error;
 
 	runra_worker_setup_signals();
@@ -248,8 +242,6 @@ runra_notify_worker_main(Datum arg)
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs notify loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loop_cxt);
-	housekeeping_run();
-	next_maintenance = housekeeping_next_run(GetCurrentTimestamp());
 	while (!runra_got_sigterm)
 	{
 		TimestampTz now;
@@ -259,7 +251,7 @@ runra_notify_worker_main(Datum arg)
 		apply_settings();
 		connect_if_due(GetCurrentTimestamp());
 		show_state();
-		socket_ready = wait_for_work(GetCurrentTimestamp(), next_maintenance);
+		socket_ready = wait_for_work(GetCurrentTimestamp());
 		if (runra_got_sigterm)
 			break;
 		if (socket_ready)
@@ -269,13 +261,6 @@ runra_notify_worker_main(Datum arg)
 		if (notify_queue_due(&queue, now))
 		{
 			notify_queue_flush(&queue);
-			shown_state[0] = '\0';
-		}
-		if (now >= next_maintenance)
-		{
-			housekeeping_run();
-			/* counted from the end, so a slow run leaves time for ingest */
-			next_maintenance = housekeeping_next_run(GetCurrentTimestamp());
 			shown_state[0] = '\0';
 		}
 	}

@@ -1,6 +1,6 @@
 /*
- * housekeeping.h — the periodic runra_obs.run_maintenance() call that one
- * background worker (the NOTIFY worker) makes.
+ * housekeeping.h — the periodic runra_obs.run_maintenance() call that the
+ * maintenance worker makes.
  */
 #ifndef RUNRA_OBS_HOUSEKEEPING_H
 #define RUNRA_OBS_HOUSEKEEPING_H

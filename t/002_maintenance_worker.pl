@@ -1,8 +1,8 @@
-# Housekeeping in the notify worker: run_maintenance() at start and every
+# The maintenance worker: run_maintenance() at start and every
 # runra_obs.maintenance_interval creates and drops day partitions when the
 # window moves, expires old rejected events, and reports what it skipped
-# or why it failed in the log and in runra_obs.worker_status, without
-# stopping ingest.
+# or why it failed in the log and in runra_obs.worker_status; NOTIFY ingest
+# (another worker) goes on while a run is stuck on a lock.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -10,18 +10,27 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use notify::NotifyTest;
 
-my $node = notify_node('notify_maintenance', "runra_obs.maintenance_interval = '1s'");
+my $node = notify_node('maintenance', "runra_obs.maintenance_interval = '1s'");
+
+# The maintenance worker's row of worker_status.
+sub maintenance_row
+{
+	my ($columns) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT $columns FROM runra_obs.worker_status WHERE role = 'maintenance'");
+}
 wait_listening($node, 'runra_events');
 
 $node->poll_query_until('postgres', q{
 	SELECT last_maintenance LIKE 'created 0, dropped 0, skipped 0 partitions%'
-	FROM runra_obs.worker_status WHERE role = 'notify'})
+	FROM runra_obs.worker_status WHERE role = 'maintenance'})
   or die 'no maintenance run';
 pass('maintenance ran at start; the window made by CREATE EXTENSION needed nothing');
-my $first_run = status_row($node, 'last_maintenance_at');
-my $first_pid = worker_pid($node);
+my $first_run = maintenance_row('last_maintenance_at');
+my $first_pid = maintenance_row('pid');
+my $listener_pid = worker_pid($node);
 $node->poll_query_until('postgres', qq{
-	SELECT last_maintenance_at > '$first_run' FROM runra_obs.worker_status WHERE role = 'notify'})
+	SELECT last_maintenance_at > '$first_run' FROM runra_obs.worker_status WHERE role = 'maintenance'})
   or die 'maintenance did not run again';
 pass('and runs again after runra_obs.maintenance_interval');
 
@@ -78,7 +87,7 @@ $node->reload;
 $node->poll_query_until('postgres', qq{
 	SELECT last_maintenance = 'failed: canceling statement due to lock timeout'
 	   AND last_error = last_maintenance
-	FROM runra_obs.worker_status WHERE role = 'notify'})
+	FROM runra_obs.worker_status WHERE role = 'maintenance'})
   or die 'the failed run is not reported';
 pass('a maintenance run that failed on its lock timeout shows in worker_status as the last error');
 like(slurp_file($node->logfile),
@@ -111,7 +120,10 @@ $node->wait_for_log(qr/runra_obs maintenance expired runra_obs\.rejected_events\
 is($node->safe_psql('postgres', q{SELECT string_agg(raw, ',') FROM runra_obs.rejected_events WHERE source = 'test'}),
 	'z', 'rejected events older than runra_obs.rejected_retention are expired, newer ones kept');
 
-is(worker_pid($node), $first_pid, 'the worker survived all of it');
+is(maintenance_row('pid'), $first_pid, 'the maintenance worker survived all of it');
+is(worker_pid($node), $listener_pid, 'and so did the listener');
+is($node->safe_psql('postgres', "SELECT count(*) FROM runra_obs.worker_status WHERE role = 'notify' AND last_maintenance_at IS NOT NULL"),
+	'0', 'the listener runs no maintenance of its own');
 
 # the view is for runra_obs_reader
 $node->safe_psql('postgres', 'CREATE ROLE grafana LOGIN IN ROLE runra_obs_reader');
