@@ -7,6 +7,8 @@ BEGIN;
 \i test/analytics_fixture.sql
 SET LOCAL client_min_messages = warning;
 \set SHOW_CONTEXT never
+-- query rules are written by an admin: a superuser may not own one
+CREATE ROLE alert_admin_test IN ROLE runra_obs_admin;
 
 -- eval(rule, at): one evaluation of a rule at `at`, the log read to its end.
 CREATE FUNCTION pg_temp.eval(rule text, at timestamptz)
@@ -46,7 +48,7 @@ SELECT runra_obs.add_contact_point('hook', 'webhook',
     '{"url": "https://hooks.example.com/alerts", "authorization": "Bearer s3cret"}');
 SELECT runra_obs.add_contact_point('am', 'alertmanager', '{"url": "http://127.0.0.1:9093/", "resendInterval": "1 minute"}');
 -- readers see them without the URL of Slack or the Authorization
-SELECT name, kind, settings, has_secret_url, has_authorization FROM runra_obs.contact_point_list ORDER BY name;
+SELECT name, kind, url, settings, has_authorization FROM runra_obs.contact_point_list ORDER BY name;
 -- what the worker posts to
 SELECT contact_point, url FROM runra_obs._alert_outbox('infinity', 10);
 
@@ -97,6 +99,11 @@ SELECT runra_obs.create_alert('r', 'match', '{"eventTypes": ["exec.completed"], 
 ROLLBACK TO s;
 SELECT runra_obs.create_alert('r', 'absence', '{"scope": "fleet"}');
 ROLLBACK TO s;
+SELECT runra_obs.create_alert('r', 'query', '{"sql": "SELECT 1 AS value"}');
+ROLLBACK TO s;
+RELEASE s;
+SET LOCAL ROLE alert_admin_test;
+SAVEPOINT s;
 SELECT runra_obs.create_alert('r', 'query', '{"sql": "SELEC 1 AS value"}');
 ROLLBACK TO s;
 SELECT runra_obs.create_alert('r', 'query', '{"sql": "SELECT 1 AS value; DROP TABLE runra_obs.alert_rules"}');
@@ -113,6 +120,8 @@ SELECT runra_obs.create_alert('r', 'query', '{"sql": "SELECT sandbox_id AS \"san
 ROLLBACK TO s;
 SELECT runra_obs.create_alert('r', 'query', '{"sql": "SELECT 1 AS value FROM runra_obs.no_such_table"}');
 ROLLBACK TO s;
+RELEASE s;
+RESET ROLE;
 
 -- ---------------------------------------------------------------------------
 -- The events every kind below is worked out on.  Anchor offsets; the
@@ -180,8 +189,10 @@ SELECT value, active FROM runra_obs.preview_alert('silent fleet', now() + interv
 SELECT value, active FROM runra_obs.preview_alert('silent fleet', now() + interval '10 minutes');
 
 -- query: rows are instances, text columns labels, the number the value
+SET LOCAL ROLE alert_admin_test;
 SELECT runra_obs.create_alert('failures per sandbox', 'query',
     '{"sql": "SELECT sandbox_id, count(*) FILTER (WHERE runra_obs.event_failed(event_type, data)) AS failures FROM runra_obs.sandbox_events GROUP BY sandbox_id", "above": 1}');
+RESET ROLE;
 SELECT labels - 'alertname' AS labels, value, active FROM runra_obs.preview_alert('failures per sandbox', pg_temp.t('12:05'));
 
 -- cost anomaly: the hour before 12:00 against the same hour on the 3 days
@@ -210,13 +221,17 @@ SELECT * FROM pg_temp.states('memory');
 SELECT pg_temp.eval('memory', pg_temp.t('12:06'));
 SELECT pg_temp.eval('memory', pg_temp.t('12:07'));
 SELECT * FROM pg_temp.states('memory');
--- a new sample below the limit at 12:07:30: not active at 12:08, but
--- firing on for keep_firing_for (from 12:07, the last active evaluation)
+-- a new sample below the limit at 12:07:30: not active at 12:07:45, but
+-- firing on for keep_firing_for, counted (as Prometheus does) from 12:07:45,
+-- the first evaluation that missed it: still firing at 12:08, resolved at
+-- 12:08:45
 SELECT ingested FROM runra_obs.ingest(jsonb_build_array(
     pg_temp.ev(pg_temp.t('12:07:30'), 'sb_m', 'resource.memory', '{"memoryUsedMb": 100, "memoryLimitMb": 2048}')));
 SELECT pg_temp.eval('memory', pg_temp.t('12:07:45'));
 SELECT * FROM pg_temp.states('memory');
 SELECT pg_temp.eval('memory', pg_temp.t('12:08'));
+SELECT * FROM pg_temp.states('memory');
+SELECT pg_temp.eval('memory', pg_temp.t('12:08:45'));
 SELECT * FROM pg_temp.states('memory');
 SELECT * FROM pg_temp.history('memory');
 
@@ -245,14 +260,15 @@ FROM runra_obs.alert_notifications AS n, jsonb_object_keys(n.body) AS k
 WHERE n.rule_name = 'memory' AND n.contact_point_id = (SELECT id FROM runra_obs.contact_points WHERE name = 'hook')
   AND n.id = (SELECT min(id) FROM runra_obs.alert_notifications WHERE rule_name = 'memory');
 -- Alertmanager: firing with endsAt four resend intervals ahead (12:07 + 4 min),
--- then resolved with endsAt its resolution; resent while resolvedResendFor lasts
+-- told again a resend interval later (12:08, endsAt moved), then resolved
+-- with endsAt its resolution; resent while resolvedResendFor lasts
 SELECT pg_temp.rel((a ->> 'startsAt')::timestamptz) AS starts, pg_temp.rel((a ->> 'endsAt')::timestamptz) AS ends,
        a -> 'labels' AS labels, pg_temp.rel(n.created_at) AS queued
 FROM runra_obs.alert_notifications AS n JOIN runra_obs.contact_points AS c ON c.id = n.contact_point_id,
      jsonb_array_elements(n.body) AS a
 WHERE n.rule_name = 'memory' AND c.name = 'am' ORDER BY n.id;
-SELECT pg_temp.eval('memory', pg_temp.t('12:08:30'));
-SELECT pg_temp.eval('memory', pg_temp.t('12:09'));
+SELECT pg_temp.eval('memory', pg_temp.t('12:09:30'));
+SELECT pg_temp.eval('memory', pg_temp.t('12:10'));
 SELECT pg_temp.rel(n.created_at) AS queued, pg_temp.rel((n.body -> 0 ->> 'endsAt')::timestamptz) AS ends
 FROM runra_obs.alert_notifications AS n JOIN runra_obs.contact_points AS c ON c.id = n.contact_point_id
 WHERE n.rule_name = 'memory' AND c.name = 'am' ORDER BY n.id;
@@ -310,8 +326,10 @@ SELECT value, active FROM runra_obs.preview_alert('timeouts', pg_temp.t('12:05')
 
 -- a query that fails when it runs: the rule is in the error state with the
 -- message, its alerts as they were, and the next evaluation may recover
+SET LOCAL ROLE alert_admin_test;
 SELECT runra_obs.create_alert('broken', 'query',
     '{"sql": "SELECT sandbox_id, 1 / (count(*) - count(*)) AS value FROM runra_obs.sandbox_events GROUP BY 1"}');
+RESET ROLE;
 SAVEPOINT before_eval;
 SELECT pg_temp.eval('broken', pg_temp.t('12:05'));
 ROLLBACK TO before_eval;
@@ -323,9 +341,10 @@ SELECT * FROM pg_temp.history('broken');
 -- ---------------------------------------------------------------------------
 -- Who may do what.
 -- ---------------------------------------------------------------------------
-CREATE ROLE alert_admin_test IN ROLE runra_obs_admin;
 CREATE ROLE alert_reader_test IN ROLE runra_obs_reader;
 CREATE TABLE public.private_costs (sandbox_id text, cost numeric);
+CREATE FUNCTION public.not_mine(n jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+ALTER FUNCTION public.not_mine(jsonb) OWNER TO alert_reader_test;
 INSERT INTO public.private_costs VALUES ('sb_x', 12);
 SET LOCAL ROLE alert_reader_test;
 SELECT count(*) > 0 AS reader_sees_rules FROM runra_obs.alert_rules;
@@ -345,11 +364,38 @@ ROLLBACK TO a;
 -- a query the admin may not run is refused at creation
 SELECT runra_obs.create_alert('private', 'query', '{"sql": "SELECT sandbox_id, cost AS value FROM public.private_costs"}');
 ROLLBACK TO a;
--- and an owner written by hand is overwritten with the writer
+-- an owner or an id is never written by hand; the writer is the owner
 INSERT INTO runra_obs.alert_rules (name, kind, params, owner)
 VALUES ('forged', 'query', '{"sql": "SELECT 1 AS value"}', 10::oid::regrole);
+ROLLBACK TO a;
+INSERT INTO runra_obs.alert_rules (id, name, kind, params) OVERRIDING SYSTEM VALUE
+VALUES (2147483647, 'forged', 'query', '{"sql": "SELECT 1 AS value"}');
+ROLLBACK TO a;
+INSERT INTO runra_obs.alert_rules (name, kind, params) VALUES ('forged', 'query', '{"sql": "SELECT 1 AS value"}');
 SELECT name, owner FROM runra_obs.alert_rules WHERE name = 'forged';
+-- a direct write is checked as the functions check it
+SAVEPOINT a;
+INSERT INTO runra_obs.contact_points (name, kind, settings, secrets)
+VALUES ('bad am', 'alertmanager', '{"resendInterval": "soon"}', '{"url": "http://am:9093"}');
+ROLLBACK TO a;
+-- a handler is only what its writer could run as its owner (and takes one jsonb)
+INSERT INTO runra_obs.contact_points (name, kind, handler) VALUES ('reload', 'function', 'pg_catalog.pg_reload_conf()');
+ROLLBACK TO a;
+INSERT INTO runra_obs.contact_points (name, kind, handler) VALUES ('cat', 'function', 'public.not_mine(jsonb)');
+ROLLBACK TO a;
+-- the URL goes with the secrets: pointing a webhook elsewhere drops its Authorization
+UPDATE runra_obs.contact_points SET secrets = '{"url": "https://attacker.example/"}' WHERE name = 'hook';
+SELECT name, url, has_authorization FROM runra_obs.contact_point_list WHERE name = 'hook';
+ROLLBACK TO a;
+-- a contact point a rule notifies is not removed or renamed under it
+DELETE FROM runra_obs.contact_points WHERE name = 'hook';
+ROLLBACK TO a;
+UPDATE runra_obs.contact_points SET name = 'hook2' WHERE name = 'hook';
+ROLLBACK TO a;
 RESET ROLE;
+-- a superuser pausing an admin's query rule does not become its owner
+SELECT runra_obs.pause_alert('forged'), runra_obs.resume_alert('forged');
+SELECT name, owner FROM runra_obs.alert_rules WHERE name = 'forged';
 -- granted, created, then revoked: the worker runs it as its owner, who
 -- may no longer read the table, so the evaluation fails
 GRANT SELECT ON public.private_costs TO alert_admin_test;
@@ -365,6 +411,28 @@ ROLLBACK TO p;
 SAVEPOINT p;
 SELECT * FROM runra_obs.preview_alert('private');
 ROLLBACK TO p;
+
+-- Slack's text is escaped: event data cannot mention @channel or hide a link
+SELECT runra_obs._alert_slack_escape('<!channel> & <http://x|y>') AS escaped;
+
+-- the outbox offers each contact point the oldest pending notification of
+-- each rule, and nothing of a pair that has one in flight: a retried FIRING
+-- never lands after the RESOLVED that followed it; an Alertmanager's older
+-- ones were superseded by the newest (it carries the whole group)
+SELECT o.contact_point, n.rule_name, n.body ->> 'title' AS title, pg_temp.rel(n.created_at) AS queued
+FROM runra_obs._alert_outbox('infinity', 100) AS o JOIN runra_obs.alert_notifications AS n USING (id)
+ORDER BY 1, 2;
+SELECT count(*) AS offered_while_in_flight
+FROM runra_obs._alert_outbox('infinity', 100, ARRAY(SELECT id FROM runra_obs._alert_outbox('infinity', 100)));
+SELECT n.status, count(*) FROM runra_obs.alert_notifications AS n
+JOIN runra_obs.contact_points AS c ON c.id = n.contact_point_id
+WHERE c.name = 'am' GROUP BY 1 ORDER BY 1;
+
+-- more active series than maxInstances is an error, as Prometheus's limit
+SELECT runra_obs.create_alert('too many', 'error_rate', '{"threshold": 0, "by": "sandbox"}', '{"maxInstances": 1}');
+SAVEPOINT m;
+SELECT pg_temp.eval('too many', pg_temp.t('12:05'));
+ROLLBACK TO m;
 
 -- each rule's health and counts
 SELECT name, kind, health, last_error, evaluations, failures, firing, pending, owner <> current_user::text AS not_mine

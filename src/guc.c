@@ -59,7 +59,7 @@ int			runra_rollup_batch_size = 100000;
 /* alerting */
 bool		runra_alert_enabled = true;
 int			runra_alert_poll_interval_ms = 1000;
-int			runra_alert_query_timeout_ms = 10000;
+int			runra_alert_evaluation_timeout_ms = 10000;
 int			runra_alert_retention_s = 30 * 86400;
 
 #define DAY_S (86400)
@@ -281,10 +281,10 @@ define_alert_gucs(void)
 							"A change of a rule or contact point wakes it at once.",
 							&runra_alert_poll_interval_ms, 1000, 10, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("runra_obs.alert_query_timeout",
-							"Longest a query rule's SQL may run in the alert worker before its evaluation fails.",
+	DefineCustomIntVariable("runra_obs.alert_evaluation_timeout",
+							"Longest one alert rule's evaluation may take (a query rule's SQL included) before it fails.",
 							"0 turns the limit off.",
-							&runra_alert_query_timeout_ms, 10000, 0, INT_MAX,
+							&runra_alert_evaluation_timeout_ms, 10000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("runra_obs.alert_retention",
 							"How long alert history and sent or dead notifications are kept.",

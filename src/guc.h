@@ -48,7 +48,7 @@ extern int	runra_rollup_retention_s;
 extern bool runra_rollup_enabled;
 extern bool runra_alert_enabled;
 extern int	runra_alert_poll_interval_ms;
-extern int	runra_alert_query_timeout_ms;
+extern int	runra_alert_evaluation_timeout_ms;
 extern int	runra_alert_retention_s;
 extern int	runra_rollup_interval_ms;
 extern int	runra_rollup_batch_size;

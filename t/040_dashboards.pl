@@ -95,8 +95,11 @@ $node->safe_psql('postgres', q{
                                   '{"for": "2 minutes", "contactPoints": ["ops-slack"]}');
     SELECT runra_obs.create_alert('fleet errors', 'error_rate', '{"threshold": 0.3, "window": "10 minutes"}');
     SELECT runra_obs.create_alert('timeouts', 'exec_timeouts', '{"by": "sandbox"}', '{"for": "1 hour"}');
+    CREATE ROLE dashboard_alert_admin IN ROLE runra_obs_admin;
+    SET ROLE dashboard_alert_admin;   -- a superuser may not write a query rule's SQL
     SELECT runra_obs.create_alert('broken query', 'query',
-                                  '{"sql": "SELECT count(*) AS value FROM runra_obs.sandbox_events"}');});
+                                  '{"sql": "SELECT count(*) AS value FROM runra_obs.sandbox_events"}');
+    RESET ROLE;});
 # each evaluation a transaction of its own, as the worker runs them
 my @evaluations = (
 	[ 20, 'sandbox errors' ],    # sb_a 2 of 11 failed: pending (for 2 minutes)

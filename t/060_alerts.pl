@@ -70,7 +70,7 @@ sub am_alerts
 
 # ---- the node and its contact points ----
 my $node = runra_node('alerts', 'runra_obs.alert_enabled = on', 'runra_obs.alert_poll_interval = 100ms',
-	'runra_obs.alert_query_timeout = 500ms', 'log_min_messages = info');
+	'runra_obs.alert_evaluation_timeout = 500ms', 'log_min_messages = info');
 my $hook = forward::Receiver->new;
 my $slack = forward::Receiver->new;
 $hook->plan('503 Retry-After: 1');
@@ -167,6 +167,18 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM public.heard"),
 is($node->safe_psql('postgres', "SELECT by_role || ' ' || (body ->> 'title') FROM public.heard"),
 	'alert_fn_owner [FIRING:1] timeouts', 'as its owner, with the payload');
 
+# a handler slower than the contact point's timeoutMs fails alone, and is retried
+$node->safe_psql('postgres', q{
+    CREATE FUNCTION public.nap(n jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(30) $$;
+    ALTER FUNCTION public.nap(jsonb) OWNER TO alert_fn_owner;
+    SELECT runra_obs.add_contact_point('napper', 'function', '{"handler": "public.nap(jsonb)", "timeoutMs": 500}');
+    SELECT runra_obs.create_alert('file errors', 'match', '{"eventTypes": ["file.deleted"]}', '{"every": "1s", "contactPoints": ["napper"]}');});
+ingest_events($node, event_at(0, 'sb_f', 'file.deleted', { path => '/tmp/x' }));
+ok($node->poll_query_until('postgres', q{
+    SELECT attempts >= 1 AND status = 'pending' AND last_error ~ 'statement timeout'
+    FROM runra_obs.alert_notifications WHERE rule_name = 'file errors'}),
+	'a handler slower than timeoutMs is cut off and tried again later');
+
 # ---- failing rules: an error state each, the others go on ----
 $node->safe_psql('postgres', q{
     CREATE ROLE alert_author IN ROLE runra_obs_admin;
@@ -185,7 +197,7 @@ $node->safe_psql('postgres', 'REVOKE SELECT ON public.budgets FROM alert_author'
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM runra_obs.alert_states WHERE rule = 'over budget' AND state = 'error' AND error ~ 'permission denied for table budgets'"),
 	'revoked: the worker runs it as its owner, not as a superuser, and the rule is in error');
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM runra_obs.alert_states WHERE rule = 'slow query' AND state = 'error' AND error ~ 'statement timeout'"),
-	'a query slower than runra_obs.alert_query_timeout is cut off');
+	'an evaluation slower than runra_obs.alert_evaluation_timeout is cut off');
 my $evaluations = $node->safe_psql('postgres', "SELECT evaluations FROM runra_obs.alert_rule_runs JOIN runra_obs.alert_rules ON id = rule_id WHERE name = 'memory'");
 ok($node->poll_query_until('postgres', "SELECT evaluations > $evaluations + 2 FROM runra_obs.alert_rule_runs JOIN runra_obs.alert_rules ON id = rule_id WHERE name = 'memory'"),
 	'the other rules go on being evaluated');

@@ -322,21 +322,22 @@ CREATE TABLE runra_obs.contact_points (
 COMMENT ON TABLE runra_obs.contact_points IS
     'Where alert notifications are sent: Slack, a webhook (Grafana''s payload), Alertmanager or a SQL function; secrets readable by the extension owner only';
 COMMENT ON COLUMN runra_obs.contact_points.settings IS
-    'Options without secrets: url (webhook, alertmanager), resendInterval and resolvedResendFor (alertmanager), channel, username and iconEmoji (slack)';
+    'Options without secrets: resendInterval and resolvedResendFor (alertmanager), channel, username and iconEmoji (slack)';
 COMMENT ON COLUMN runra_obs.contact_points.secrets IS
-    'Secrets: the Slack webhook URL, an Authorization header value';
+    'The URL and an Authorization header value, always written together (Slack''s URL is itself the secret)';
 COMMENT ON COLUMN runra_obs.contact_points.handler IS
     'For kind function: called with each notification (jsonb), as the function''s owner';
 COMMENT ON COLUMN runra_obs.contact_points.changed_by IS
     'The role that last wrote the row';
 
 CREATE VIEW runra_obs.contact_point_list AS
-SELECT id, name, kind, settings, handler::text AS handler, timeout_ms, max_retry_ms,
-       secrets ? 'url' AS has_secret_url, secrets ? 'authorization' AS has_authorization,
+SELECT id, name, kind, CASE WHEN kind <> 'slack' THEN secrets ->> 'url' END AS url,
+       settings, handler::text AS handler, timeout_ms, max_retry_ms,
+       secrets ? 'authorization' AS has_authorization,
        changed_by::text AS changed_by, created_at
 FROM runra_obs.contact_points;
 COMMENT ON VIEW runra_obs.contact_point_list IS
-    'The alert contact points without their secrets (Slack URL, Authorization)';
+    'The alert contact points without their secrets (Slack''s URL, Authorization); a webhook''s or Alertmanager''s URL is shown';
 
 -- The URL a contact point posts to: http:// or https:// with a host, no
 -- control characters or spaces; a webhook's or Alertmanager's carries no
@@ -366,6 +367,33 @@ BEGIN
 END
 $$;
 
+-- A function contact point's handler: one jsonb argument, and a function
+-- the writer could call as its owner themselves (it is a member of the
+-- owner and may execute it), so naming it gains no privilege: the worker
+-- calls it as its owner.
+CREATE FUNCTION runra_obs._contact_point_check_handler(what text, handler regprocedure)
+RETURNS regprocedure
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner regrole;
+BEGIN
+    SELECT p.proowner::regrole INTO owner FROM pg_proc AS p
+    WHERE p.oid = handler AND p.pronargs = 1 AND p.proargtypes[0] = 'jsonb'::regtype AND p.prokind = 'f';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'handler % of % must be a function taking one jsonb argument', handler, what
+            USING ERRCODE = 'invalid_function_definition';
+    END IF;
+    IF NOT pg_has_role(current_user, owner, 'USAGE') OR NOT has_function_privilege(current_user, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not make % the handler of %', current_user, handler, what
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The handler runs as its owner, %s; only its members may name it.', owner);
+    END IF;
+    RETURN handler;
+END
+$$;
+
 -- Splits a contact point's config (the options a user gives) into the
 -- row's settings, secrets and handler, refusing what is not valid.
 CREATE FUNCTION runra_obs._contact_point_apply(cp runra_obs.contact_points, config jsonb)
@@ -379,7 +407,7 @@ DECLARE
         WHEN 'slack' THEN '{url,channel,username,iconEmoji,timeoutMs,maxRetryMs}'
         WHEN 'webhook' THEN '{url,authorization,timeoutMs,maxRetryMs}'
         WHEN 'alertmanager' THEN '{url,authorization,resendInterval,resolvedResendFor,timeoutMs,maxRetryMs}'
-        WHEN 'function' THEN '{handler,maxRetryMs}'
+        WHEN 'function' THEN '{handler,timeoutMs,maxRetryMs}'
     END;
     key text;
 BEGIN
@@ -406,15 +434,18 @@ BEGIN
             END IF;
         END LOOP;
     WHEN 'webhook', 'alertmanager' THEN
+        -- the URL is kept with the secrets, so they are always written
+        -- together: an admin who may not read the Authorization cannot
+        -- point it at a server of their own
         PERFORM runra_obs._contact_point_check_url(what, config ->> 'url', 'url');
-        cp.settings := jsonb_build_object('url', config ->> 'url');
+        cp.secrets := jsonb_build_object('url', config ->> 'url');
         IF config ? 'authorization' THEN
             PERFORM runra_obs._check_option(what, config, 'authorization', 'text');
             IF config ->> 'authorization' ~ '[[:cntrl:]]' THEN
                 RAISE EXCEPTION 'option "authorization" of % must not hold control characters', what
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            cp.secrets := jsonb_build_object('authorization', config ->> 'authorization');
+            cp.secrets := cp.secrets || jsonb_build_object('authorization', config ->> 'authorization');
         END IF;
         IF cp.kind = 'alertmanager' THEN
             cp.settings := cp.settings || jsonb_build_object(
@@ -425,38 +456,54 @@ BEGIN
         END IF;
     WHEN 'function' THEN
         PERFORM runra_obs._check_option(what, config, 'handler', 'text', true);
-        cp.handler := (config ->> 'handler')::regprocedure;
-        IF NOT EXISTS (SELECT FROM pg_proc AS p
-                       WHERE p.oid = cp.handler AND p.pronargs = 1
-                         AND p.proargtypes[0] = 'jsonb'::regtype) THEN
-            RAISE EXCEPTION 'handler % of % must take one jsonb argument', cp.handler, what
-                USING ERRCODE = 'invalid_function_definition';
-        END IF;
+        cp.handler := runra_obs._contact_point_check_handler(what, (config ->> 'handler')::regprocedure);
     END CASE;
     RETURN cp;
 END
 $$;
 
--- Every write of a contact point: refuse settings that are not valid and
--- record who wrote it.  (Functions write settings the user gave as
--- config through _contact_point_apply(); a direct INSERT must keep the
--- same rules, so they are checked again here.)
+-- The rule that notifies contact point `name`, if one does.
+CREATE FUNCTION runra_obs._contact_point_user(name text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.name FROM runra_obs.alert_rules AS r WHERE $1 = ANY (r.contact_points) ORDER BY r.name LIMIT 1
+$$;
+
+-- Every write of a contact point, through the functions or straight into
+-- the table: the row is checked again as a config (settings, secrets,
+-- handler and limits together, as _contact_point_apply() reads them) and
+-- the writer recorded; a contact point a rule notifies is not renamed or
+-- removed under it.
 CREATE FUNCTION runra_obs._contact_point_stamp()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    user_rule text;
 BEGIN
-    NEW.changed_by := current_user::regrole;
-    IF NEW.kind IN ('webhook', 'alertmanager') THEN
-        PERFORM runra_obs._contact_point_check_url(format('contact point "%s"', NEW.name), NEW.settings ->> 'url', 'url');
-    ELSIF NEW.kind = 'slack' THEN
-        PERFORM runra_obs._contact_point_check_url(format('contact point "%s"', NEW.name), NEW.secrets ->> 'url', 'url', true);
+    IF TG_OP <> 'INSERT' AND (TG_OP = 'DELETE' OR NEW.name <> OLD.name) THEN
+        user_rule := runra_obs._contact_point_user(OLD.name);
+        IF user_rule IS NOT NULL THEN
+            RAISE EXCEPTION 'contact point "%" is used by alert rule "%"', OLD.name, user_rule
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Change the rules that notify it first.';
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
     END IF;
+    NEW := runra_obs._contact_point_apply(NEW, NEW.settings || NEW.secrets
+        || jsonb_strip_nulls(jsonb_build_object('handler', NEW.handler::text,
+                                                'timeoutMs', NEW.timeout_ms,
+                                                'maxRetryMs', NEW.max_retry_ms)));
+    NEW.changed_by := current_user::regrole;
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER contact_points_stamp BEFORE INSERT OR UPDATE ON runra_obs.contact_points
+CREATE TRIGGER contact_points_stamp BEFORE INSERT OR UPDATE OR DELETE ON runra_obs.contact_points
     FOR EACH ROW EXECUTE FUNCTION runra_obs._contact_point_stamp();
 
 CREATE FUNCTION runra_obs.add_contact_point(name text, kind text, config jsonb)
@@ -528,18 +575,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
-DECLARE
-    cp runra_obs.contact_points := runra_obs._contact_point(name);
-    user_rule text;
 BEGIN
-    SELECT r.name INTO user_rule FROM runra_obs.alert_rules AS r
-    WHERE cp.name = ANY (r.contact_points) ORDER BY r.name LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'contact point "%" is used by alert rule "%"', name, user_rule
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Change the rules that notify it first.';
-    END IF;
-    DELETE FROM runra_obs.contact_points AS c WHERE c.id = cp.id;
+    -- refused by the trigger while a rule notifies it
+    DELETE FROM runra_obs.contact_points AS c WHERE c.id = (runra_obs._contact_point(name)).id;
 END
 $$;
 COMMENT ON FUNCTION runra_obs.remove_contact_point(text) IS
@@ -594,7 +632,7 @@ COMMENT ON COLUMN runra_obs.alert_rules.repeat_interval IS
 COMMENT ON COLUMN runra_obs.alert_rules.notify_resolved IS
     'Whether Slack, webhook and function contact points hear of resolved alerts (Alertmanager always does: it ends them); false by default for match rules';
 COMMENT ON COLUMN runra_obs.alert_rules.owner IS
-    'The role that last wrote the rule: a query rule runs with its privileges';
+    'The role that wrote the rule''s SQL (or created it): a query rule runs with its privileges';
 GRANT SELECT ON runra_obs.alert_rules TO runra_obs_reader;
 
 -- The runtime side of each rule, written by the alert worker alone.
@@ -754,10 +792,14 @@ RETURNS TABLE (labels jsonb, value double precision)
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'runra_alert_query_series';
 COMMENT ON FUNCTION runra_obs._alert_query_series(integer) IS
-    'Internal: runs a query rule''s SQL (as its owner for the alert worker, as the caller otherwise) under runra_obs.alert_query_timeout';
+    'Internal: runs a query rule''s SQL (as its owner, never a superuser, for the alert worker; as the caller otherwise)';
 
--- Every write of a rule: its options checked (a direct INSERT too), and
--- the writer recorded as its owner, whose privileges a query rule gets.
+-- Every write of a rule: its options checked (a direct INSERT too).  A
+-- query rule runs with the privileges of its owner: the role that wrote
+-- its SQL (on INSERT, or when the SQL or the kind changes; pausing or
+-- relabelling someone's rule does not lend them your privileges).  A
+-- superuser may not own one: its SQL would run as a superuser on a
+-- search_path that anyone who may create in public could take over.
 CREATE FUNCTION runra_obs._alert_rule_stamp()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -767,7 +809,11 @@ DECLARE
     what text := format('alert rule "%s"', NEW.name);
     missing text;
 BEGIN
-    NEW.owner := current_user::regrole;
+    IF TG_OP = 'INSERT' OR NEW.kind <> OLD.kind OR NEW.params ->> 'sql' IS DISTINCT FROM OLD.params ->> 'sql' THEN
+        NEW.owner := current_user::regrole;
+    ELSE
+        NEW.owner := OLD.owner;
+    END IF;
     NEW.params := runra_obs._alert_check_params(NEW.name, NEW.kind, NEW.params);
     NEW.labels := runra_obs._alert_string_map(what, 'label', NEW.labels);
     NEW.annotations := runra_obs._alert_check_annotations(what, NEW.annotations);
@@ -778,7 +824,13 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Add it with runra_obs.add_contact_point() first.';
     END IF;
-    IF NEW.kind = 'query' THEN
+    IF NEW.kind = 'query' AND (TG_OP = 'INSERT' OR NEW.owner <> OLD.owner OR NEW.params <> OLD.params) THEN
+        IF (SELECT rolsuper FROM pg_roles WHERE oid = NEW.owner) THEN
+            RAISE EXCEPTION 'a superuser may not write the SQL of query rule "%"', NEW.name
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'A query rule runs with the privileges of the role that wrote its SQL.',
+                      HINT = 'Write it as a role with only the privileges it needs, a member of runra_obs_admin.';
+        END IF;
         PERFORM runra_obs._alert_check_query(NEW.name, NEW.params ->> 'sql');
     END IF;
     RETURN NEW;
@@ -815,10 +867,12 @@ BEGIN
     END IF;
     INSERT INTO runra_obs.alert_rule_runs AS r (rule_id, next_eval_at) VALUES (NEW.id, now())
     ON CONFLICT (rule_id) DO UPDATE SET next_eval_at = now();
-    IF NEW.kind = 'match' AND (TG_OP = 'INSERT' OR OLD.kind <> 'match' OR (OLD.paused AND NOT NEW.paused)) THEN
+    IF NEW.kind = 'match' AND NOT NEW.paused
+       AND (TG_OP = 'INSERT' OR OLD.kind <> 'match' OR OLD.paused) THEN
         INSERT INTO runra_obs.consumers AS c (name, position) VALUES ('alert:' || NEW.id, runra_obs._alert_log_head())
         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, moved_at = now();
-    ELSIF NEW.kind <> 'match' THEN
+    ELSIF NEW.kind <> 'match' OR NEW.paused THEN
+        -- a paused match rule is no consumer: it is not behind
         DELETE FROM runra_obs.consumers WHERE name = 'alert:' || NEW.id;
     END IF;
     PERFORM runra_obs._alert_wake();
@@ -943,7 +997,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.change_alert(text, jsonb, jsonb) IS
-    'Changes an alert rule: new params (NULL: keep them) and the options given (the others are kept); the changer becomes its owner';
+    'Changes an alert rule: new params (NULL: keep them) and the options given (the others are kept); whoever changes a query rule''s SQL becomes its owner';
 
 -- Pauses (true) or resumes (false) the rule called `name`.
 CREATE FUNCTION runra_obs._alert_set_paused(name text, paused boolean)

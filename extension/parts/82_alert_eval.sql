@@ -29,6 +29,7 @@ CREATE TABLE runra_obs.alert_instances (
     active_since   timestamptz,
     fired_at       timestamptz,
     last_active_at timestamptz,
+    keep_firing_since timestamptz,
     resolved_at    timestamptz,
     last_sent_at   timestamptz,
     PRIMARY KEY (rule_id, fingerprint),
@@ -38,7 +39,8 @@ COMMENT ON TABLE runra_obs.alert_instances IS
     'Each alert instance (rule + labels) that is pending or firing, or was resolved recently (kept while Alertmanager is told)';
 COMMENT ON COLUMN runra_obs.alert_instances.fingerprint IS 'md5 of the labels: the instance''s identity';
 COMMENT ON COLUMN runra_obs.alert_instances.active_since IS 'Since when its series has been active (the pending period starts here)';
-COMMENT ON COLUMN runra_obs.alert_instances.last_active_at IS 'The last evaluation that found its series active (keep_firing_for counts from here)';
+COMMENT ON COLUMN runra_obs.alert_instances.last_active_at IS 'The last evaluation that found its series active';
+COMMENT ON COLUMN runra_obs.alert_instances.keep_firing_since IS 'The first evaluation that found a firing alert''s series no longer active (keep_firing_for counts from here, as in Prometheus)';
 COMMENT ON COLUMN runra_obs.alert_instances.last_sent_at IS 'When contact points were last told about it';
 GRANT SELECT ON runra_obs.alert_instances TO runra_obs_reader;
 
@@ -381,10 +383,9 @@ AS $$
     VALUES (at, r.id, r.name, i.fingerprint, i.labels, from_state, to_state, i.value)
 $$;
 
--- The series of this evaluation as instances: labels completed with the
--- rule's labels and alertname, at most max_instances of the active ones
--- (the highest values), and the no_data policy applied.  `truncated`
--- counts active series left out.
+-- The active series of this evaluation: labels completed with the rule's
+-- labels and alertname, and the no_data policy applied; more than
+-- max_instances of them is an error.
 CREATE FUNCTION runra_obs._alert_current(r runra_obs.alert_rules, at timestamptz, up_to bigint,
                                          OUT series jsonb, OUT had_data boolean, OUT truncated bigint)
 RETURNS record
@@ -407,6 +408,14 @@ BEGIN
            count(*) FILTER (WHERE ranked.n > r.max_instances)
     INTO series, had_data, truncated
     FROM ranked;
+    IF truncated > 0 THEN
+        -- as Prometheus's rule limit: cutting some off would resolve them
+        -- and fire them again at random
+        RAISE EXCEPTION 'alert rule "%" found % active series, more than its maxInstances (%)',
+            r.name, r.max_instances + truncated, r.max_instances
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Group by fewer labels, raise the threshold, or raise maxInstances.';
+    END IF;
     -- a match rule that matched nothing has data: nothing failed
     had_data := had_data OR r.kind = 'match';
     IF NOT had_data AND r.no_data = 'alerting' THEN
@@ -418,89 +427,101 @@ END
 $$;
 
 -- Moves every instance of rule `r` to its state at `at`, given the active
--- series; returns the instances that became firing or resolved now.
+-- series; returns the instances that became firing or resolved now.  Set
+-- by set: the series against the stored instances in one statement, the
+-- instances whose series is gone in another, each transition a row of the
+-- history.
 CREATE FUNCTION runra_obs._alert_step(r runra_obs.alert_rules, at timestamptz, series jsonb)
 RETURNS SETOF runra_obs.alert_instances
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    s record;
-    i runra_obs.alert_instances;
-    was text;
-    seen text[] := '{}';
 BEGIN
-    FOR s IN SELECT x -> 'labels' AS labels, (x ->> 'value')::double precision AS value, x -> 'values' AS vals
-             FROM jsonb_array_elements(series) AS x
-    LOOP
-        SELECT * INTO i FROM runra_obs.alert_instances AS a
-        WHERE a.rule_id = r.id AND a.fingerprint = md5(s.labels::text) FOR UPDATE;
-        was := CASE WHEN FOUND THEN i.state ELSE 'inactive' END;
-        IF was = 'inactive' THEN
-            i.rule_id := r.id;
-            i.fingerprint := md5(s.labels::text);
-            i.labels := s.labels;
-            i.state := 'pending';
-            i.active_since := at;
-            i.fired_at := NULL;
-            i.resolved_at := NULL;
-            i.last_sent_at := NULL;
-        END IF;
-        i.value := s.value;
-        i."values" := coalesce(s.vals, '{}');
-        i.last_active_at := at;
-        IF i.state = 'pending' AND at - i.active_since >= r.for_duration THEN
-            i.state := 'firing';
-            i.fired_at := at;
-        END IF;
-        IF i.state <> was THEN
-            PERFORM runra_obs._alert_transition(r, at, i, was, i.state);
-        END IF;
-        i.annotations := runra_obs._alert_annotate(r, i);
-        INSERT INTO runra_obs.alert_instances VALUES (i.*)
+    -- the active series: pending or firing, with their transitions
+    RETURN QUERY
+    WITH s AS (
+        SELECT x -> 'labels' AS labels, md5((x -> 'labels')::text) AS fingerprint,
+               (x ->> 'value')::double precision AS value, coalesce(x -> 'values', '{}') AS vals
+        FROM jsonb_array_elements(series) AS x
+    ), known AS (
+        SELECT s.*, coalesce(i.state, 'inactive') AS was,
+               CASE WHEN i.state IN ('pending', 'firing') THEN i.active_since ELSE at END AS since,
+               CASE WHEN i.state = 'firing' THEN i.fired_at END AS old_fired_at,
+               CASE WHEN i.state IN ('pending', 'firing') THEN i.last_sent_at END AS old_sent_at
+        FROM s LEFT JOIN runra_obs.alert_instances AS i ON i.rule_id = r.id AND i.fingerprint = s.fingerprint
+    ), decided AS (
+        SELECT k.*, CASE WHEN k.was = 'firing' OR at - k.since >= r.for_duration THEN 'firing' ELSE 'pending' END AS state
+        FROM known AS k
+    ), history AS (
+        INSERT INTO runra_obs.alert_history (at, rule_id, rule_name, fingerprint, labels, from_state, to_state, value)
+        SELECT at, r.id, r.name, d.fingerprint, d.labels, d.was, d.state, d.value
+        FROM decided AS d WHERE d.state <> d.was
+    ), upserted AS (
+        INSERT INTO runra_obs.alert_instances AS a
+            (rule_id, fingerprint, labels, state, value, "values", annotations, active_since, fired_at,
+             last_active_at, keep_firing_since, resolved_at, last_sent_at)
+        SELECT r.id, d.fingerprint, d.labels, d.state, d.value, d.vals,
+               runra_obs._alert_annotate(r, d.state, d.labels, d.value, d.vals),
+               d.since, coalesce(d.old_fired_at, CASE WHEN d.state = 'firing' THEN at END),
+               at, NULL, NULL, d.old_sent_at
+        FROM decided AS d
         ON CONFLICT (rule_id, fingerprint) DO UPDATE
         SET labels = EXCLUDED.labels, state = EXCLUDED.state, value = EXCLUDED.value,
             "values" = EXCLUDED."values", annotations = EXCLUDED.annotations,
             active_since = EXCLUDED.active_since, fired_at = EXCLUDED.fired_at,
-            last_active_at = EXCLUDED.last_active_at, resolved_at = EXCLUDED.resolved_at,
-            last_sent_at = EXCLUDED.last_sent_at;
-        IF i.state = 'firing' AND was <> 'firing' THEN
-            RETURN NEXT i;
-        END IF;
-        seen := seen || i.fingerprint;
-    END LOOP;
+            last_active_at = EXCLUDED.last_active_at, keep_firing_since = NULL,
+            resolved_at = NULL, last_sent_at = EXCLUDED.last_sent_at
+        RETURNING a.*
+    )
+    SELECT u.* FROM upserted AS u WHERE u.state = 'firing' AND u.fired_at = at;
 
-    -- the instances whose series is not active now
-    FOR i IN SELECT * FROM runra_obs.alert_instances AS a
-             WHERE a.rule_id = r.id AND a.state <> 'inactive' AND NOT a.fingerprint = ANY (seen)
-             FOR UPDATE
-    LOOP
-        IF i.state = 'pending' THEN
-            PERFORM runra_obs._alert_transition(r, at, i, 'pending', 'inactive');
-            DELETE FROM runra_obs.alert_instances AS a WHERE a.rule_id = r.id AND a.fingerprint = i.fingerprint;
-        ELSIF at - i.last_active_at >= r.keep_firing_for THEN
-            i.state := 'inactive';
-            i.resolved_at := at;
-            i.annotations := runra_obs._alert_annotate(r, i);
-            PERFORM runra_obs._alert_transition(r, at, i, 'firing', 'inactive');
-            UPDATE runra_obs.alert_instances AS a
-            SET state = 'inactive', resolved_at = at, annotations = i.annotations
-            WHERE a.rule_id = r.id AND a.fingerprint = i.fingerprint;
-            RETURN NEXT i;
-        END IF;
-    END LOOP;
+    -- the instances whose series is not active now: a pending one is
+    -- dropped, a firing one resolves once keep_firing_for has passed since
+    -- the first evaluation that missed it
+    RETURN QUERY
+    WITH gone AS (
+        SELECT i.* FROM runra_obs.alert_instances AS i
+        WHERE i.rule_id = r.id AND i.state IN ('pending', 'firing')
+          AND NOT EXISTS (SELECT FROM jsonb_array_elements(series) AS x
+                          WHERE md5((x -> 'labels')::text) = i.fingerprint)
+        FOR UPDATE
+    ), dropped AS (
+        DELETE FROM runra_obs.alert_instances AS i USING gone AS g
+        WHERE i.rule_id = r.id AND i.fingerprint = g.fingerprint AND g.state = 'pending'
+        RETURNING i.*
+    ), kept AS (
+        UPDATE runra_obs.alert_instances AS i
+        SET keep_firing_since = coalesce(g.keep_firing_since, at),
+            state = CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN 'inactive' ELSE 'firing' END,
+            resolved_at = CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN at END,
+            annotations = runra_obs._alert_annotate(r,
+                CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN 'inactive' ELSE 'firing' END,
+                g.labels, g.value, g."values")
+        FROM gone AS g
+        WHERE i.rule_id = r.id AND i.fingerprint = g.fingerprint AND g.state = 'firing'
+        RETURNING i.*
+    ), history AS (
+        INSERT INTO runra_obs.alert_history (at, rule_id, rule_name, fingerprint, labels, from_state, to_state, value)
+        SELECT at, r.id, r.name, d.fingerprint, d.labels, 'pending', 'inactive', d.value FROM dropped AS d
+        UNION ALL
+        SELECT at, r.id, r.name, k.fingerprint, k.labels, 'firing', 'inactive', k.value FROM kept AS k
+        WHERE k.state = 'inactive'
+    )
+    SELECT k.* FROM kept AS k WHERE k.state = 'inactive';
 END
 $$;
 
 -- An instance's annotations, rendered from the rule's templates (a summary
 -- of the kind's own when the rule gives none).
-CREATE FUNCTION runra_obs._alert_annotate(r runra_obs.alert_rules, i runra_obs.alert_instances)
+CREATE FUNCTION runra_obs._alert_annotate(r runra_obs.alert_rules, state text, labels jsonb,
+                                          value double precision, "values" jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(jsonb_object_agg(a.key, runra_obs._alert_render(a.value, r.name, i.state, i.labels,
-                                                                   i.value, i."values")), '{}')
+    SELECT coalesce(jsonb_object_agg(a.key, runra_obs._alert_render(a.value, r.name, _alert_annotate.state,
+                                                                   _alert_annotate.labels, _alert_annotate.value,
+                                                                   _alert_annotate."values")), '{}')
     FROM jsonb_each_text(jsonb_build_object('summary', CASE r.kind
              WHEN 'error_rate' THEN 'error rate {{ value }} above {{ values.threshold }} ({{ values.failures }} of {{ values.executions }} executions failed)'
              WHEN 'exec_timeouts' THEN '{{ value }} executions timed out'
@@ -526,10 +547,17 @@ DECLARE
     cur record;
     changed runra_obs.alert_instances[];
     started timestamptz := clock_timestamp();
+    read_from bigint;
 BEGIN
     SELECT * INTO r FROM runra_obs.alert_rules AS a WHERE a.id = rule_id;
     IF NOT FOUND OR r.paused THEN
         RETURN 'not evaluated: removed or paused';
+    END IF;
+    IF r.kind = 'match' THEN
+        -- read at most 100,000 ids, and move the position exactly over them
+        SELECT c.position INTO read_from FROM runra_obs.consumers AS c
+        WHERE c.name = 'alert:' || r.id FOR UPDATE;
+        up_to := least(up_to, read_from + 100000);
     END IF;
     cur := runra_obs._alert_current(r, at, up_to);
     IF cur.had_data OR r.no_data <> 'keep_state' THEN
@@ -541,14 +569,13 @@ BEGIN
                          WHERE i.rule_id = r.id AND i.state = 'firing' AND i.last_active_at = at)
                    || ARRAY(SELECT c FROM unnest(changed) AS c WHERE c.state = 'inactive');
         UPDATE runra_obs.consumers AS c
-        SET position = least(up_to, c.position + 100000), moved_at = now()
-        WHERE c.name = 'alert:' || r.id AND c.position < up_to;
+        SET position = up_to, moved_at = now()
+        WHERE c.name = 'alert:' || r.id AND c.position = read_from AND up_to > read_from;
     END IF;
     PERFORM runra_obs._alert_notify(r, at, coalesce(changed, '{}'));
     PERFORM runra_obs._alert_ran(r, at, CASE WHEN cur.had_data THEN 'ok' ELSE 'nodata' END, NULL,
                                  extract(epoch FROM clock_timestamp() - started) * 1000);
-    RETURN format('%s series, %s changed%s', jsonb_array_length(cur.series), coalesce(cardinality(changed), 0),
-                  CASE WHEN cur.truncated > 0 THEN format(', %s active series over max_instances left out', cur.truncated) ELSE '' END);
+    RETURN format('%s series, %s changed', jsonb_array_length(cur.series), coalesce(cardinality(changed), 0));
 END
 $$;
 

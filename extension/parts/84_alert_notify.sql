@@ -33,13 +33,13 @@ CREATE TABLE runra_obs.alert_notifications (
     done_at          timestamptz,
     last_error       text,
     answer           text,
-    CONSTRAINT alert_notifications_status_check CHECK (status IN ('pending', 'sent', 'dead'))
+    CONSTRAINT alert_notifications_status_check CHECK (status IN ('pending', 'sent', 'dead', 'superseded'))
 );
 CREATE INDEX alert_notifications_due_idx ON runra_obs.alert_notifications (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX alert_notifications_created_idx ON runra_obs.alert_notifications (created_at);
 COMMENT ON TABLE runra_obs.alert_notifications IS
-    'Notifications to contact points: pending (queued or being retried), sent, or dead (refused, or failing past max_retry_ms; see requeue_alert_notifications())';
+    'Notifications to contact points: pending (queued or being retried), sent, dead (refused, or failing past max_retry_ms; see requeue_alert_notifications()), or superseded (an Alertmanager one a newer one replaced before it was sent)';
 COMMENT ON COLUMN runra_obs.alert_notifications.body IS
     'What is sent: Slack''s message, Grafana''s webhook payload (version 1), or Alertmanager''s list of alerts';
 COMMENT ON COLUMN runra_obs.alert_notifications.answer IS
@@ -158,6 +158,17 @@ AS $$
     WHERE n <= 10
 $$;
 
+-- Text as Slack's mrkdwn takes it literally: &, < and > escaped, so labels
+-- and annotations that come from event data cannot mention @channel or
+-- hide a link.
+CREATE FUNCTION runra_obs._alert_slack_escape(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT replace(replace(replace(value, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')
+$$;
+
 -- A Slack incoming-webhook message: text (what notifications show) and
 -- blocks (a header, one section per alert up to ten, a context line).
 CREATE FUNCTION runra_obs._alert_slack_body(cp runra_obs.contact_points, r runra_obs.alert_rules,
@@ -167,7 +178,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
-        'text', left(runra_obs._alert_title(r.name, alerts) || E'\n' || runra_obs._alert_text(alerts, truncated), 3000),
+        'text', left(runra_obs._alert_slack_escape(runra_obs._alert_title(r.name, alerts) || E'\n'
+                                                   || runra_obs._alert_text(alerts, truncated)), 3000),
         'channel', cp.settings -> 'channel',
         'username', cp.settings -> 'username',
         'icon_emoji', cp.settings -> 'iconEmoji',
@@ -175,11 +187,11 @@ AS $$
         jsonb_build_array(jsonb_build_object('type', 'header', 'text',
                 jsonb_build_object('type', 'plain_text', 'text', left(runra_obs._alert_title(r.name, alerts), 150))))
         || coalesce((SELECT jsonb_agg(jsonb_build_object('type', 'section', 'text',
-                         jsonb_build_object('type', 'mrkdwn', 'text', left(format(E'*%s* %s\n%s',
+                         jsonb_build_object('type', 'mrkdwn', 'text', left(runra_obs._alert_slack_escape(format(E'*%s* %s\n%s',
                              upper(a ->> 'status'),
                              coalesce(a -> 'annotations' ->> 'summary', r.name),
                              (SELECT string_agg(format('`%s=%s`', l.key, l.value), ' ' ORDER BY l.key)
-                              FROM jsonb_each_text(a -> 'labels') AS l WHERE l.key <> 'alertname')), 3000))) ORDER BY n)
+                              FROM jsonb_each_text(a -> 'labels') AS l WHERE l.key <> 'alertname'))), 3000))) ORDER BY n)
                      FROM jsonb_array_elements(alerts) WITH ORDINALITY AS x(a, n) WHERE n <= 10), '[]')
         || CASE WHEN jsonb_array_length(alerts) + truncated > 10
                 THEN jsonb_build_array(jsonb_build_object('type', 'context', 'elements', jsonb_build_array(
@@ -256,6 +268,11 @@ BEGIN
             END IF;
         END IF;
         CONTINUE WHEN body IS NULL;
+        IF cp.kind = 'alertmanager' THEN
+            -- each carries the whole group as it is now: older ones are stale
+            UPDATE runra_obs.alert_notifications AS n SET status = 'superseded', done_at = at
+            WHERE n.contact_point_id = cp.id AND n.rule_id = r.id AND n.status = 'pending';
+        END IF;
         INSERT INTO runra_obs.alert_notifications (contact_point_id, rule_id, rule_name, body, created_at, next_attempt_at)
         VALUES (cp.id, r.id, r.name, body, at, at);
         INSERT INTO runra_obs.alert_deliveries AS d (rule_id, contact_point_id, last_queued_at)
@@ -291,24 +308,32 @@ $$;
 -- Delivery, for the alert worker.
 -- ---------------------------------------------------------------------------
 
--- The notifications due at `at`, oldest first, but those `in_flight` (being
--- sent): where and how to send each.
+-- The notifications due at `at`: for each contact point and rule the oldest
+-- pending one, when it is due and none of theirs is in flight (being sent),
+-- so a contact point hears of a rule's alerts in the order they happened
+-- (a retried FIRING never lands after the RESOLVED that followed it).
+-- Where and how to send each.
 CREATE FUNCTION runra_obs._alert_outbox(at timestamptz, max_notifications integer, in_flight bigint[] DEFAULT '{}')
 RETURNS TABLE (id bigint, contact_point text, kind text, url text, authorization_header text,
-               handler regprocedure, timeout_ms integer, body text, attempts integer)
+               handler regprocedure, timeout_ms integer, body text, attempts integer, changed_by regrole)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT n.id, c.name, c.kind,
            CASE c.kind
-               WHEN 'slack' THEN c.secrets ->> 'url'
-               WHEN 'alertmanager' THEN runra_obs._url_or_path(c.settings ->> 'url', '/api/v2/alerts')
-               ELSE c.settings ->> 'url'
+               WHEN 'alertmanager' THEN runra_obs._url_or_path(c.secrets ->> 'url', '/api/v2/alerts')
+               ELSE c.secrets ->> 'url'
            END,
-           c.secrets ->> 'authorization', c.handler, c.timeout_ms, n.body::text, n.attempts
-    FROM runra_obs.alert_notifications AS n
+           c.secrets ->> 'authorization', c.handler, c.timeout_ms, n.body::text, n.attempts, c.changed_by
+    FROM (SELECT DISTINCT ON (p.contact_point_id, p.rule_id) p.*
+          FROM runra_obs.alert_notifications AS p
+          WHERE p.status = 'pending'
+          ORDER BY p.contact_point_id, p.rule_id, p.id) AS n
     JOIN runra_obs.contact_points AS c ON c.id = n.contact_point_id
-    WHERE n.status = 'pending' AND n.next_attempt_at <= at AND NOT n.id = ANY (in_flight)
+    WHERE n.next_attempt_at <= at
+      AND NOT EXISTS (SELECT FROM runra_obs.alert_notifications AS f
+                      WHERE f.id = ANY (in_flight) AND f.contact_point_id = n.contact_point_id
+                        AND f.rule_id = n.rule_id)
     ORDER BY n.next_attempt_at, n.id
     LIMIT max_notifications
 $$;
@@ -419,8 +444,16 @@ GRANT EXECUTE ON FUNCTION runra_obs._check_option(text, jsonb, text, text, boole
                           runra_obs._glob_to_like(text),
                           runra_obs._raw_size(jsonb)
     TO runra_obs_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON runra_obs.alert_rules TO runra_obs_admin;
+-- column by column: an id, an owner or a writer is never chosen by hand
+GRANT SELECT, DELETE ON runra_obs.alert_rules TO runra_obs_admin;
+GRANT INSERT (name, kind, params, every, for_duration, keep_firing_for, labels, annotations, contact_points,
+              no_data, evaluation_delay, repeat_interval, notify_resolved, max_instances, paused),
+      UPDATE (name, kind, params, every, for_duration, keep_firing_for, labels, annotations, contact_points,
+              no_data, evaluation_delay, repeat_interval, notify_resolved, max_instances, paused)
+    ON runra_obs.alert_rules TO runra_obs_admin;
 GRANT SELECT (id, name, kind, settings, handler, timeout_ms, max_retry_ms, changed_by, created_at),
-      INSERT, UPDATE, DELETE
+      INSERT (name, kind, settings, secrets, handler, timeout_ms, max_retry_ms),
+      UPDATE (name, kind, settings, secrets, handler, timeout_ms, max_retry_ms),
+      DELETE
     ON runra_obs.contact_points TO runra_obs_admin;
 GRANT SELECT ON runra_obs.contact_point_list TO runra_obs_reader;

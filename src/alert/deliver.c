@@ -12,19 +12,22 @@
  * tried again after the forwarders' backoff (or the Retry-After asked
  * for), until the contact point's maxRetryMs.  A function contact point's
  * handler runs in a subtransaction of the transaction that records its
- * outcome, so what it writes commits with the notification marked sent,
- * once.
+ * outcome, within the contact point's timeoutMs, so what it writes commits
+ * with the notification marked sent, once, and a slow one fails alone.
  */
 #include "postgres.h"
 
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "alert/alert.h"
@@ -45,6 +48,8 @@ typedef struct Notification
 	char	   *contact_point;
 	bool		is_function;
 	Oid			handler;
+	Oid			changed_by;		/* who named the handler */
+	int			timeout_ms;
 	char	   *body;
 	int			attempts;
 	Destination dest;			/* what the transport needs: url, timeout */
@@ -107,6 +112,8 @@ read_notification(HeapTuple row, TupleDesc desc)
 	n->dest.timeout_ms = DatumGetInt32(SPI_getbinval(row, desc, 7, &isnull));
 	n->body = column_text(row, desc, 8, cxt);
 	n->attempts = DatumGetInt32(SPI_getbinval(row, desc, 9, &isnull));
+	n->changed_by = DatumGetObjectId(SPI_getbinval(row, desc, 10, &isnull));
+	n->timeout_ms = n->dest.timeout_ms;
 	n->dest.name = n->contact_point;
 	n->req.dest = &n->dest;
 	n->req.body = n->body;
@@ -139,7 +146,7 @@ read_due(void *arg)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT id, contact_point, kind, url, authorization_header, handler,"
-							  " timeout_ms, body, attempts FROM runra_obs._alert_outbox($1, $2, $3)",
+							  " timeout_ms, body, attempts, changed_by FROM runra_obs._alert_outbox($1, $2, $3)",
 							  3, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs._alert_outbox() failed");
 	due->n = (int) SPI_processed;
@@ -165,15 +172,58 @@ record_outcome(Notification *n)
 		elog(ERROR, "runra_obs._alert_attempted() failed");
 }
 
+/*
+ * Checks, when it is called, that a handler still takes one jsonb (it is
+ * called with one) and that the role that named it still acts with its
+ * owner's privileges (the trigger checked both when the row was written).
+ */
+static void
+check_handler(Notification *n)
+{
+	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(n->handler));
+	Form_pg_proc proc;
+	bool		ok;
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the handler of contact point \"%s\" no longer exists", n->contact_point)));
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	ok = proc->prokind == PROKIND_FUNCTION && proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID;
+	owner = proc->proowner;
+	ReleaseSysCache(tuple);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("the handler of contact point \"%s\" no longer takes one jsonb argument",
+						n->contact_point)));
+	if (!has_privs_of_role(n->changed_by, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the role that named the handler of contact point \"%s\" no longer has its owner's privileges",
+						n->contact_point)));
+}
+
 /* Calls a function contact point's handler with the notification. */
 static void
-call_handler(void *arg)
+call_handler_now(void *arg)
 {
 	Notification *n = arg;
 	char	   *what = psprintf("contact point \"%s\"", n->contact_point);
 
+	check_handler(n);
 	(void) runra_call_as_owner(n->handler,
 							   DirectFunctionCall1(jsonb_in, CStringGetDatum(n->body)), what);
+}
+
+/* The handler call within the contact point's timeoutMs (subtransaction work). */
+static void
+call_handler(void *arg)
+{
+	Notification *n = arg;
+
+	runra_worker_call_with_timeout(n->timeout_ms, call_handler_now, n);
 }
 
 /*

@@ -3,8 +3,9 @@
  *
  * One short transaction finds the rules due now (and advances the safe
  * watermark that match rules read up to); then each rule is evaluated in a
- * transaction of its own (runra_obs._alert_evaluate), so a rule whose
- * query fails or times out is put in the error state
+ * transaction of its own (runra_obs._alert_evaluate) and within
+ * runra_obs.alert_evaluation_timeout, so a rule whose query fails or
+ * takes too long is put in the error state
  * (runra_obs._alert_failed, another transaction) and the others go on.
  */
 #include "postgres.h"
@@ -16,6 +17,7 @@
 #include "utils/timestamp.h"
 
 #include "alert/alert.h"
+#include "guc.h"
 #include "worker/worker_common.h"
 #include "worker/worker_xact.h"
 
@@ -62,20 +64,31 @@ find_due(void *arg)
 	SPI_finish();
 }
 
-/* Evaluates one rule (transaction work). */
+/* Calls runra_obs._alert_evaluate() for one rule. */
 static void
-evaluate_rule(void *arg)
+call_evaluate(void *arg)
 {
 	RuleStep   *step = arg;
 	Oid			types[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
 	Datum		values[3] = {Int32GetDatum(step->rule_id), TimestampTzGetDatum(step->at),
 	Int64GetDatum(step->watermark)};
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT runra_obs._alert_evaluate($1, $2, $3)", 3, types, values,
 							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "runra_obs._alert_evaluate() failed");
+}
+
+/*
+ * Evaluates one rule (transaction work), within
+ * runra_obs.alert_evaluation_timeout: a rule that reads too much fails
+ * alone instead of holding up every rule after it.
+ */
+static void
+evaluate_rule(void *arg)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	runra_worker_call_with_timeout(runra_alert_evaluation_timeout_ms, call_evaluate, arg);
 	SPI_finish();
 }
 

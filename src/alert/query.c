@@ -7,13 +7,16 @@
  * the role writing it (runra_alert_check_query), and run at each
  * evaluation (runra_alert_query_series) as the rule's owner: the alert
  * worker is a superuser, and creating a rule must not be a way to run SQL
- * as one.  It runs restricted (worker/run_as_owner.c), through a read-only
- * cursor (which refuses anything but a single SELECT: no second statement,
- * no data-modifying WITH, no FOR UPDATE), at most MAX_QUERY_ROWS rows, and
- * in the worker under runra_obs.alert_query_timeout.
+ * as one: a rule a superuser owns, or whose owner is gone, does not run.
+ * It runs restricted (worker/run_as_owner.c), through a read-only cursor
+ * (which refuses anything but a single SELECT: no second statement, no
+ * data-modifying WITH, no FOR UPDATE), at most MAX_QUERY_ROWS rows; in the
+ * worker the whole evaluation runs under runra_obs.alert_evaluation_timeout
+ * (evaluate.c).
  */
 #include "postgres.h"
 
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -22,9 +25,8 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
-#include "utils/timeout.h"
+#include "utils/syscache.h"
 
-#include "guc.h"
 #include "worker/run_as_owner.h"
 
 #define MAX_QUERY_ROWS 100000
@@ -186,6 +188,33 @@ load_rule(int32 rule_id, char **name, char **sql, Oid *owner)
 	*owner = DatumGetObjectId(SPI_getbinval(row, SPI_tuptable->tupdesc, 3, &isnull));
 }
 
+/*
+ * The role a rule's SQL runs as: its owner, who must still exist and must
+ * not be a superuser (the trigger refuses to stamp one; this holds if a
+ * role was made superuser later).
+ */
+static Oid
+checked_owner(const char *rule_name, Oid owner)
+{
+	HeapTuple	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
+	bool		is_super;
+
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that wrote query rule \"%s\" no longer exists", rule_name),
+				 errhint("Write the rule's SQL again as a role that may run it.")));
+	is_super = ((Form_pg_authid) GETSTRUCT(tuple))->rolsuper;
+	ReleaseSysCache(tuple);
+	if (is_super)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("query rule \"%s\" is owned by a superuser and does not run", rule_name),
+				 errdetail("A query rule runs with the privileges of the role that wrote its SQL."),
+				 errhint("Write it again as a role with only the privileges it needs.")));
+	return owner;
+}
+
 /* One result row as (labels, value): labels from the non-null text columns. */
 static void
 put_row(Tuplestorestate *store, TupleDesc out_desc, HeapTuple row, TupleDesc desc, int value_col)
@@ -256,31 +285,22 @@ runra_alert_query_series(PG_FUNCTION_ARGS)
 	Oid			owner;
 	OwnerScope	scope;
 	ErrorContextCallback context = {error_context_stack, query_error_context, NULL};
-	bool		timed = MyBackendType == B_BG_WORKER && runra_alert_query_timeout_ms > 0;
+	Oid			run_as;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	load_rule(PG_GETARG_INT32(0), &name, &sql, &owner);
-	runra_enter_owner(superuser() ? owner : GetUserId(), RUNRA_USER_SEARCH_PATH, &scope);
+	run_as = superuser() ? checked_owner(name, owner) : GetUserId();
+	runra_enter_owner(run_as, RUNRA_USER_SEARCH_PATH, &scope);
 	context.arg = name;
 	error_context_stack = &context;
-	/* in the worker no statement timer runs: ours is the query's limit */
-	if (timed)
-		enable_timeout_after(STATEMENT_TIMEOUT, runra_alert_query_timeout_ms);
-	PG_TRY();
 	{
 		Portal		portal = open_query(sql, name);
 
 		fetch_rows(portal, rsinfo, name);
 		SPI_cursor_close(portal);
 	}
-	PG_FINALLY();
-	{
-		if (timed)
-			disable_timeout(STATEMENT_TIMEOUT, false);
-	}
-	PG_END_TRY();
 	error_context_stack = context.previous;
 	runra_leave_owner(&scope);
 	SPI_finish();

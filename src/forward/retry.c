@@ -85,13 +85,17 @@ backoff_ms(int failures)
 	return wait / 2 + (int64) (pg_prng_double(&pg_global_prng_state) * (wait / 2));
 }
 
-/* How long to wait after the n-th consecutive failure (Retry-After first). */
+/*
+ * How long to wait after the n-th consecutive failure: what Retry-After
+ * asks for, but never less than the first backoff step (a "Retry-After: 0"
+ * must not turn a worker into a busy loop), else the backoff.
+ */
 int64
 retry_wait_ms(int failures, const char *retry_after)
 {
 	int64		wait = retry_after_ms(retry_after);
 
-	return wait >= 0 ? wait : backoff_ms(failures);
+	return wait >= 0 ? Max(wait, BACKOFF_BASE_MS) : backoff_ms(failures);
 }
 
 /* Counts a failure and sets when the destination may be tried again. */

@@ -8,7 +8,9 @@
  * choose.  Every setting it changes, set_config(..., false) included, is
  * undone when it returns: the worker's own SQL must not run on a
  * search_path user code chose.  After an error the caller's
- * (sub)transaction abort undoes both the user and the settings.
+ * (sub)transaction abort undoes both the user and the settings.  While it
+ * runs a SIGTERM stops the worker as it would stop a backend: user code
+ * may run for as long as it likes otherwise.
  */
 #include "postgres.h"
 
@@ -20,6 +22,7 @@
 #include "utils/syscache.h"
 
 #include "worker/run_as_owner.h"
+#include "worker/worker_common.h"
 
 /* Becomes `owner`, restricted, on search_path; runra_leave_owner() undoes it. */
 void
@@ -31,12 +34,20 @@ runra_enter_owner(Oid owner, const char *search_path, OwnerScope *scope)
 	scope->save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	runra_in_user_code = true;
+	/* a SIGTERM that came just before: honoured now */
+	if (runra_got_sigterm)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
 }
 
 /* Back to the caller's user and settings. */
 void
 runra_leave_owner(OwnerScope *scope)
 {
+	runra_in_user_code = false;
 	AtEOXact_GUC(false, scope->save_nestlevel);
 	SetUserIdAndSecContext(scope->save_user, scope->save_sec);
 }

@@ -36,6 +36,7 @@
 #include "worker/worker_common.h"
 
 volatile sig_atomic_t runra_got_sigterm = false;
+volatile sig_atomic_t runra_in_user_code = false;
 RunraWorkerSlot *MyRunraSlot = NULL;
 
 static RunraWorkerSlot *worker_slots = NULL;
@@ -95,13 +96,21 @@ runra_register_worker(const char *type, const char *function, Datum arg,
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Sets a flag and the latch: the main loop decides when to stop. */
+/*
+ * Sets a flag and the latch: the main loop decides when to stop; while
+ * user code runs, it is stopped as a backend would be (die()).
+ */
 static void
 runra_sigterm_handler(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
 	runra_got_sigterm = true;
+	if (runra_in_user_code)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }

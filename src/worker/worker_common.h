@@ -33,6 +33,13 @@ typedef struct RunraWorkerSlot
 /* set by the SIGTERM handler; main loops exit when they see it */
 extern volatile sig_atomic_t runra_got_sigterm;
 
+/*
+ * true while user code runs (a handler, a query rule): a SIGTERM then ends
+ * the worker at the next CHECK_FOR_INTERRUPTS, as it ends a backend, since
+ * user code never looks at runra_got_sigterm
+ */
+extern volatile sig_atomic_t runra_in_user_code;
+
 /* the calling worker's slot, or NULL before runra_worker_attach() */
 extern RunraWorkerSlot *MyRunraSlot;
 

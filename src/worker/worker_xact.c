@@ -17,7 +17,9 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
+#include "worker/worker_common.h"
 #include "worker/worker_xact.h"
 
 /*
@@ -72,6 +74,7 @@ runra_worker_run_transaction(const char *activity, RunraTransactionWork work,
 	}
 	PG_CATCH();
 	{
+		runra_in_user_code = false;
 		*error = recover_from_error(caller, sqlerrcode);
 		committed = false;
 	}
@@ -107,6 +110,7 @@ runra_worker_run_subtransaction(RunraTransactionWork work, void *arg, char **err
 	{
 		ErrorData  *edata;
 
+		runra_in_user_code = false;
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -119,4 +123,32 @@ runra_worker_run_subtransaction(RunraTransactionWork work, void *arg, char **err
 	MemoryContextSwitchTo(caller);
 	CurrentResourceOwner = owner;
 	return ok;
+}
+
+/*
+ * Runs work(arg) in the caller's transaction with the statement timeout
+ * armed for timeout_ms (0: no limit): a background worker has no statement
+ * timer of its own, and user code must not hold one up for ever.  The
+ * timer is disarmed however the work ends, and a timeout that fired just
+ * as it ended cancels nothing that comes after.
+ */
+void
+runra_worker_call_with_timeout(int timeout_ms, RunraTransactionWork work, void *arg)
+{
+	if (timeout_ms <= 0)
+	{
+		work(arg);
+		return;
+	}
+	enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+	PG_TRY();
+	{
+		work(arg);
+	}
+	PG_FINALLY();
+	{
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		QueryCancelPending = false;
+	}
+	PG_END_TRY();
 }

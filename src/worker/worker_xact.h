@@ -13,5 +13,7 @@ extern bool runra_worker_run_transaction(const char *activity,
 
 extern bool runra_worker_run_subtransaction(RunraTransactionWork work, void *arg,
 											 char **error);
+extern void runra_worker_call_with_timeout(int timeout_ms, RunraTransactionWork work,
+										   void *arg);
 
 #endif
