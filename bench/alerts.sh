@@ -154,12 +154,15 @@ wall=$(since "$t0")
 cpu1=$(cpu_s)
 
 W="FROM bench.evaluations AS e WHERE e.due >= '$start' AND e.due < '$slots_end'"
-echo "each minute of the run (slot: the minute its evaluations were due in):"
-printf '%-8s %8s %10s %10s %10s %12s\n' minute evals "lag p50 s" "lag max s" "round s" "busy fraction"
-q "SELECT format('%-8s %8s %10s %10s %10s %12s', m, count(*),
+echo "each minute of the run, by when the evaluations finished (round: from the minute's slot to its last rule done):"
+printf '%-8s %8s %10s %10s %12s %10s\n' minute evals "lag p50 s" "lag max s" "busy fraction" "round s"
+q "SELECT format('%-8s %8s %10s %10s %12s %10s', m, count(*),
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s)::numeric, 2), round(max(lag_s)::numeric, 2),
-              round(extract(epoch FROM max(done_at) - min(due))::numeric, 2), round((sum(ms) / 60000)::numeric, 3))
-   FROM (SELECT e.*, 1 + floor(extract(epoch FROM e.due - '$start') / 60)::int AS m $W) AS x
+              round((sum(ms) / 60000)::numeric, 3),
+              (SELECT round(extract(epoch FROM max(e.done_at) - min(e.due))::numeric, 2) $W
+                 AND e.due >= '$start'::timestamptz + (m - 1) * interval '1 minute'
+                 AND e.due < '$start'::timestamptz + m * interval '1 minute'))
+   FROM (SELECT e.*, 1 + floor(extract(epoch FROM e.done_at - '$start') / 60)::int AS m $W) AS x
    GROUP BY m ORDER BY m"
 echo "per variant under the worker against the baseline:"
 printf '%-24s %6s %10s %12s %7s %10s %8s\n' variant evals "worker ms" "baseline ms" ratio "lag p99 s" firing
@@ -185,9 +188,13 @@ q "SELECT format('lag              p50 %s s, p99 %s s, max %s s (poll interval %
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s)::numeric, 2),
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_s)::numeric, 2),
               round(max(lag_s)::numeric, 2), $POLL_MS) $W"
-q "SELECT format('busy fraction    %s measured (evaluation ms / %s min), %s predicted by the baseline: ratio %s',
-              round((sum(ms) / ($MINUTES * 60000))::numeric, 3), $MINUTES, $predicted,
-              round((sum(ms) / ($MINUTES * 60000) / nullif($predicted, 0))::numeric, 2)) $W"
+q "SELECT format('busy fraction    %s (evaluation ms over the %s s from the first slot to the last evaluation done)',
+              round((sum(ms) / 1000 / extract(epoch FROM max(done_at) - '$start'))::numeric, 3),
+              round(extract(epoch FROM max(done_at) - '$start')::numeric)) $W"
+q "SELECT format('one round        %s s for the %s rules of the first slot, %s s predicted by the baseline: ratio %s',
+              round(extract(epoch FROM max(done_at) - min(due))::numeric, 1), count(*),
+              round($predicted * 60, 1), round((extract(epoch FROM max(done_at) - min(due)) / nullif($predicted * 60, 0))::numeric, 2))
+   $W AND e.due < '$start'::timestamptz + interval '1 minute'"
 awk -v c="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" -v w="$wall" \
     'BEGIN { printf "worker cpu       %.1f s in %.0f s sampled: %.3f of a core\n", c, w, c / w }'
 q "SELECT format('slowest variant  %s, %s ms per evaluation (baseline median, jit = $jit)', variant, round(ms::numeric, 2))
