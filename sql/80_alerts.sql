@@ -179,6 +179,7 @@ SELECT labels - 'alertname' AS labels, value, "values" -> 'lastEvent' -> 'data' 
 FROM runra_obs.preview_alert('failed make', pg_temp.t('12:05'));
 
 -- absence, per sandbox: running sandboxes silent for 30 minutes at 12:40
+-- (at 12:30 nobody is: no series, and that is no lack of data)
 -- (sb_a's last event 12:05 -> 35 min; sb_m's 12:04 -> 36 min; sb_q terminated)
 SELECT runra_obs.create_alert('silent sandbox', 'absence', '{"scope": "sandbox", "duration": "30 minutes"}');
 SELECT labels - 'alertname' AS labels, value, active FROM runra_obs.preview_alert('silent sandbox', pg_temp.t('12:40'));

@@ -125,18 +125,20 @@ DECLARE
     from_time timestamptz := t - make_interval(secs => (params ->> 'window')::double precision);
     group_by text := params ->> 'by';
 BEGIN
+    -- counted per group key first, the labels built once per group
     IF group_by = 'command' THEN
         RETURN QUERY
-        SELECT runra_obs._alert_group_labels(group_by, NULL, o.command), count(*),
-               count(*) FILTER (WHERE o.failed), count(*) FILTER (WHERE o.event_type = 'exec.timed_out')
-        FROM runra_obs._exec_outcomes(from_time, t) AS o
-        GROUP BY 1;
+        SELECT runra_obs._alert_group_labels(group_by, NULL, g.k), g.n, g.f, g.o
+        FROM (SELECT o.command AS k, count(*) AS n, count(*) FILTER (WHERE o.failed) AS f,
+                     count(*) FILTER (WHERE o.event_type = 'exec.timed_out') AS o
+              FROM runra_obs._exec_outcomes(from_time, t) AS o GROUP BY 1) AS g;
     ELSE
         RETURN QUERY
-        SELECT runra_obs._alert_group_labels(group_by, o.sandbox_id, NULL), count(*),
-               count(*) FILTER (WHERE o.failed), count(*) FILTER (WHERE o.event_type = 'exec.timed_out')
-        FROM runra_obs._exec_events(from_time, t) AS o
-        GROUP BY 1;
+        SELECT runra_obs._alert_group_labels(group_by, g.k, NULL), g.n, g.f, g.o
+        FROM (SELECT CASE WHEN group_by = 'sandbox' THEN o.sandbox_id END AS k, count(*) AS n,
+                     count(*) FILTER (WHERE o.failed) AS f,
+                     count(*) FILTER (WHERE o.event_type = 'exec.timed_out') AS o
+              FROM runra_obs._exec_events(from_time, t) AS o GROUP BY 1) AS g;
     END IF;
 END
 $$;
@@ -193,18 +195,57 @@ AS $$
     WHERE s.pct IS NOT NULL
 $$;
 
--- Cost (cost.runtime + cost.storage, as cost_per_sandbox() adds them) per
--- group in [from_time, to_time), whole hours read from the rollups.
+-- The fleet's cost (cost.runtime + cost.storage, as cost_per_sandbox()
+-- adds them) and cost events in [from_time, to_time): the whole 5-minute
+-- buckets from rollup_5m_live (exact to the last commit), the edges raw.
+CREATE FUNCTION runra_obs._alert_fleet_cost(from_time timestamptz, to_time timestamptz,
+                                            OUT cost numeric, OUT events bigint)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH b AS (
+        SELECT greatest(from_time, least(to_time,
+                   date_bin('5 minutes', from_time + interval '5 minutes' - interval '1 microsecond',
+                            timestamptz '2000-01-01 00:00:00+00'))) AS lo,
+               greatest(from_time, date_bin('5 minutes', to_time, timestamptz '2000-01-01 00:00:00+00')) AS hi
+    ), parts AS (
+        SELECT coalesce(c.runtime_cost, 0) + coalesce(c.storage_cost, 0) AS cost, 1::bigint AS events
+        FROM b, runra_obs._cost_events(from_time, CASE WHEN b.lo < b.hi THEN b.lo ELSE to_time END) AS c
+        WHERE c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL
+        UNION ALL
+        SELECT coalesce(c.runtime_cost, 0) + coalesce(c.storage_cost, 0), 1
+        FROM b, runra_obs._cost_events(b.hi, to_time) AS c
+        WHERE b.lo < b.hi AND (c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL)
+        UNION ALL
+        SELECT coalesce(r.cost, 0), r.events
+        FROM b, runra_obs.rollup_5m_live AS r
+        WHERE b.lo < b.hi AND r.event_type IN ('cost.runtime', 'cost.storage')
+          AND r.bucket >= b.lo AND r.bucket < b.hi
+    )
+    SELECT coalesce(sum(p.cost), 0), coalesce(sum(p.events), 0)::bigint FROM parts AS p
+$$;
+
+-- Cost per group in [from_time, to_time): the fleet's from the 5-minute
+-- rollups (_alert_fleet_cost), a sandbox's from its events (there is no
+-- per-sandbox rollup finer than an hour).  No row for a group without cost
+-- events.
 CREATE FUNCTION runra_obs._alert_cost(group_by text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (labels jsonb, cost numeric)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runra_obs._alert_group_labels(group_by, c.sandbox_id, NULL),
-           coalesce(sum(c.runtime_cost), 0) + coalesce(sum(c.storage_cost), 0)
-    FROM runra_obs._cost_parts(from_time, to_time, interval '1 hour') AS c
-    WHERE c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL
-    GROUP BY 1
+    SELECT '{}'::jsonb, f.cost
+    FROM runra_obs._alert_fleet_cost(from_time, to_time) AS f
+    WHERE group_by = 'fleet' AND f.events > 0
+    UNION ALL
+    -- summed per sandbox first, the labels built per group: a jsonb per
+    -- cost event cost seven times the sum itself
+    SELECT jsonb_build_object('sandbox_id', g.sandbox_id), g.cost
+    FROM (SELECT c.sandbox_id, coalesce(sum(c.runtime_cost), 0) + coalesce(sum(c.storage_cost), 0) AS cost
+          FROM runra_obs._cost_events(from_time, to_time) AS c
+          WHERE group_by = 'sandbox' AND (c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL)
+          GROUP BY 1) AS g
 $$;
 
 -- The cost of the window against the same window on each of the previous
@@ -240,8 +281,9 @@ $$;
 -- Absence.  Fleet: the newest event by arrival (the last id stored, its
 -- ingested_at): silent for `duration` is active, and so is a store that has
 -- never received an event.  Sandbox: each sandbox whose latest lifecycle
--- event in the lookback says it runs (created, started, resumed) and whose
--- newest event (by created_at) is older than `duration`.
+-- event in the lookback says it runs (created, started, resumed) and that
+-- has no event (by created_at) in the last `duration`; only silent ones
+-- are series (the others have nothing to say).
 CREATE FUNCTION runra_obs._alert_absence(params jsonb, t timestamptz)
 RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
 LANGUAGE plpgsql STABLE
@@ -259,25 +301,34 @@ BEGIN
                             last_seen IS NULL OR extract(epoch FROM t - last_seen) >= duration_s;
         RETURN;
     END IF;
+    -- a running sandbox is silent when it has no event in [t - duration, t):
+    -- one short index probe that stops at the first event; how long it has
+    -- been silent is looked up for the silent ones only
     RETURN QUERY
-    SELECT jsonb_build_object('sandbox_id', s.sandbox_id),
+    SELECT jsonb_build_object('sandbox_id', q.sandbox_id),
            extract(epoch FROM t - newest.created_at)::double precision,
-           jsonb_build_object('lastEventAt', newest.created_at, 'lastLifecycle', s.event_type),
-           extract(epoch FROM t - newest.created_at) >= duration_s
+           jsonb_build_object('lastEventAt', newest.created_at, 'lastLifecycle', q.event_type),
+           true
     FROM (
-        SELECT DISTINCT ON (e.sandbox_id) e.sandbox_id, e.event_type
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.resumed',
-                               'sandbox.paused', 'sandbox.terminated')
-          AND e.created_at >= t - lookback AND e.created_at < t
-        ORDER BY e.sandbox_id, e.created_at DESC, e.id DESC
-    ) AS s
+        SELECT s.sandbox_id, s.event_type
+        FROM (
+            SELECT DISTINCT ON (e.sandbox_id) e.sandbox_id, e.event_type
+            FROM runra_obs.sandbox_events AS e
+            WHERE e.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.resumed',
+                                   'sandbox.paused', 'sandbox.terminated')
+              AND e.created_at >= t - lookback AND e.created_at < t
+            ORDER BY e.sandbox_id, e.created_at DESC, e.id DESC
+        ) AS s
+        WHERE s.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.resumed')
+          AND NOT EXISTS (SELECT FROM runra_obs.sandbox_events AS e
+                          WHERE e.sandbox_id = s.sandbox_id
+                            AND e.created_at >= t - make_interval(secs => duration_s) AND e.created_at < t)
+    ) AS q
     CROSS JOIN LATERAL (
         SELECT e.created_at FROM runra_obs.sandbox_events AS e
-        WHERE e.sandbox_id = s.sandbox_id AND e.created_at >= t - lookback AND e.created_at < t
+        WHERE e.sandbox_id = q.sandbox_id AND e.created_at >= t - lookback AND e.created_at < t
         ORDER BY e.created_at DESC LIMIT 1
-    ) AS newest
-    WHERE s.event_type IN ('sandbox.created', 'sandbox.started', 'sandbox.resumed');
+    ) AS newest;
 END
 $$;
 
@@ -354,6 +405,7 @@ CREATE FUNCTION runra_obs.preview_alert(name text, at timestamptz DEFAULT now())
 RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -416,8 +468,9 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'Group by fewer labels, raise the threshold, or raise maxInstances.';
     END IF;
-    -- a match rule that matched nothing has data: nothing failed
-    had_data := had_data OR r.kind = 'match';
+    -- a match rule that matched nothing, an absence rule that found nobody
+    -- silent, have data: all is well
+    had_data := had_data OR r.kind IN ('match', 'absence');
     IF NOT had_data AND r.no_data = 'alerting' THEN
         series := jsonb_build_array(jsonb_build_object(
             'labels', r.labels || jsonb_build_object('alertname', r.name, 'no_data', 'true'),
@@ -535,11 +588,14 @@ $$;
 
 -- Evaluates rule `rule_id` at `at`, the log read up to `up_to` (the safe
 -- watermark), and queues what its contact points must hear.  Called by the
--- alert worker, one rule per transaction; returns a summary.
+-- alert worker, one rule per transaction; returns a summary.  Without JIT:
+-- every query of an evaluation is small, and compiling one cost more than
+-- running it (a match rule: 378 ms against 22 ms, bench/alerts.sh).
 CREATE FUNCTION runra_obs._alert_evaluate(rule_id integer, at timestamptz, up_to bigint)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 #variable_conflict use_variable
 DECLARE
