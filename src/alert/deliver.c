@@ -118,6 +118,7 @@ read_notification(HeapTuple row, TupleDesc desc)
 	n->req.dest = &n->dest;
 	n->req.body = n->body;
 	n->req.body_len = strlen(n->body);
+	n->req.response_cap = ANSWER_KEPT;	/* 200 on the wire: keep what is kept */
 	return n;
 }
 

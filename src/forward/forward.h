@@ -91,6 +91,7 @@ typedef struct InFlight
 	char	   *auth;
 	char	   *response;		/* malloc'd, capped; filled by libcurl's callback */
 	size_t		response_len;
+	size_t		response_cap;	/* most of the answer kept (0: 16 MB) */
 	char		retry_after[128];	/* Retry-After header value, if any */
 	char		error[CURL_ERROR_SIZE];
 } InFlight;

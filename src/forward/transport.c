@@ -82,7 +82,8 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 {
 	InFlight   *req = userp;
 	size_t		len = size * nmemb;
-	size_t		take = Min(len, MAX_RESPONSE - req->response_len);
+	size_t		cap = req->response_cap > 0 ? req->response_cap : MAX_RESPONSE;
+	size_t		take = len <= cap - req->response_len ? len : cap - req->response_len;
 	char	   *grown;
 
 	if (take == 0)
