@@ -35,6 +35,8 @@ int			runra_http_statement_timeout_ms = 30000;
 int			runra_idempotency_window_s = 86400;
 bool		runra_http_allow_unauthenticated = false;
 int			runra_http_max_batch_requests = 1000;
+int			runra_http_header_timeout_s = 10;
+int			runra_http_max_connections_per_address = 64;
 
 /* NOTIFY ingest and housekeeping */
 char	   *runra_notify_conninfo = NULL;
@@ -169,6 +171,16 @@ define_http_gucs(void)
 							"Most requests one group commit writes in one transaction.",
 							"1 gives every request a transaction of its own (no group commit).",
 							&runra_http_max_batch_requests, 1000, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_header_timeout",
+							"A request's head must have arrived within this long, or the connection is closed.",
+							"Counted from accept, or from the end of the previous answer on a kept-alive connection, however slowly the head trickles in.",
+							&runra_http_header_timeout_s, 10, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_max_connections_per_address",
+							"Most concurrent HTTP connections from one client address, over all workers (0: no limit).",
+							"Connections past it are answered 503 with Retry-After.",
+							&runra_http_max_connections_per_address, 64, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 

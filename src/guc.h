@@ -28,6 +28,8 @@ extern int	runra_http_statement_timeout_ms;
 extern int	runra_idempotency_window_s;
 extern bool runra_http_allow_unauthenticated;
 extern int	runra_http_max_batch_requests;
+extern int	runra_http_header_timeout_s;
+extern int	runra_http_max_connections_per_address;
 
 /* NOTIFY ingest and housekeeping */
 extern char *runra_notify_conninfo;

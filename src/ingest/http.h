@@ -9,6 +9,8 @@
  * (http_dispatch.c, then http_batch.c: the group commit), then answers them
  * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
  * (http_idempotency.c), headers that could be read two ways (http_framing.c),
+ * each connection's head deadline and limits (http_conn.c, with the
+ * per-address counts in shared memory in http_peers.c),
  * gzip (http_gzip.c) and the Prometheus counters in
  * shared memory (http_metrics.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
@@ -26,6 +28,8 @@
 #define HTTP_TOKEN_HASH_LEN 32
 #define HTTP_TOKEN_NAME_LEN 129
 #define HTTP_IDEMPOTENCY_KEY_MAX 255
+/* the most HTTP workers (runra_obs.http_workers' maximum) */
+#define MAX_HTTP_WORKERS 32
 
 /* What a request asks for, decided from its method and path. */
 typedef enum HttpRoute
@@ -96,6 +100,25 @@ extern int	http_server_connections(void);
 extern long http_server_timeout_ms(void);
 extern void http_server_run(void);
 extern void http_server_report_log(void);
+
+/* http_conn.c: each connection's head deadline and limits */
+extern unsigned int http_conn_hard_limit(void);
+extern void http_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+							 enum MHD_ConnectionNotificationCode toe);
+extern const char *http_conn_head_arrived(struct MHD_Connection *conn);
+extern void http_conn_request_done(struct MHD_Connection *conn);
+extern void http_conn_enforce_deadlines(void);
+
+/* http_peers.c: connections per client address, over all workers */
+typedef struct HttpPeerKey
+{
+	uint8		addr[16];		/* IPv6, or IPv4-mapped IPv6 */
+} HttpPeerKey;
+
+extern void http_peers_install_shmem(void);
+extern void http_peers_worker_start(int worker_index);
+extern int	http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key);
+extern void http_peer_leave(const HttpPeerKey *key);
 
 /* http_request.c: libmicrohttpd's callbacks and the queue they fill */
 extern enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn,
@@ -169,12 +192,22 @@ typedef enum GunzipResult
 extern GunzipResult http_gunzip(const char *in, size_t in_len, size_t limit,
 								char **out, size_t *out_len, const char **error);
 
+/* Why a connection was answered 503 before its request was looked at. */
+typedef enum HttpRefusal
+{
+	REFUSED_WORKER_FULL,		/* past runra_obs.http_max_connections */
+	REFUSED_PER_ADDRESS,		/* past runra_obs.http_max_connections_per_address */
+	REFUSED_COUNT
+} HttpRefusal;
+
 /* http_metrics.c: counters in shared memory, shown by GET /metrics */
 extern void http_metrics_install_shmem(void);
 extern void http_metrics_worker_start(int worker_index);
 extern void http_metrics_count_status(HttpRoute route, unsigned int status);
 extern void http_metrics_count_bytes(size_t bytes);
 extern void http_metrics_count_connection(int delta);
+extern void http_metrics_count_refused(HttpRefusal why);
+extern void http_metrics_count_header_timeout(void);
 extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
 									 TimestampTz started);
 extern void http_metrics_render(StringInfo out);

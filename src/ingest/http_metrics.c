@@ -19,8 +19,6 @@
 #include "consume/watermark.h"
 #include "ingest/http.h"
 
-#define MAX_HTTP_WORKERS 32
-
 static const unsigned int tracked_status[] = {
 	200, 400, 401, 404, 405, 413, 415, 422, 500, 503
 };
@@ -54,6 +52,8 @@ typedef struct HttpMetrics
 	pg_atomic_uint64 commit_sum_us;
 	pg_atomic_uint64 commit_count;
 	pg_atomic_uint64 open_connections[MAX_HTTP_WORKERS];
+	pg_atomic_uint64 refused[REFUSED_COUNT];
+	pg_atomic_uint64 header_timeouts;
 } HttpMetrics;
 
 static HttpMetrics *metrics = NULL;
@@ -137,6 +137,20 @@ http_metrics_count_connection(int delta)
 		pg_atomic_fetch_sub_u64(&metrics->open_connections[my_worker], 1);
 }
 
+/* A connection answered 503 because it was over a limit. */
+void
+http_metrics_count_refused(HttpRefusal why)
+{
+	pg_atomic_fetch_add_u64(&metrics->refused[why], 1);
+}
+
+/* A connection closed because its request head was late. */
+void
+http_metrics_count_header_timeout(void)
+{
+	pg_atomic_fetch_add_u64(&metrics->header_timeouts, 1);
+}
+
 /* One committed batch: how many requests and events, and how long it took. */
 void
 http_metrics_count_batch(int requests, int64 ingested, int64 rejected, TimestampTz started)
@@ -179,6 +193,23 @@ render_requests(StringInfo out)
 				appendStringInfoString(out, "other\"} ");
 			appendStringInfo(out, UINT64_FORMAT "\n", pg_atomic_read_u64(&metrics->requests[r][i]));
 		}
+}
+
+/* runra_obs_http_connections_refused_total, by limit. */
+static void
+render_refused(StringInfo out)
+{
+	static const char *const reasons[REFUSED_COUNT] = {
+		[REFUSED_WORKER_FULL] = "worker_full",
+		[REFUSED_PER_ADDRESS] = "per_address",
+	};
+
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_connections_refused_total Connections answered 503 because they were over a connection limit.\n"
+						   "# TYPE runra_obs_http_connections_refused_total counter\n");
+	for (int i = 0; i < REFUSED_COUNT; i++)
+		appendStringInfo(out, "runra_obs_http_connections_refused_total{limit=\"%s\"} " UINT64_FORMAT "\n",
+						 reasons[i], pg_atomic_read_u64(&metrics->refused[i]));
 }
 
 /* runra_obs_http_batch_commit_seconds: cumulative buckets, sum and count. */
@@ -229,6 +260,10 @@ http_metrics_render(StringInfo out)
 	render_commit_histogram(out);
 	render_counter(out, "runra_obs_http_open_connections", "gauge",
 				   "HTTP connections open now, over all workers.", open);
+	render_refused(out);
+	render_counter(out, "runra_obs_http_header_timeouts_total", "counter",
+				   "Connections closed because a request head did not arrive within runra_obs.http_header_timeout.",
+				   pg_atomic_read_u64(&metrics->header_timeouts));
 	/* how far each consumer of the event log is behind */
 	watermark_append_metrics(out);
 }

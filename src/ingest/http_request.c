@@ -399,6 +399,36 @@ send_answer(HttpRequest *req)
 	return ret;
 }
 
+/* A new request of conn, on daemon number cls. */
+static HttpRequest *
+new_request(void *cls, struct MHD_Connection *conn)
+{
+	HttpRequest *req = calloc(1, sizeof(HttpRequest));
+
+	if (req == NULL)
+		return NULL;
+	req->conn = conn;
+	req->daemon_index = (int) (intptr_t) cls;
+	return req;
+}
+
+/*
+ * The first call of a request: its head has arrived.  A connection over a
+ * limit is answered 503 and closed before anything else is looked at.
+ */
+static enum MHD_Result
+on_first_call(HttpRequest *req, const char *url, const char *method)
+{
+	const char *over_limit = http_conn_head_arrived(req->conn);
+	bool		dataset_ok;
+
+	if (over_limit == NULL)
+		return on_headers(req, url, method);
+	req->route = route_of(url, &dataset_ok);
+	req->close_after = true;
+	return refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, over_limit);
+}
+
 /*
  * libmicrohttpd's access handler: called once with the headers, once per
  * piece of body, once when the body is complete, and once more after each
@@ -413,13 +443,11 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		req = calloc(1, sizeof(HttpRequest));
+		req = new_request(cls, conn);
 		if (req == NULL)
 			return MHD_NO;
-		req->conn = conn;
-		req->daemon_index = (int) (intptr_t) cls;
 		*req_cls = req;
-		return on_headers(req, url, method);
+		return on_first_call(req, url, method);
 	}
 	switch (req->phase)
 	{
@@ -456,6 +484,7 @@ http_request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
 	HttpRequest *req = *req_cls;
 
+	http_conn_request_done(conn);
 	if (req == NULL)
 		return;
 	if (req->queued)

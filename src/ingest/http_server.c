@@ -75,14 +75,6 @@ mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
 	proc_exit(1);
 }
 
-/* Tracks open connections for GET /metrics. */
-static void
-mhd_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-					  enum MHD_ConnectionNotificationCode toe)
-{
-	http_metrics_count_connection(toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
-}
-
 /* Starts one daemon listening on addr; ERROR if it cannot. */
 static void
 start_daemon(const struct sockaddr *addr, const char *host)
@@ -102,10 +94,10 @@ start_daemon(const struct sockaddr *addr, const char *host)
 						 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,	/* must come first */
 						 MHD_OPTION_SOCK_ADDR, addr,
 						 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
-						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) runra_http_max_connections,
+						 MHD_OPTION_CONNECTION_LIMIT, http_conn_hard_limit(),
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) runra_http_connection_timeout_s,
 						 MHD_OPTION_NOTIFY_COMPLETED, http_request_completed, NULL,
-						 MHD_OPTION_NOTIFY_CONNECTION, mhd_notify_connection, NULL,
+						 MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, NULL,
 						 MHD_OPTION_END);
 	if (d == NULL)
 	{
@@ -236,11 +228,16 @@ http_server_timeout_ms(void)
 	return shortest;
 }
 
-/* Lets every daemon accept, read, call back and write what is ready. */
+/*
+ * Lets every daemon accept, read, call back and write what is ready, then
+ * shuts down the connections whose request head is late (closed on the
+ * next run).
+ */
 void
 http_server_run(void)
 {
 	for (int i = 0; i < n_daemons; i++)
 		(void) MHD_run(daemons[i]);
+	http_conn_enforce_deadlines();
 	http_server_report_log();
 }

@@ -40,6 +40,7 @@ http_register_workers(void)
 	if (runra_http_workers <= 0)
 		return;
 	http_metrics_install_shmem();
+	http_peers_install_shmem();
 	for (int i = 0; i < runra_http_workers; i++)
 		runra_register_worker("http", "runra_http_worker_main", Int32GetDatum(i), true);
 }
@@ -169,6 +170,7 @@ runra_http_worker_main(Datum arg)
 		proc_exit(1);
 	http_xact_apply_settings();
 	http_metrics_worker_start(index);
+	http_peers_worker_start(index);
 	http_tokens_reload();
 	http_server_start(index);
 	set = make_wait_set();
