@@ -77,6 +77,10 @@ typedef struct HttpRequest
 	bool		gzip;			/* Content-Encoding: gzip */
 	bool		too_large;		/* body past runra_obs.http_max_body_size */
 	bool		close_after;	/* close the connection after the answer */
+	bool		started;		/* the access handler has seen its head */
+	const char *raw_uri;		/* the request target as received (in MHD's buffer) */
+	size_t		raw_uri_len;	/* its length up to the first NUL */
+	bool		raw_uri_control;	/* it holds a control character */
 	bool		has_token;
 	uint8		token_hash[HTTP_TOKEN_HASH_LEN];
 	char		client[HTTP_TOKEN_NAME_LEN];	/* token name, '' when unauthenticated */
@@ -121,6 +125,7 @@ extern int	http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key);
 extern void http_peer_leave(const HttpPeerKey *key);
 
 /* http_request.c: libmicrohttpd's callbacks and the queue they fill */
+extern void *http_uri_logger(void *cls, const char *uri, struct MHD_Connection *conn);
 extern enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn,
 										   const char *url, const char *method,
 										   const char *version, const char *upload_data,
@@ -144,7 +149,9 @@ typedef struct HttpBodyAnswer
 } HttpBodyAnswer;
 
 /* http_framing.c: headers that could be read two ways */
-extern unsigned int http_framing_refusal(struct MHD_Connection *conn, const char **message);
+extern bool http_framing_has_control(const char *s, size_t len);
+extern unsigned int http_framing_refusal(const HttpRequest *req, const char *method,
+										 const char *version, const char **message);
 
 /* http_response.c: answers */
 extern void http_answer(HttpRequest *req, unsigned int status, const char *json);

@@ -332,11 +332,11 @@ check_event_headers(HttpRequest *req, enum MHD_Result *ret)
 
 /* First call, headers only: decide whether the body is wanted at all. */
 static enum MHD_Result
-on_headers(HttpRequest *req, const char *url, const char *method)
+on_headers(HttpRequest *req, const char *url, const char *method, const char *version)
 {
 	enum MHD_Result ret = MHD_YES;
 	const char *why;
-	unsigned int refusal = http_framing_refusal(req->conn, &why);
+	unsigned int refusal = http_framing_refusal(req, method, version, &why);
 
 	if (refusal != 0)
 	{
@@ -413,17 +413,39 @@ new_request(void *cls, struct MHD_Connection *conn)
 }
 
 /*
+ * libmicrohttpd's MHD_OPTION_URI_LOG_CALLBACK: called once the request
+ * line has arrived, with the target as received (before it is cut at '?'
+ * and unescaped in place).  Makes the request, so that the framing check
+ * can later tell whether the target held a NUL (http_framing.c).
+ */
+void *
+http_uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	HttpRequest *req = new_request(cls, conn);
+
+	if (req != NULL && uri != NULL)
+	{
+		req->raw_uri = uri;
+		req->raw_uri_len = strlen(uri);
+		/* libmicrohttpd cuts and unescapes it in place after this call */
+		req->raw_uri_control = http_framing_has_control(uri, req->raw_uri_len);
+	}
+	return req;
+}
+
+/*
  * The first call of a request: its head has arrived.  A connection over a
  * limit is answered 503 and closed before anything else is looked at.
  */
 static enum MHD_Result
-on_first_call(HttpRequest *req, const char *url, const char *method)
+on_first_call(HttpRequest *req, const char *url, const char *method, const char *version)
 {
 	const char *over_limit = http_conn_head_arrived(req->conn);
 	bool		dataset_ok;
 
+	req->started = true;
 	if (over_limit == NULL)
-		return on_headers(req, url, method);
+		return on_headers(req, url, method, version);
 	req->route = route_of(url, &dataset_ok);
 	req->close_after = true;
 	return refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, over_limit);
@@ -443,19 +465,21 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
+		/* the URI logger could not allocate it */
 		req = new_request(cls, conn);
 		if (req == NULL)
 			return MHD_NO;
 		*req_cls = req;
-		return on_first_call(req, url, method);
 	}
+	if (!req->started)
+		return on_first_call(req, url, method, version);
 	switch (req->phase)
 	{
 		case PHASE_HEADERS:
 			return MHD_YES;		/* not expected: a first call always moves on */
 		case PHASE_AUTH_WAIT:
 			/* resumed after the token cache was reloaded: check again */
-			return on_headers(req, url, method);
+			return on_headers(req, url, method, version);
 		case PHASE_BODY:
 			if (*upload_data_size > 0)
 			{

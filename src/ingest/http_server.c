@@ -98,6 +98,7 @@ start_daemon(const struct sockaddr *addr, const char *host)
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) runra_http_connection_timeout_s,
 						 MHD_OPTION_NOTIFY_COMPLETED, http_request_completed, NULL,
 						 MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, NULL,
+						 MHD_OPTION_URI_LOG_CALLBACK, http_uri_logger, (void *) (intptr_t) n_daemons,
 						 MHD_OPTION_END);
 	if (d == NULL)
 	{
