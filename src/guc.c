@@ -37,6 +37,8 @@ bool		runra_http_allow_unauthenticated = false;
 int			runra_http_max_batch_requests = 1000;
 int			runra_http_header_timeout_s = 10;
 int			runra_http_max_connections_per_address = 64;
+char	   *runra_http_tls_cert_file = NULL;
+char	   *runra_http_tls_key_file = NULL;
 
 /* NOTIFY ingest and housekeeping */
 char	   *runra_notify_conninfo = NULL;
@@ -182,6 +184,16 @@ define_http_gucs(void)
 							"Connections past it are answered 503 with Retry-After.",
 							&runra_http_max_connections_per_address, 64, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_tls_cert_file",
+							   "PEM certificate (chain) of the HTTP server; empty: plain HTTP.",
+							   "Relative paths are read from the data directory. Reloaded on SIGHUP.",
+							   &runra_http_tls_cert_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_tls_key_file",
+							   "PEM private key of the HTTP server's certificate; empty: plain HTTP.",
+							   "Must not be readable by group or others. Reloaded on SIGHUP.",
+							   &runra_http_tls_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 }
 
 /*

@@ -30,6 +30,8 @@ extern bool runra_http_allow_unauthenticated;
 extern int	runra_http_max_batch_requests;
 extern int	runra_http_header_timeout_s;
 extern int	runra_http_max_connections_per_address;
+extern char *runra_http_tls_cert_file;
+extern char *runra_http_tls_key_file;
 
 /* NOTIFY ingest and housekeeping */
 extern char *runra_notify_conninfo;

@@ -11,7 +11,7 @@
  * (http_idempotency.c), headers that could be read two ways (http_framing.c),
  * each connection's head deadline and limits (http_conn.c, with the
  * per-address counts in shared memory in http_peers.c),
- * gzip (http_gzip.c) and the Prometheus counters in
+ * gzip (http_gzip.c), the TLS certificate (http_tls.c) and the Prometheus counters in
  * shared memory (http_metrics.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
  * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
@@ -95,8 +95,22 @@ typedef struct HttpRequest
 	struct MHD_Response *response;
 } HttpRequest;
 
+/* http_tls.c: the certificate and key, as the settings name them now */
+typedef struct HttpTls
+{
+	char	   *cert_file;
+	char	   *key_file;
+	char	   *cert;			/* PEM */
+	char	   *key;			/* PEM */
+} HttpTls;
+
+extern HttpTls *http_tls_read(void);
+extern bool http_tls_same(const HttpTls *a, const HttpTls *b);
+extern void http_tls_free(HttpTls *tls);
+
 /* http_server.c: the libmicrohttpd daemons of this worker */
 extern void http_server_start(int worker_index);
+extern bool http_server_reload_tls(void);
 extern void http_server_stop(void);
 extern int	http_server_count(void);
 extern int	http_server_epoll_fd(int i);

@@ -19,7 +19,8 @@ our @EXPORT = qw(start_http_node create_token event event_json post_events store
   start_children wait_children raw_connect raw_request read_until_closed metric_value);
 
 # A node with shared_preload_libraries, the extension, and N HTTP workers
-# listening on a free port of 127.0.0.1.  Extra settings as a string.
+# listening on a free port of 127.0.0.1.  Extra settings as a string;
+# tls => 1 when they make it HTTPS (then the plain-HTTP wait is skipped).
 sub start_http_node
 {
 	my (%opt) = @_;
@@ -38,7 +39,7 @@ runra_obs.forward_enabled = off
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 	wait_for_workers($node, $workers);
-	wait_for_http($port);
+	wait_for_http($port) unless $opt{tls};
 	return ($node, $port);
 }
 
