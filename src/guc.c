@@ -39,6 +39,7 @@ int			runra_http_header_timeout_s = 10;
 int			runra_http_max_connections_per_address = 64;
 char	   *runra_http_tls_cert_file = NULL;
 char	   *runra_http_tls_key_file = NULL;
+char	   *runra_http_metrics_token = NULL;
 
 /* NOTIFY ingest and housekeeping */
 char	   *runra_notify_conninfo = NULL;
@@ -193,6 +194,11 @@ define_http_gucs(void)
 							   "PEM private key of the HTTP server's certificate; empty: plain HTTP.",
 							   "Must not be readable by group or others. Reloaded on SIGHUP.",
 							   &runra_http_tls_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_metrics_token",
+							   "Bearer token GET /metrics requires; empty: /metrics needs no token.",
+							   "A secret: only superusers can read it.",
+							   &runra_http_metrics_token, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 }
 

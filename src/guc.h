@@ -32,6 +32,7 @@ extern int	runra_http_header_timeout_s;
 extern int	runra_http_max_connections_per_address;
 extern char *runra_http_tls_cert_file;
 extern char *runra_http_tls_key_file;
+extern char *runra_http_metrics_token;
 
 /* NOTIFY ingest and housekeeping */
 extern char *runra_notify_conninfo;

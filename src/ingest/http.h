@@ -12,7 +12,8 @@
  * each connection's head deadline and limits (http_conn.c, with the
  * per-address counts in shared memory in http_peers.c),
  * gzip (http_gzip.c), the TLS certificate (http_tls.c) and the Prometheus counters in
- * shared memory (http_metrics.c) are one file each.  Besides our own
+ * shared memory (http_metrics.c, with the pipeline's state from SQL in
+ * http_metrics_sql.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
  * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
  */
@@ -187,6 +188,7 @@ extern bool http_token_hash(const char *token, size_t len, uint8 *hash);
 extern const char *http_token_lookup(const uint8 *hash);
 extern void http_tokens_reload(void);
 extern void http_tokens_verify(HttpRequest **reqs, int n, bool *valid);
+extern bool http_metrics_authorized(struct MHD_Connection *conn);
 
 /* http_idempotency.c */
 typedef enum IdempotencyOutcome
@@ -232,6 +234,9 @@ extern void http_metrics_count_header_timeout(void);
 extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
 									 TimestampTz started);
 extern void http_metrics_render(StringInfo out);
+
+/* http_metrics_sql.c: the pipeline's state, read in a transaction of its own */
+extern void http_metrics_render_sql(StringInfo out);
 
 /* http_batch.c: the group commit */
 extern void http_write_events(HttpRequest **reqs, int n);

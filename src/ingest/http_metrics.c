@@ -54,6 +54,7 @@ typedef struct HttpMetrics
 	pg_atomic_uint64 open_connections[MAX_HTTP_WORKERS];
 	pg_atomic_uint64 refused[REFUSED_COUNT];
 	pg_atomic_uint64 header_timeouts;
+	pg_atomic_uint64 worker_starts;
 } HttpMetrics;
 
 static HttpMetrics *metrics = NULL;
@@ -101,12 +102,16 @@ http_metrics_install_shmem(void)
 	shmem_startup_hook = metrics_shmem_startup;
 }
 
-/* This worker's gauge starts at zero (a crashed predecessor left its count). */
+/*
+ * This worker's gauge starts at zero (a crashed predecessor left its
+ * count), and its start is counted (restarts = starts - workers).
+ */
 void
 http_metrics_worker_start(int worker_index)
 {
 	my_worker = worker_index % MAX_HTTP_WORKERS;
 	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
+	pg_atomic_fetch_add_u64(&metrics->worker_starts, 1);
 }
 
 /* One answer sent, by route and status. */
@@ -264,6 +269,9 @@ http_metrics_render(StringInfo out)
 	render_counter(out, "runra_obs_http_header_timeouts_total", "counter",
 				   "Connections closed because a request head did not arrive within runra_obs.http_header_timeout.",
 				   pg_atomic_read_u64(&metrics->header_timeouts));
+	render_counter(out, "runra_obs_http_worker_starts_total", "counter",
+				   "HTTP workers started since the server started (more than runra_obs.http_workers means restarts).",
+				   pg_atomic_read_u64(&metrics->worker_starts));
 	/* how far each consumer of the event log is behind */
 	watermark_append_metrics(out);
 }

@@ -345,6 +345,9 @@ on_headers(HttpRequest *req, const char *url, const char *method, const char *ve
 	}
 	if (!route(req, url, method, &ret))
 		return ret;
+	if (req->route == ROUTE_METRICS && !http_metrics_authorized(req->conn))
+		return refuse(req, MHD_HTTP_UNAUTHORIZED,
+					  "GET /metrics needs \"Authorization: Bearer <token>\" with the token set in runra_obs.http_metrics_token.");
 	if (!ROUTE_TAKES_EVENTS(req->route))
 		return queue_for_main_loop(req, PHASE_QUEUED);
 	if (!authenticate(req, &ret) || !check_event_headers(req, &ret))
