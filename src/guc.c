@@ -40,6 +40,9 @@ int			runra_http_max_connections_per_address = 64;
 char	   *runra_http_tls_cert_file = NULL;
 char	   *runra_http_tls_key_file = NULL;
 char	   *runra_http_metrics_token = NULL;
+int			runra_http_token_events_per_second = 0;
+int			runra_http_token_bytes_per_second = 0;
+int			runra_http_token_rate_burst_s = 10;
 
 /* NOTIFY ingest and housekeeping */
 char	   *runra_notify_conninfo = NULL;
@@ -200,6 +203,21 @@ define_http_gucs(void)
 							   "A secret: only superusers can read it.",
 							   &runra_http_metrics_token, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_events_per_second",
+							"Events per second one bearer token may send over all HTTP workers (0: no limit).",
+							"Past it requests get 429 with Retry-After; all unauthenticated clients count as one token.",
+							&runra_http_token_events_per_second, 0, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_bytes_per_second",
+							"Request body bytes per second one bearer token may send over all HTTP workers (0: no limit).",
+							"Counted as sent (before gzip decoding). Past it requests get 429 with Retry-After.",
+							&runra_http_token_bytes_per_second, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_rate_burst",
+							"How many seconds' worth of the per-token rates a token may send at once.",
+							NULL,
+							&runra_http_token_rate_burst_s, 10, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /*

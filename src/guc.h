@@ -33,6 +33,9 @@ extern int	runra_http_max_connections_per_address;
 extern char *runra_http_tls_cert_file;
 extern char *runra_http_tls_key_file;
 extern char *runra_http_metrics_token;
+extern int	runra_http_token_events_per_second;
+extern int	runra_http_token_bytes_per_second;
+extern int	runra_http_token_rate_burst_s;
 
 /* NOTIFY ingest and housekeeping */
 extern char *runra_notify_conninfo;

@@ -11,7 +11,8 @@
  * (http_idempotency.c), headers that could be read two ways (http_framing.c),
  * each connection's head deadline and limits (http_conn.c, with the
  * per-address counts in shared memory in http_peers.c),
- * gzip (http_gzip.c), the TLS certificate (http_tls.c) and the Prometheus counters in
+ * gzip (http_gzip.c), per-token rate limits (http_ratelimit.c), the TLS
+ * certificate (http_tls.c) and the Prometheus counters in
  * shared memory (http_metrics.c, with the pipeline's state from SQL in
  * http_metrics_sql.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
@@ -90,6 +91,7 @@ typedef struct HttpRequest
 	size_t		body_len;
 	size_t		body_cap;
 	size_t		discarded;		/* body bytes dropped after too_large */
+	int			retry_after;	/* seconds, for a 429's Retry-After */
 	TimestampTz deadline;		/* the body must have arrived by then */
 	/* the answer, made by the main loop */
 	unsigned int status;
@@ -215,6 +217,18 @@ typedef enum GunzipResult
 extern GunzipResult http_gunzip(const char *in, size_t in_len, size_t limit,
 								char **out, size_t *out_len, const char **error);
 
+/* http_ratelimit.c: per-token token buckets of the ingest routes */
+typedef enum HttpRateLimit
+{
+	RATE_EVENTS,				/* runra_obs.http_token_events_per_second */
+	RATE_BYTES,					/* runra_obs.http_token_bytes_per_second */
+	RATE_LIMIT_COUNT
+} HttpRateLimit;
+
+extern void http_rate_install_shmem(void);
+extern int	http_rate_check(const HttpRequest *req, HttpRateLimit *which);
+extern void http_rate_charge(const HttpRequest *req, HttpRateLimit limit, double amount);
+
 /* Why a connection was answered 503 before its request was looked at. */
 typedef enum HttpRefusal
 {
@@ -231,6 +245,7 @@ extern void http_metrics_count_bytes(size_t bytes);
 extern void http_metrics_count_connection(int delta);
 extern void http_metrics_count_refused(HttpRefusal why);
 extern void http_metrics_count_header_timeout(void);
+extern void http_metrics_count_rate_limited(HttpRateLimit limit);
 extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
 									 TimestampTz started);
 extern void http_metrics_render(StringInfo out);

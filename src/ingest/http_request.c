@@ -330,6 +330,24 @@ check_event_headers(HttpRequest *req, enum MHD_Result *ret)
 	return read_idempotency_key(req, ret);
 }
 
+/* Is the request's token within its rate limits?  Else 429, before any body is read. */
+static bool
+within_rate(HttpRequest *req, enum MHD_Result *ret)
+{
+	HttpRateLimit over = RATE_EVENTS;
+	int			wait = http_rate_check(req, &over);
+
+	if (wait == 0)
+		return true;
+	http_metrics_count_rate_limited(over);
+	req->retry_after = wait;
+	req->close_after = true;	/* its body is not read: the connection cannot go on */
+	*ret = refuse(req, MHD_HTTP_TOO_MANY_REQUESTS, over == RATE_EVENTS
+				  ? "This token is over runra_obs.http_token_events_per_second: retry after the seconds Retry-After says."
+				  : "This token is over runra_obs.http_token_bytes_per_second: retry after the seconds Retry-After says.");
+	return false;
+}
+
 /* First call, headers only: decide whether the body is wanted at all. */
 static enum MHD_Result
 on_headers(HttpRequest *req, const char *url, const char *method, const char *version)
@@ -350,7 +368,7 @@ on_headers(HttpRequest *req, const char *url, const char *method, const char *ve
 					  "GET /metrics needs \"Authorization: Bearer <token>\" with the token set in runra_obs.http_metrics_token.");
 	if (!ROUTE_TAKES_EVENTS(req->route))
 		return queue_for_main_loop(req, PHASE_QUEUED);
-	if (!authenticate(req, &ret) || !check_event_headers(req, &ret))
+	if (!authenticate(req, &ret) || !check_event_headers(req, &ret) || !within_rate(req, &ret))
 		return ret;
 	req->phase = PHASE_BODY;
 	req->deadline = GetCurrentTimestamp() +
@@ -494,6 +512,7 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 			if (req->too_large)
 				return refuse(req, MHD_HTTP_CONTENT_TOO_LARGE,
 							  "The body is larger than runra_obs.http_max_body_size: split the events over several requests.");
+			http_rate_charge(req, RATE_BYTES, (double) req->body_len);
 			return queue_for_main_loop(req, PHASE_QUEUED);
 		case PHASE_QUEUED:
 			*upload_data_size = 0;	/* not expected: nothing is read while queued */

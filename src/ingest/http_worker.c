@@ -42,6 +42,7 @@ http_register_workers(void)
 		return;
 	http_metrics_install_shmem();
 	http_peers_install_shmem();
+	http_rate_install_shmem();
 	for (int i = 0; i < runra_http_workers; i++)
 		runra_register_worker("http", "runra_http_worker_main", Int32GetDatum(i), true);
 }
