@@ -99,6 +99,9 @@ my %fine = (
 	'bare LF line ends' => [ 'sb_lf', eol => "\n" ],
 	'tabs, spaces and an empty value' => [ 'sb_ows', extra => ["X-Note:\t a b \t", 'X-Empty:'] ],
 	'a query string with escapes' => [ 'sb_query', target => '/v1/events?x=%41&y' ],
+	# a head that libmicrohttpd must grow its buffer for
+	'a 20 kB header value' => [ 'sb_big_value', extra => [ 'X-Big: ' . ('a' x 20000) ] ],
+	'200 headers' => [ 'sb_many', extra => [ map { "X-H$_: v$_" } 1 .. 200 ] ],
 );
 for my $name (sort keys %fine)
 {
