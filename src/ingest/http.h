@@ -25,7 +25,9 @@
 
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "storage/lwlock.h"
 #include "utils/elog.h"
+#include "utils/hsearch.h"
 
 #define HTTP_TOKEN_HASH_LEN 32
 #define HTTP_TOKEN_NAME_LEN 129
@@ -130,13 +132,27 @@ extern const char *http_conn_head_arrived(struct MHD_Connection *conn);
 extern void http_conn_request_done(struct MHD_Connection *conn);
 extern void http_conn_enforce_deadlines(void);
 
+/* http_shmem.c: the shared hash tables below, each under a lock of its own */
+typedef struct HttpSharedHash
+{
+	const char *name;
+	long		(*size) (void); /* entries, known once the settings are loaded */
+	Size		keysize;
+	Size		entrysize;
+	HTAB	   *table;			/* set at shmem startup */
+	LWLock	   *lock;
+} HttpSharedHash;
+
+extern HttpSharedHash http_peers_hash;
+extern HttpSharedHash http_rate_hash;
+extern void http_shmem_install(void);
+
 /* http_peers.c: connections per client address, over all workers */
 typedef struct HttpPeerKey
 {
 	uint8		addr[16];		/* IPv6, or IPv4-mapped IPv6 */
 } HttpPeerKey;
 
-extern void http_peers_install_shmem(void);
 extern void http_peers_worker_start(int worker_index);
 extern int	http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key);
 extern void http_peer_leave(const HttpPeerKey *key);
@@ -225,7 +241,6 @@ typedef enum HttpRateLimit
 	RATE_LIMIT_COUNT
 } HttpRateLimit;
 
-extern void http_rate_install_shmem(void);
 extern int	http_rate_check(const HttpRequest *req, HttpRateLimit *which);
 extern void http_rate_charge(const HttpRequest *req, HttpRateLimit limit, double amount);
 

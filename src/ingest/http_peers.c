@@ -6,7 +6,8 @@
  * connections over them, so a limit per address only means something if
  * the count is shared: a hash table in shared memory (address -> open
  * connections) under one LWLock.  IPv4 addresses are kept in their
- * IPv4-mapped IPv6 form, so a dual-stack listener counts a client once.
+ * IPv4-mapped IPv6 form, so a dual-stack listener counts a client once
+ * (http_shmem.c makes the table).
  * Each entry counts per worker, so a worker that exited without closing
  * its connections one by one (a libmicrohttpd panic) has its share
  * dropped when it starts again.  The table has room for every connection
@@ -19,17 +20,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "miscadmin.h"
-#include "storage/ipc.h"
 #include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/hsearch.h"
 
 #include "guc.h"
 #include "ingest/http.h"
 
 #define PEERS_MAX_ENTRIES 65536
-#define PEERS_TRANCHE "runra_obs http peers"
 
 typedef struct PeerEntry
 {
@@ -37,12 +34,7 @@ typedef struct PeerEntry
 	int			connections[MAX_HTTP_WORKERS];	/* by worker index */
 } PeerEntry;
 
-static HTAB *peers = NULL;
-static LWLock *peers_lock = NULL;
 static int	my_worker = 0;
-
-static shmem_request_hook_type prev_shmem_request = NULL;
-static shmem_startup_hook_type prev_shmem_startup = NULL;
 
 /* Every connection all workers may hold, within the cap. */
 static long
@@ -53,43 +45,10 @@ peers_table_size(void)
 	return Max(Min(n, PEERS_MAX_ENTRIES), 16);
 }
 
-/* Asks for the table and its lock (shmem_request_hook). */
-static void
-peers_shmem_request(void)
-{
-	if (prev_shmem_request)
-		prev_shmem_request();
-	RequestAddinShmemSpace(hash_estimate_size(peers_table_size(), sizeof(PeerEntry)));
-	RequestNamedLWLockTranche(PEERS_TRANCHE, 1);
-}
-
-/* Creates or attaches to the table (shmem_startup_hook). */
-static void
-peers_shmem_startup(void)
-{
-	HASHCTL		info;
-	long		size = peers_table_size();
-
-	if (prev_shmem_startup)
-		prev_shmem_startup();
-	info.keysize = sizeof(HttpPeerKey);
-	info.entrysize = sizeof(PeerEntry);
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	peers = ShmemInitHash("runra_obs http peers", size, size, &info,
-						  HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
-	peers_lock = &(GetNamedLWLockTranche(PEERS_TRANCHE))->lock;
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Reserves the table; called from _PG_init (through http_register_workers). */
-void
-http_peers_install_shmem(void)
-{
-	prev_shmem_request = shmem_request_hook;
-	shmem_request_hook = peers_shmem_request;
-	prev_shmem_startup = shmem_startup_hook;
-	shmem_startup_hook = peers_shmem_startup;
-}
+/* The table (made by http_shmem.c) */
+HttpSharedHash http_peers_hash = {
+	"runra_obs http peers", peers_table_size, sizeof(HttpPeerKey), sizeof(PeerEntry), NULL, NULL
+};
 
 /* Connections of one address over all workers. */
 static int
@@ -113,15 +72,15 @@ http_peers_worker_start(int worker_index)
 	PeerEntry  *entry;
 
 	my_worker = worker_index % MAX_HTTP_WORKERS;
-	LWLockAcquire(peers_lock, LW_EXCLUSIVE);
-	hash_seq_init(&scan, peers);
+	LWLockAcquire(http_peers_hash.lock, LW_EXCLUSIVE);
+	hash_seq_init(&scan, http_peers_hash.table);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
 		entry->connections[my_worker] = 0;
 		if (entry_total(entry) == 0)
-			(void) hash_search(peers, &entry->key, HASH_REMOVE, NULL);
+			(void) hash_search(http_peers_hash.table, &entry->key, HASH_REMOVE, NULL);
 	}
-	LWLockRelease(peers_lock);
+	LWLockRelease(http_peers_hash.lock);
 }
 
 /* The table's key of a client address; false for non-IP sockets. */
@@ -162,8 +121,8 @@ http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key)
 
 	if (!peer_key(addr, key))
 		return 0;
-	LWLockAcquire(peers_lock, LW_EXCLUSIVE);
-	entry = hash_search(peers, key, HASH_ENTER_NULL, &found);
+	LWLockAcquire(http_peers_hash.lock, LW_EXCLUSIVE);
+	entry = hash_search(http_peers_hash.table, key, HASH_ENTER_NULL, &found);
 	if (entry != NULL)
 	{
 		if (!found)
@@ -171,7 +130,7 @@ http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key)
 		entry->connections[my_worker]++;
 		count = entry_total(entry);
 	}
-	LWLockRelease(peers_lock);
+	LWLockRelease(http_peers_hash.lock);
 	return count;
 }
 
@@ -181,11 +140,11 @@ http_peer_leave(const HttpPeerKey *key)
 {
 	PeerEntry  *entry;
 
-	LWLockAcquire(peers_lock, LW_EXCLUSIVE);
-	entry = hash_search(peers, key, HASH_FIND, NULL);
+	LWLockAcquire(http_peers_hash.lock, LW_EXCLUSIVE);
+	entry = hash_search(http_peers_hash.table, key, HASH_FIND, NULL);
 	if (entry != NULL && entry->connections[my_worker] > 0)
 		entry->connections[my_worker]--;
 	if (entry != NULL && entry_total(entry) == 0)
-		(void) hash_search(peers, key, HASH_REMOVE, NULL);
-	LWLockRelease(peers_lock);
+		(void) hash_search(http_peers_hash.table, key, HASH_REMOVE, NULL);
+	LWLockRelease(http_peers_hash.lock);
 }

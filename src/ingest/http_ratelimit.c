@@ -3,7 +3,8 @@
  * per second and bytes per second, each a token bucket.
  *
  * Every bearer token (all unauthenticated clients share one) has two
- * buckets in shared memory, so the limit holds over all workers.  A bucket
+ * buckets in shared memory (a table http_shmem.c makes), so the limit
+ * holds over all workers.  A bucket
  * holds runra_obs.http_token_rate_burst seconds' worth and refills at the
  * rate; it is charged after the fact (body bytes once the body is in,
  * events once they are committed), since a request's event count is known
@@ -19,10 +20,7 @@
 
 #include <math.h>
 
-#include "miscadmin.h"
-#include "storage/ipc.h"
 #include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
@@ -30,7 +28,6 @@
 #include "ingest/http.h"
 
 #define RATE_MAX_TOKENS 4096
-#define RATE_TRANCHE "runra_obs http rate limits"
 
 typedef struct RateBucket
 {
@@ -39,48 +36,17 @@ typedef struct RateBucket
 	TimestampTz refilled;
 } RateBucket;
 
-static HTAB *buckets = NULL;
-static LWLock *buckets_lock = NULL;
-
-static shmem_request_hook_type prev_shmem_request = NULL;
-static shmem_startup_hook_type prev_shmem_startup = NULL;
-
-/* Asks for the buckets and their lock (shmem_request_hook). */
-static void
-rate_shmem_request(void)
+/* A fixed size: tokens are few */
+static long
+rate_table_size(void)
 {
-	if (prev_shmem_request)
-		prev_shmem_request();
-	RequestAddinShmemSpace(hash_estimate_size(RATE_MAX_TOKENS, sizeof(RateBucket)));
-	RequestNamedLWLockTranche(RATE_TRANCHE, 1);
+	return RATE_MAX_TOKENS;
 }
 
-/* Creates or attaches to the buckets (shmem_startup_hook). */
-static void
-rate_shmem_startup(void)
-{
-	HASHCTL		info;
-
-	if (prev_shmem_startup)
-		prev_shmem_startup();
-	info.keysize = HTTP_TOKEN_HASH_LEN;
-	info.entrysize = sizeof(RateBucket);
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	buckets = ShmemInitHash("runra_obs http rate limits", RATE_MAX_TOKENS, RATE_MAX_TOKENS, &info,
-							HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
-	buckets_lock = &(GetNamedLWLockTranche(RATE_TRANCHE))->lock;
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Reserves the buckets; called from _PG_init (through http_register_workers). */
-void
-http_rate_install_shmem(void)
-{
-	prev_shmem_request = shmem_request_hook;
-	shmem_request_hook = rate_shmem_request;
-	prev_shmem_startup = shmem_startup_hook;
-	shmem_startup_hook = rate_shmem_startup;
-}
+/* The buckets (made by http_shmem.c) */
+HttpSharedHash http_rate_hash = {
+	"runra_obs http rate limits", rate_table_size, HTTP_TOKEN_HASH_LEN, sizeof(RateBucket), NULL, NULL
+};
 
 /* The rate of one limit now (per second; 0: none). */
 static double
@@ -106,7 +72,7 @@ bucket_of(const HttpRequest *req, TimestampTz now)
 	bool		found;
 	double		seconds;
 
-	b = hash_search(buckets, req->has_token ? req->token_hash : anonymous, HASH_ENTER_NULL, &found);
+	b = hash_search(http_rate_hash.table, req->has_token ? req->token_hash : anonymous, HASH_ENTER_NULL, &found);
 	if (b == NULL)
 		return NULL;
 	seconds = found ? (double) (now - b->refilled) / USECS_PER_SEC : 0;
@@ -132,7 +98,7 @@ http_rate_check(const HttpRequest *req, HttpRateLimit *which)
 
 	if (!limits_set())
 		return 0;
-	LWLockAcquire(buckets_lock, LW_EXCLUSIVE);
+	LWLockAcquire(http_rate_hash.lock, LW_EXCLUSIVE);
 	b = bucket_of(req, GetCurrentTimestamp());
 	for (int l = 0; b != NULL && l < RATE_LIMIT_COUNT && wait == 0; l++)
 		if (rate_of(l) > 0 && b->level[l] < 1)
@@ -140,7 +106,7 @@ http_rate_check(const HttpRequest *req, HttpRateLimit *which)
 			wait = (int) Min(ceil((1 - b->level[l]) / rate_of(l)), 86400);
 			*which = l;
 		}
-	LWLockRelease(buckets_lock);
+	LWLockRelease(http_rate_hash.lock);
 	return Max(wait, wait > 0 ? 1 : 0);
 }
 
@@ -152,9 +118,9 @@ http_rate_charge(const HttpRequest *req, HttpRateLimit limit, double amount)
 
 	if (rate_of(limit) <= 0 || amount <= 0)
 		return;
-	LWLockAcquire(buckets_lock, LW_EXCLUSIVE);
+	LWLockAcquire(http_rate_hash.lock, LW_EXCLUSIVE);
 	b = bucket_of(req, GetCurrentTimestamp());
 	if (b != NULL)
 		b->level[limit] -= amount;
-	LWLockRelease(buckets_lock);
+	LWLockRelease(http_rate_hash.lock);
 }

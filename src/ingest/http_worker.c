@@ -41,8 +41,7 @@ http_register_workers(void)
 	if (runra_http_workers <= 0)
 		return;
 	http_metrics_install_shmem();
-	http_peers_install_shmem();
-	http_rate_install_shmem();
+	http_shmem_install();
 	for (int i = 0; i < runra_http_workers; i++)
 		runra_register_worker("http", "runra_http_worker_main", Int32GetDatum(i), true);
 }
