@@ -24,7 +24,7 @@ static char installed_version[64];
 
 /* The states the NOTIFY listener's worker_status.state can be in. */
 static const char *const listener_states[] = {
-	"listening", "connecting", "waiting_to_reconnect", "disabled", "maintenance", "not_running"
+	"listening", "connecting", "waiting_to_reconnect", "disabled", "not_running", "other"
 };
 
 /* Appends s as the content of a Prometheus label value (\, " and newline escaped). */
@@ -121,7 +121,11 @@ read_destinations(void)
 			"When the destination last accepted a batch (Unix time).", by_destination, 9);
 }
 
-/* The category of a NOTIFY worker's state text (see notify_worker.c). */
+/*
+ * The category of a NOTIFY worker's state text (see notify_worker.c: with
+ * no channel it says "idle (...)", or "housekeeping only (...)" where it
+ * also runs maintenance; "other" while it does that).
+ */
 static const char *
 listener_state(const char *state)
 {
@@ -131,11 +135,11 @@ listener_state(const char *state)
 		return "listening";
 	if (strncmp(state, "waiting to reconnect", 20) == 0)
 		return "waiting_to_reconnect";
-	if (strncmp(state, "housekeeping only", 17) == 0)
+	if (strncmp(state, "connecting", 10) == 0)
+		return "connecting";
+	if (strncmp(state, "idle", 4) == 0 || strncmp(state, "housekeeping only", 17) == 0)
 		return "disabled";
-	if (strncmp(state, "running maintenance", 19) == 0)
-		return "maintenance";
-	return "connecting";
+	return "other";
 }
 
 /* runra_obs_notify_listener_state: one sample per state, 1 for the current one. */
@@ -147,7 +151,7 @@ read_listener(void)
 	query("SELECT state FROM runra_obs.worker_status WHERE role = 'notify' LIMIT 1");
 	now = listener_state(SPI_processed > 0 ? cell(0, 1) : NULL);
 	family(sql_out, "runra_obs_notify_listener_state", "gauge",
-		   "The NOTIFY listener's state: 1 for the state it is in (maintenance: it is running run_maintenance() now).");
+		   "The NOTIFY listener's state: 1 for the state it is in.");
 	for (int i = 0; i < (int) lengthof(listener_states); i++)
 		appendStringInfo(sql_out, "runra_obs_notify_listener_state{state=\"%s\"} %d\n",
 						 listener_states[i], strcmp(now, listener_states[i]) == 0);
@@ -162,7 +166,7 @@ read_maintenance(void)
 		  " FROM runra_obs.worker_status WHERE last_maintenance_at IS NOT NULL"
 		  " ORDER BY last_maintenance_at DESC LIMIT 1");
 	per_row("runra_obs_maintenance_last_run_timestamp_seconds", "gauge",
-			"When runra_obs.run_maintenance() last ran in a worker (Unix time).", by_role, 2);
+			"When runra_obs.run_maintenance() last ran, by the worker role that ran it (Unix time).", by_role, 2);
 	per_row("runra_obs_maintenance_last_run_failed", "gauge",
 			"1 when the last run_maintenance() failed or skipped a partition (see worker_status.last_maintenance).",
 			by_role, 3);
