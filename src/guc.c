@@ -35,6 +35,14 @@ int			runra_http_statement_timeout_ms = 30000;
 int			runra_idempotency_window_s = 86400;
 bool		runra_http_allow_unauthenticated = false;
 int			runra_http_max_batch_requests = 1000;
+int			runra_http_header_timeout_s = 10;
+int			runra_http_max_connections_per_address = 64;
+char	   *runra_http_tls_cert_file = NULL;
+char	   *runra_http_tls_key_file = NULL;
+char	   *runra_http_metrics_token = NULL;
+int			runra_http_token_events_per_second = 0;
+int			runra_http_token_bytes_per_second = 0;
+int			runra_http_token_rate_burst_s = 10;
 
 /* NOTIFY ingest and maintenance */
 char	   *runra_notify_conninfo = NULL;
@@ -176,6 +184,46 @@ define_http_gucs(void)
 							"1 gives every request a transaction of its own (no group commit).",
 							&runra_http_max_batch_requests, 1000, 1, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_header_timeout",
+							"A request's head must have arrived within this long, or the connection is closed.",
+							"Counted from accept, or from the end of the previous answer on a kept-alive connection, however slowly the head trickles in.",
+							&runra_http_header_timeout_s, 10, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_max_connections_per_address",
+							"Most concurrent HTTP connections from one client address, over all workers (0: no limit).",
+							"Connections past it are answered 503 with Retry-After.",
+							&runra_http_max_connections_per_address, 64, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_tls_cert_file",
+							   "PEM certificate (chain) of the HTTP server; empty: plain HTTP.",
+							   "Relative paths are read from the data directory. Reloaded on SIGHUP.",
+							   &runra_http_tls_cert_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_tls_key_file",
+							   "PEM private key of the HTTP server's certificate; empty: plain HTTP.",
+							   "Must not be readable by group or others. Reloaded on SIGHUP.",
+							   &runra_http_tls_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("runra_obs.http_metrics_token",
+							   "Bearer token GET /metrics requires; empty: /metrics needs no token.",
+							   "A secret: only superusers can read it.",
+							   &runra_http_metrics_token, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_events_per_second",
+							"Events per second one bearer token may send over all HTTP workers (0: no limit).",
+							"Past it requests get 429 with Retry-After; all unauthenticated clients count as one token.",
+							&runra_http_token_events_per_second, 0, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_bytes_per_second",
+							"Request body bytes per second one bearer token may send over all HTTP workers (0: no limit).",
+							"Counted as sent (before gzip decoding). Past it requests get 429 with Retry-After.",
+							&runra_http_token_bytes_per_second, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.http_token_rate_burst",
+							"How many seconds' worth of the per-token rates a token may send at once.",
+							NULL,
+							&runra_http_token_rate_burst_s, 10, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /*

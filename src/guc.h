@@ -28,6 +28,14 @@ extern int	runra_http_statement_timeout_ms;
 extern int	runra_idempotency_window_s;
 extern bool runra_http_allow_unauthenticated;
 extern int	runra_http_max_batch_requests;
+extern int	runra_http_header_timeout_s;
+extern int	runra_http_max_connections_per_address;
+extern char *runra_http_tls_cert_file;
+extern char *runra_http_tls_key_file;
+extern char *runra_http_metrics_token;
+extern int	runra_http_token_events_per_second;
+extern int	runra_http_token_bytes_per_second;
+extern int	runra_http_token_rate_burst_s;
 
 /* NOTIFY ingest and maintenance */
 extern char *runra_notify_conninfo;

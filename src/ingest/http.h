@@ -9,8 +9,12 @@
  * (http_dispatch.c, then http_batch.c: the group commit), then answers them
  * (http_response.c) and resumes their connections.  Tokens (http_auth.c), Idempotency-Keys
  * (http_idempotency.c), headers that could be read two ways (http_framing.c),
- * gzip (http_gzip.c) and the Prometheus counters in
- * shared memory (http_metrics.c) are one file each.  Besides our own
+ * each connection's head deadline and limits (http_conn.c, with the
+ * per-address counts in shared memory in http_peers.c),
+ * gzip (http_gzip.c), per-token rate limits (http_ratelimit.c), the TLS
+ * certificate (http_tls.c) and the Prometheus counters in
+ * shared memory (http_metrics.c, with the pipeline's state from SQL in
+ * http_metrics_sql.c) are one file each.  Besides our own
  * /v1/events, the Axiom-compatible routes (http_axiom.c) and the OTLP/HTTP
  * receiver (otlp/, see otlp/otlp.h) feed the same group commit.
  */
@@ -21,11 +25,15 @@
 
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "storage/lwlock.h"
 #include "utils/elog.h"
+#include "utils/hsearch.h"
 
 #define HTTP_TOKEN_HASH_LEN 32
 #define HTTP_TOKEN_NAME_LEN 129
 #define HTTP_IDEMPOTENCY_KEY_MAX 255
+/* the most HTTP workers (runra_obs.http_workers' maximum) */
+#define MAX_HTTP_WORKERS 32
 
 /* What a request asks for, decided from its method and path. */
 typedef enum HttpRoute
@@ -73,6 +81,10 @@ typedef struct HttpRequest
 	bool		gzip;			/* Content-Encoding: gzip */
 	bool		too_large;		/* body past runra_obs.http_max_body_size */
 	bool		close_after;	/* close the connection after the answer */
+	bool		started;		/* the access handler has seen its head */
+	const char *raw_uri;		/* the request target as received (in MHD's buffer) */
+	size_t		raw_uri_len;	/* its length up to the first NUL */
+	bool		raw_uri_control;	/* it holds a control character */
 	bool		has_token;
 	uint8		token_hash[HTTP_TOKEN_HASH_LEN];
 	char		client[HTTP_TOKEN_NAME_LEN];	/* token name, '' when unauthenticated */
@@ -81,14 +93,29 @@ typedef struct HttpRequest
 	size_t		body_len;
 	size_t		body_cap;
 	size_t		discarded;		/* body bytes dropped after too_large */
+	int			retry_after;	/* seconds, for a 429's Retry-After */
 	TimestampTz deadline;		/* the body must have arrived by then */
 	/* the answer, made by the main loop */
 	unsigned int status;
 	struct MHD_Response *response;
 } HttpRequest;
 
+/* http_tls.c: the certificate and key, as the settings name them now */
+typedef struct HttpTls
+{
+	char	   *cert_file;
+	char	   *key_file;
+	char	   *cert;			/* PEM */
+	char	   *key;			/* PEM */
+} HttpTls;
+
+extern HttpTls *http_tls_read(void);
+extern bool http_tls_same(const HttpTls *a, const HttpTls *b);
+extern void http_tls_free(HttpTls *tls);
+
 /* http_server.c: the libmicrohttpd daemons of this worker */
 extern void http_server_start(int worker_index);
+extern bool http_server_reload_tls(void);
 extern void http_server_stop(void);
 extern int	http_server_count(void);
 extern int	http_server_epoll_fd(int i);
@@ -97,7 +124,41 @@ extern long http_server_timeout_ms(void);
 extern void http_server_run(void);
 extern void http_server_report_log(void);
 
+/* http_conn.c: each connection's head deadline and limits */
+extern unsigned int http_conn_hard_limit(void);
+extern void http_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+							 enum MHD_ConnectionNotificationCode toe);
+extern const char *http_conn_head_arrived(struct MHD_Connection *conn);
+extern void http_conn_request_done(struct MHD_Connection *conn);
+extern void http_conn_enforce_deadlines(void);
+
+/* http_shmem.c: the shared hash tables below, each under a lock of its own */
+typedef struct HttpSharedHash
+{
+	const char *name;
+	long		(*size) (void); /* entries, known once the settings are loaded */
+	Size		keysize;
+	Size		entrysize;
+	HTAB	   *table;			/* set at shmem startup */
+	LWLock	   *lock;
+} HttpSharedHash;
+
+extern HttpSharedHash http_peers_hash;
+extern HttpSharedHash http_rate_hash;
+extern void http_shmem_install(void);
+
+/* http_peers.c: connections per client address, over all workers */
+typedef struct HttpPeerKey
+{
+	uint8		addr[16];		/* IPv6, or IPv4-mapped IPv6 */
+} HttpPeerKey;
+
+extern void http_peers_worker_start(int worker_index);
+extern int	http_peer_enter(const struct sockaddr *addr, HttpPeerKey *key);
+extern void http_peer_leave(const HttpPeerKey *key);
+
 /* http_request.c: libmicrohttpd's callbacks and the queue they fill */
+extern void *http_uri_logger(void *cls, const char *uri, struct MHD_Connection *conn);
 extern enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn,
 										   const char *url, const char *method,
 										   const char *version, const char *upload_data,
@@ -121,7 +182,9 @@ typedef struct HttpBodyAnswer
 } HttpBodyAnswer;
 
 /* http_framing.c: headers that could be read two ways */
-extern unsigned int http_framing_refusal(struct MHD_Connection *conn, const char **message);
+extern bool http_framing_has_control(const char *s, size_t len);
+extern unsigned int http_framing_refusal(const HttpRequest *req, const char *method,
+										 const char *version, const char **message);
 
 /* http_response.c: answers */
 extern void http_answer(HttpRequest *req, unsigned int status, const char *json);
@@ -143,6 +206,7 @@ extern bool http_token_hash(const char *token, size_t len, uint8 *hash);
 extern const char *http_token_lookup(const uint8 *hash);
 extern void http_tokens_reload(void);
 extern void http_tokens_verify(HttpRequest **reqs, int n, bool *valid);
+extern bool http_metrics_authorized(struct MHD_Connection *conn);
 
 /* http_idempotency.c */
 typedef enum IdempotencyOutcome
@@ -169,15 +233,40 @@ typedef enum GunzipResult
 extern GunzipResult http_gunzip(const char *in, size_t in_len, size_t limit,
 								char **out, size_t *out_len, const char **error);
 
+/* http_ratelimit.c: per-token token buckets of the ingest routes */
+typedef enum HttpRateLimit
+{
+	RATE_EVENTS,				/* runra_obs.http_token_events_per_second */
+	RATE_BYTES,					/* runra_obs.http_token_bytes_per_second */
+	RATE_LIMIT_COUNT
+} HttpRateLimit;
+
+extern int	http_rate_check(const HttpRequest *req, HttpRateLimit *which);
+extern void http_rate_charge(const HttpRequest *req, HttpRateLimit limit, double amount);
+
+/* Why a connection was answered 503 before its request was looked at. */
+typedef enum HttpRefusal
+{
+	REFUSED_WORKER_FULL,		/* past runra_obs.http_max_connections */
+	REFUSED_PER_ADDRESS,		/* past runra_obs.http_max_connections_per_address */
+	REFUSED_COUNT
+} HttpRefusal;
+
 /* http_metrics.c: counters in shared memory, shown by GET /metrics */
 extern void http_metrics_install_shmem(void);
 extern void http_metrics_worker_start(int worker_index);
 extern void http_metrics_count_status(HttpRoute route, unsigned int status);
 extern void http_metrics_count_bytes(size_t bytes);
 extern void http_metrics_count_connection(int delta);
+extern void http_metrics_count_refused(HttpRefusal why);
+extern void http_metrics_count_header_timeout(void);
+extern void http_metrics_count_rate_limited(HttpRateLimit limit);
 extern void http_metrics_count_batch(int requests, int64 ingested, int64 rejected,
 									 TimestampTz started);
 extern void http_metrics_render(StringInfo out);
+
+/* http_metrics_sql.c: the pipeline's state, read in a transaction of its own */
+extern void http_metrics_render_sql(StringInfo out);
 
 /* http_batch.c: the group commit */
 extern void http_write_events(HttpRequest **reqs, int n);

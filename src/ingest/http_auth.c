@@ -19,6 +19,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "guc.h"
 #include "ingest/http.h"
 
 typedef struct CachedToken
@@ -192,4 +193,30 @@ http_tokens_verify(HttpRequest **reqs, int n, bool *valid)
 	}
 	if (stale)
 		load_tokens();
+}
+
+/*
+ * May this request read GET /metrics?  Yes when runra_obs.http_metrics_token
+ * is empty, else only with "Authorization: Bearer <that token>".  The two
+ * are compared as SHA-256 hashes, in constant time (no timing tells how
+ * much of a guess was right).  Runs in libmicrohttpd's callback.
+ */
+bool
+http_metrics_authorized(struct MHD_Connection *conn)
+{
+	const char *auth;
+	uint8		sent[HTTP_TOKEN_HASH_LEN];
+	uint8		wanted[HTTP_TOKEN_HASH_LEN];
+	uint8		differ = 0;
+
+	if (runra_http_metrics_token == NULL || runra_http_metrics_token[0] == '\0')
+		return true;
+	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	if (auth == NULL || pg_strncasecmp(auth, "Bearer ", 7) != 0 ||
+		!http_token_hash(auth + 7, strlen(auth + 7), sent) ||
+		!http_token_hash(runra_http_metrics_token, strlen(runra_http_metrics_token), wanted))
+		return false;
+	for (int i = 0; i < HTTP_TOKEN_HASH_LEN; i++)
+		differ |= sent[i] ^ wanted[i];
+	return differ == 0;
 }

@@ -254,7 +254,12 @@ write_group(GroupItem *items, int n)
 					rejected = 0;
 
 		for (int i = 0; i < n; i++)
+		{
 			ingested += items[i].answer.ingested, rejected += items[i].answer.rejected;
+			/* every event sent counts against its token's rate, refused ones too */
+			http_rate_charge(items[i].req, RATE_EVENTS,
+							 (double) (items[i].answer.ingested + items[i].answer.rejected));
+		}
 		http_metrics_count_batch(n, ingested, rejected, started);
 		runra_worker_count_events(ingested, rejected);
 	}

@@ -96,6 +96,7 @@ http_process_pending(void)
 
 			initStringInfo(&text);
 			http_metrics_render(&text);
+			http_metrics_render_sql(&text);
 			http_answer_metrics(req, text.data);
 			http_answer_resume(req);
 		}

@@ -19,10 +19,8 @@
 #include "consume/watermark.h"
 #include "ingest/http.h"
 
-#define MAX_HTTP_WORKERS 32
-
 static const unsigned int tracked_status[] = {
-	200, 400, 401, 404, 405, 413, 415, 422, 500, 503
+	200, 400, 401, 404, 405, 413, 415, 422, 429, 500, 503
 };
 #define N_STATUS lengthof(tracked_status)
 
@@ -54,6 +52,10 @@ typedef struct HttpMetrics
 	pg_atomic_uint64 commit_sum_us;
 	pg_atomic_uint64 commit_count;
 	pg_atomic_uint64 open_connections[MAX_HTTP_WORKERS];
+	pg_atomic_uint64 refused[REFUSED_COUNT];
+	pg_atomic_uint64 header_timeouts;
+	pg_atomic_uint64 worker_starts;
+	pg_atomic_uint64 rate_limited[RATE_LIMIT_COUNT];
 } HttpMetrics;
 
 static HttpMetrics *metrics = NULL;
@@ -101,12 +103,16 @@ http_metrics_install_shmem(void)
 	shmem_startup_hook = metrics_shmem_startup;
 }
 
-/* This worker's gauge starts at zero (a crashed predecessor left its count). */
+/*
+ * This worker's gauge starts at zero (a crashed predecessor left its
+ * count), and its start is counted (restarts = starts - workers).
+ */
 void
 http_metrics_worker_start(int worker_index)
 {
 	my_worker = worker_index % MAX_HTTP_WORKERS;
 	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
+	pg_atomic_fetch_add_u64(&metrics->worker_starts, 1);
 }
 
 /* One answer sent, by route and status. */
@@ -135,6 +141,27 @@ http_metrics_count_connection(int delta)
 		pg_atomic_fetch_add_u64(&metrics->open_connections[my_worker], 1);
 	else
 		pg_atomic_fetch_sub_u64(&metrics->open_connections[my_worker], 1);
+}
+
+/* A connection answered 503 because it was over a limit. */
+void
+http_metrics_count_refused(HttpRefusal why)
+{
+	pg_atomic_fetch_add_u64(&metrics->refused[why], 1);
+}
+
+/* A connection closed because its request head was late. */
+void
+http_metrics_count_header_timeout(void)
+{
+	pg_atomic_fetch_add_u64(&metrics->header_timeouts, 1);
+}
+
+/* A request refused with 429 for its token's rate. */
+void
+http_metrics_count_rate_limited(HttpRateLimit limit)
+{
+	pg_atomic_fetch_add_u64(&metrics->rate_limited[limit], 1);
 }
 
 /* One committed batch: how many requests and events, and how long it took. */
@@ -181,6 +208,36 @@ render_requests(StringInfo out)
 		}
 }
 
+/* runra_obs_http_connections_refused_total, by limit. */
+static void
+render_refused(StringInfo out)
+{
+	static const char *const reasons[REFUSED_COUNT] = {
+		[REFUSED_WORKER_FULL] = "worker_full",
+		[REFUSED_PER_ADDRESS] = "per_address",
+	};
+
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_connections_refused_total Connections answered 503 because they were over a connection limit.\n"
+						   "# TYPE runra_obs_http_connections_refused_total counter\n");
+	for (int i = 0; i < REFUSED_COUNT; i++)
+		appendStringInfo(out, "runra_obs_http_connections_refused_total{limit=\"%s\"} " UINT64_FORMAT "\n",
+						 reasons[i], pg_atomic_read_u64(&metrics->refused[i]));
+}
+
+/* runra_obs_http_rate_limited_total, by limit. */
+static void
+render_rate_limited(StringInfo out)
+{
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_rate_limited_total Requests answered 429 because their token was over a rate limit.\n"
+						   "# TYPE runra_obs_http_rate_limited_total counter\n");
+	appendStringInfo(out, "runra_obs_http_rate_limited_total{limit=\"events\"} " UINT64_FORMAT "\n",
+					 pg_atomic_read_u64(&metrics->rate_limited[RATE_EVENTS]));
+	appendStringInfo(out, "runra_obs_http_rate_limited_total{limit=\"bytes\"} " UINT64_FORMAT "\n",
+					 pg_atomic_read_u64(&metrics->rate_limited[RATE_BYTES]));
+}
+
 /* runra_obs_http_batch_commit_seconds: cumulative buckets, sum and count. */
 static void
 render_commit_histogram(StringInfo out)
@@ -206,6 +263,30 @@ render_commit_histogram(StringInfo out)
 					 pg_atomic_read_u64(&metrics->commit_count));
 }
 
+/* The counters that are one number each: name, help, where in HttpMetrics. */
+static const struct
+{
+	const char *name;
+	const char *help;
+	size_t		offset;
+}			counters[] = {
+	{"runra_obs_http_events_ingested_total", "Events stored through HTTP (committed).",
+	offsetof(HttpMetrics, events_ingested)},
+	{"runra_obs_http_events_rejected_total", "Events refused by validation and kept in runra_obs.rejected_events.",
+	offsetof(HttpMetrics, events_rejected)},
+	{"runra_obs_http_request_body_bytes_total", "Request body bytes received (as sent, before gzip decoding).",
+	offsetof(HttpMetrics, body_bytes)},
+	{"runra_obs_http_batched_requests_total",
+		"Requests written by group commits (divide by the commit count for the group size).",
+	offsetof(HttpMetrics, batched_requests)},
+	{"runra_obs_http_header_timeouts_total",
+		"Connections closed because a request head did not arrive within runra_obs.http_header_timeout.",
+	offsetof(HttpMetrics, header_timeouts)},
+	{"runra_obs_http_worker_starts_total",
+		"HTTP workers started since the server started (more than runra_obs.http_workers means restarts).",
+	offsetof(HttpMetrics, worker_starts)},
+};
+
 /* The whole /metrics page. */
 void
 http_metrics_render(StringInfo out)
@@ -215,20 +296,14 @@ http_metrics_render(StringInfo out)
 	for (int i = 0; i < MAX_HTTP_WORKERS; i++)
 		open += pg_atomic_read_u64(&metrics->open_connections[i]);
 	render_requests(out);
-	render_counter(out, "runra_obs_http_events_ingested_total", "counter",
-				   "Events stored through HTTP (committed).", pg_atomic_read_u64(&metrics->events_ingested));
-	render_counter(out, "runra_obs_http_events_rejected_total", "counter",
-				   "Events refused by validation and kept in runra_obs.rejected_events.",
-				   pg_atomic_read_u64(&metrics->events_rejected));
-	render_counter(out, "runra_obs_http_request_body_bytes_total", "counter",
-				   "Request body bytes received (as sent, before gzip decoding).",
-				   pg_atomic_read_u64(&metrics->body_bytes));
-	render_counter(out, "runra_obs_http_batched_requests_total", "counter",
-				   "Requests written by group commits (divide by the commit count for the group size).",
-				   pg_atomic_read_u64(&metrics->batched_requests));
+	for (int i = 0; i < (int) lengthof(counters); i++)
+		render_counter(out, counters[i].name, "counter", counters[i].help,
+					   pg_atomic_read_u64((pg_atomic_uint64 *) ((char *) metrics + counters[i].offset)));
 	render_commit_histogram(out);
 	render_counter(out, "runra_obs_http_open_connections", "gauge",
 				   "HTTP connections open now, over all workers.", open);
+	render_refused(out);
+	render_rate_limited(out);
 	/* how far each consumer of the event log is behind */
 	watermark_append_metrics(out);
 }

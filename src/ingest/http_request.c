@@ -330,13 +330,31 @@ check_event_headers(HttpRequest *req, enum MHD_Result *ret)
 	return read_idempotency_key(req, ret);
 }
 
+/* Is the request's token within its rate limits?  Else 429, before any body is read. */
+static bool
+within_rate(HttpRequest *req, enum MHD_Result *ret)
+{
+	HttpRateLimit over = RATE_EVENTS;
+	int			wait = http_rate_check(req, &over);
+
+	if (wait == 0)
+		return true;
+	http_metrics_count_rate_limited(over);
+	req->retry_after = wait;
+	req->close_after = true;	/* its body is not read: the connection cannot go on */
+	*ret = refuse(req, MHD_HTTP_TOO_MANY_REQUESTS, over == RATE_EVENTS
+				  ? "This token is over runra_obs.http_token_events_per_second: retry after the seconds Retry-After says."
+				  : "This token is over runra_obs.http_token_bytes_per_second: retry after the seconds Retry-After says.");
+	return false;
+}
+
 /* First call, headers only: decide whether the body is wanted at all. */
 static enum MHD_Result
-on_headers(HttpRequest *req, const char *url, const char *method)
+on_headers(HttpRequest *req, const char *url, const char *method, const char *version)
 {
 	enum MHD_Result ret = MHD_YES;
 	const char *why;
-	unsigned int refusal = http_framing_refusal(req->conn, &why);
+	unsigned int refusal = http_framing_refusal(req, method, version, &why);
 
 	if (refusal != 0)
 	{
@@ -345,9 +363,12 @@ on_headers(HttpRequest *req, const char *url, const char *method)
 	}
 	if (!route(req, url, method, &ret))
 		return ret;
+	if (req->route == ROUTE_METRICS && !http_metrics_authorized(req->conn))
+		return refuse(req, MHD_HTTP_UNAUTHORIZED,
+					  "GET /metrics needs \"Authorization: Bearer <token>\" with the token set in runra_obs.http_metrics_token.");
 	if (!ROUTE_TAKES_EVENTS(req->route))
 		return queue_for_main_loop(req, PHASE_QUEUED);
-	if (!authenticate(req, &ret) || !check_event_headers(req, &ret))
+	if (!authenticate(req, &ret) || !check_event_headers(req, &ret) || !within_rate(req, &ret))
 		return ret;
 	req->phase = PHASE_BODY;
 	req->deadline = GetCurrentTimestamp() +
@@ -399,6 +420,58 @@ send_answer(HttpRequest *req)
 	return ret;
 }
 
+/* A new request of conn, on daemon number cls. */
+static HttpRequest *
+new_request(void *cls, struct MHD_Connection *conn)
+{
+	HttpRequest *req = calloc(1, sizeof(HttpRequest));
+
+	if (req == NULL)
+		return NULL;
+	req->conn = conn;
+	req->daemon_index = (int) (intptr_t) cls;
+	return req;
+}
+
+/*
+ * libmicrohttpd's MHD_OPTION_URI_LOG_CALLBACK: called once the request
+ * line has arrived, with the target as received (before it is cut at '?'
+ * and unescaped in place).  Makes the request, so that the framing check
+ * can later tell whether the target held a NUL (http_framing.c).
+ */
+void *
+http_uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	HttpRequest *req = new_request(cls, conn);
+
+	if (req != NULL && uri != NULL)
+	{
+		req->raw_uri = uri;
+		req->raw_uri_len = strlen(uri);
+		/* libmicrohttpd cuts and unescapes it in place after this call */
+		req->raw_uri_control = http_framing_has_control(uri, req->raw_uri_len);
+	}
+	return req;
+}
+
+/*
+ * The first call of a request: its head has arrived.  A connection over a
+ * limit is answered 503 and closed before anything else is looked at.
+ */
+static enum MHD_Result
+on_first_call(HttpRequest *req, const char *url, const char *method, const char *version)
+{
+	const char *over_limit = http_conn_head_arrived(req->conn);
+	bool		dataset_ok;
+
+	req->started = true;
+	if (over_limit == NULL)
+		return on_headers(req, url, method, version);
+	req->route = route_of(url, &dataset_ok);
+	req->close_after = true;
+	return refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, over_limit);
+}
+
 /*
  * libmicrohttpd's access handler: called once with the headers, once per
  * piece of body, once when the body is complete, and once more after each
@@ -413,21 +486,21 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		req = calloc(1, sizeof(HttpRequest));
+		/* the URI logger could not allocate it */
+		req = new_request(cls, conn);
 		if (req == NULL)
 			return MHD_NO;
-		req->conn = conn;
-		req->daemon_index = (int) (intptr_t) cls;
 		*req_cls = req;
-		return on_headers(req, url, method);
 	}
+	if (!req->started)
+		return on_first_call(req, url, method, version);
 	switch (req->phase)
 	{
 		case PHASE_HEADERS:
 			return MHD_YES;		/* not expected: a first call always moves on */
 		case PHASE_AUTH_WAIT:
 			/* resumed after the token cache was reloaded: check again */
-			return on_headers(req, url, method);
+			return on_headers(req, url, method, version);
 		case PHASE_BODY:
 			if (*upload_data_size > 0)
 			{
@@ -439,6 +512,7 @@ http_access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 			if (req->too_large)
 				return refuse(req, MHD_HTTP_CONTENT_TOO_LARGE,
 							  "The body is larger than runra_obs.http_max_body_size: split the events over several requests.");
+			http_rate_charge(req, RATE_BYTES, (double) req->body_len);
 			return queue_for_main_loop(req, PHASE_QUEUED);
 		case PHASE_QUEUED:
 			*upload_data_size = 0;	/* not expected: nothing is read while queued */
@@ -456,6 +530,7 @@ http_request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
 	HttpRequest *req = *req_cls;
 
+	http_conn_request_done(conn);
 	if (req == NULL)
 		return;
 	if (req->queued)

@@ -94,6 +94,13 @@ http_answer_now(HttpRequest *req, unsigned int status, const char *message,
 		return false;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, answer_type(req));
 	add_status_headers(resp, status, allow);
+	if (status == MHD_HTTP_TOO_MANY_REQUESTS)
+	{
+		char		seconds[16];
+
+		snprintf(seconds, sizeof(seconds), "%d", Max(req->retry_after, 1));
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+	}
 	if (req->close_after)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ok = MHD_queue_response(req->conn, status, resp);

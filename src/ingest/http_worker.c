@@ -9,7 +9,8 @@
  * timeout.  After every wake-up: MHD_run (collect bytes, call back), then the
  * group commit of whatever completed meanwhile (http_batch.c).  SIGTERM
  * answers what is queued with 503, sends those answers, stops the daemons
- * and exits; SIGHUP reloads the settings and the tokens.
+ * and exits; SIGHUP reloads the settings, the tokens and the TLS
+ * certificate.
  */
 #include "postgres.h"
 
@@ -40,6 +41,7 @@ http_register_workers(void)
 	if (runra_http_workers <= 0)
 		return;
 	http_metrics_install_shmem();
+	http_shmem_install();
 	for (int i = 0; i < runra_http_workers; i++)
 		runra_register_worker("http", "runra_http_worker_main", Int32GetDatum(i), true);
 }
@@ -74,15 +76,24 @@ wait_for_work(WaitEventSet *set, long max_ms)
 	CHECK_FOR_INTERRUPTS();
 }
 
-/* SIGHUP: settings, the session's timeouts, and the token cache. */
+/*
+ * SIGHUP: settings, the session's timeouts, the token cache, and the TLS
+ * certificate.  When the daemons were replaced (new certificate), the
+ * wait set is made again for their epoll fds.
+ */
 static void
-reload_if_asked(void)
+reload_if_asked(WaitEventSet **set)
 {
 	if (!ConfigReloadPending)
 		return;
 	runra_worker_reload_if_needed();
 	http_xact_apply_settings();
 	http_tokens_reload();
+	if (http_server_reload_tls())
+	{
+		FreeWaitEventSet(*set);
+		*set = make_wait_set();
+	}
 }
 
 /*
@@ -108,12 +119,12 @@ stop_if_postmaster_died(void)
  * are the next group.
  */
 static void
-serve_once(WaitEventSet *set, MemoryContext loop_context)
+serve_once(WaitEventSet **set, MemoryContext loop_context)
 {
 	MemoryContext old;
 
-	wait_for_work(set, MAX_SLEEP_MS);
-	reload_if_asked();
+	wait_for_work(*set, MAX_SLEEP_MS);
+	reload_if_asked(set);
 	MemoryContextReset(loop_context);
 	old = MemoryContextSwitchTo(loop_context);
 	http_server_run();
@@ -169,6 +180,7 @@ runra_http_worker_main(Datum arg)
 		proc_exit(1);
 	http_xact_apply_settings();
 	http_metrics_worker_start(index);
+	http_peers_worker_start(index);
 	http_tokens_reload();
 	http_server_start(index);
 	set = make_wait_set();
@@ -176,7 +188,7 @@ runra_http_worker_main(Datum arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	runra_worker_set_state("listening");
 	while (!runra_got_sigterm)
-		serve_once(set, loop_context);
+		serve_once(&set, loop_context);
 	shut_down(set, loop_context);
 	/* exit code 1: the postmaster restarts us unless it is shutting down */
 	proc_exit(1);

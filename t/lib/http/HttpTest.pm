@@ -8,6 +8,7 @@ use warnings;
 use Exporter 'import';
 use HTTP::Tiny;
 use IO::Compress::Gzip qw(gzip $GzipError);
+use IO::Socket::INET;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use POSIX qw(strftime);
@@ -15,10 +16,11 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_http_node create_token event event_json post_events stored_events
   http_request gzip_text worker_pids wait_for_workers wait_for_http
-  start_children wait_children);
+  start_children wait_children raw_connect raw_request read_until_closed metric_value);
 
 # A node with shared_preload_libraries, the extension, and N HTTP workers
-# listening on a free port of 127.0.0.1.  Extra settings as a string.
+# listening on a free port of 127.0.0.1.  Extra settings as a string;
+# tls => 1 when they make it HTTPS (then the plain-HTTP wait is skipped).
 sub start_http_node
 {
 	my (%opt) = @_;
@@ -37,7 +39,7 @@ runra_obs.forward_enabled = off
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 	wait_for_workers($node, $workers);
-	wait_for_http($port);
+	wait_for_http($port) unless $opt{tls};
 	return ($node, $port);
 }
 
@@ -146,6 +148,53 @@ sub post_events
 		body => $body, timeout => $opt{timeout});
 }
 
+
+# A raw TCP connection to the server, from the loopback address $from
+# (default 127.0.0.1: any 127.x.y.z works on Linux, so tests can play
+# several clients).
+sub raw_connect
+{
+	my ($port, $from) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+		LocalAddr => $from // '127.0.0.1', Timeout => 5)
+	  or die "connect from " . ($from // '127.0.0.1') . ": $!";
+	return $sock;
+}
+
+# Reads what the server sends until it closes the connection, or $seconds
+# (default 5) pass; returns it all (in list context, and whether the
+# server closed the connection).
+sub read_until_closed
+{
+	my ($sock, $seconds) = @_;
+	my $answer = '';
+	my $closed = eval {
+		local $SIG{ALRM} = sub { die "timeout\n" };
+		alarm($seconds // 5);
+		while (sysread($sock, my $buf, 65536)) { $answer .= $buf; }
+		alarm 0;
+		1;
+	};
+	return wantarray ? ($answer, $closed ? 1 : 0) : $answer;
+}
+
+# Sends raw bytes on a new connection and returns everything the server
+# answered before closing it (or 5 s passed).
+sub raw_request
+{
+	my ($port, $bytes, %opt) = @_;
+	my $sock = raw_connect($port, $opt{from});
+	print $sock $bytes;
+	return read_until_closed($sock);
+}
+
+# The value of one line of GET /metrics (name with labels, as printed).
+sub metric_value
+{
+	my ($port, $series) = @_;
+	my $page = http_request($port, 'GET', '/metrics')->{content};
+	return $page =~ /^\Q$series\E (\S+)$/m ? $1 : undef;
+}
 
 # Forks n children running code($i); a child's exit status is code's
 # return value.  Children leave with POSIX::_exit, so the test's END blocks
