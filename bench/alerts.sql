@@ -228,7 +228,7 @@ BEGIN
             SET LOCAL ROLE bench_alert_admin;
         END IF;
         PERFORM runra_obs.create_alert(format('%s #%s', v.variant, k), v.kind, v.params || tweak,
-                                       '{"every": "1 minute"}');
+                                       '{"every": "1 minute", "maxInstances": 100000}');
         RESET ROLE;
         INSERT INTO bench.rules SELECT r.id, v.variant FROM runra_obs.alert_rules AS r
         WHERE r.name = format('%s #%s', v.variant, k);
