@@ -176,7 +176,8 @@ $$;
 -- The pieces of a template in order: literal text (expr NULL) and each
 -- {{ ... }}'s expression; a clear error, saying where, when it does not
 -- parse.  The one definition of the template language: checking a
--- template and rendering it both read it through here.
+-- template and rendering it (_alert_template_set, _alert_annotate) both read
+-- it through here.
 CREATE FUNCTION runra_obs._alert_template_parts(what text, template text)
 RETURNS TABLE (n integer, literal text, expr text)
 LANGUAGE plpgsql IMMUTABLE STRICT
@@ -248,7 +249,7 @@ AS $$
 $$;
 
 -- What one template expression names for an instance ('' when it has no
--- such label or value).
+-- such label or value, or for a piece of literal text, whose expr is NULL).
 CREATE FUNCTION runra_obs._alert_template_value(expr text, rule_name text, state text,
                                                 labels jsonb, value double precision, "values" jsonb)
 RETURNS text
@@ -267,19 +268,6 @@ AS $$
                      WHEN expr LIKE 'labels.%' THEN labels -> substr(expr, 8)
                      ELSE "values" #> string_to_array(substr(expr, 8), '.')
                  END AS part) AS p
-$$;
-
--- `template` with each {{ ... }} replaced by what it names.
-CREATE FUNCTION runra_obs._alert_render(template text, rule_name text, state text,
-                                        labels jsonb, value double precision, "values" jsonb)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT string_agg(p.literal || coalesce(runra_obs._alert_template_value(p.expr, rule_name, state, labels,
-                                                                            value, "values"), ''),
-                      '' ORDER BY p.n)
-    FROM runra_obs._alert_template_parts('of alert rule "' || rule_name || '"', template) AS p
 $$;
 
 -- An annotation map: strings that parse as templates.

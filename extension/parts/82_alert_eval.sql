@@ -489,6 +489,8 @@ RETURNS SETOF runra_obs.alert_instances
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    templates jsonb := runra_obs._alert_template_set(r);
 BEGIN
     -- the active series: pending or firing, with their transitions
     RETURN QUERY
@@ -514,7 +516,7 @@ BEGIN
             (rule_id, fingerprint, labels, state, value, "values", annotations, active_since, fired_at,
              last_active_at, keep_firing_since, resolved_at, last_sent_at)
         SELECT r.id, d.fingerprint, d.labels, d.state, d.value, d.vals,
-               runra_obs._alert_annotate(r, d.state, d.labels, d.value, d.vals),
+               runra_obs._alert_annotate(templates, r.name, d.state, d.labels, d.value, d.vals),
                d.since, coalesce(d.old_fired_at, CASE WHEN d.state = 'firing' THEN at END),
                at, NULL, NULL, d.old_sent_at
         FROM decided AS d
@@ -547,7 +549,7 @@ BEGIN
         SET keep_firing_since = coalesce(g.keep_firing_since, at),
             state = CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN 'inactive' ELSE 'firing' END,
             resolved_at = CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN at END,
-            annotations = runra_obs._alert_annotate(r,
+            annotations = runra_obs._alert_annotate(templates, r.name,
                 CASE WHEN at - coalesce(g.keep_firing_since, at) >= r.keep_firing_for THEN 'inactive' ELSE 'firing' END,
                 g.labels, g.value, g."values")
         FROM gone AS g
@@ -564,17 +566,15 @@ BEGIN
 END
 $$;
 
--- An instance's annotations, rendered from the rule's templates (a summary
--- of the kind's own when the rule gives none).
-CREATE FUNCTION runra_obs._alert_annotate(r runra_obs.alert_rules, state text, labels jsonb,
-                                          value double precision, "values" jsonb)
+-- A rule's annotation templates, parsed once per evaluation: a summary of
+-- the kind's own unless the rule gives one, each as its pieces
+-- (_alert_template_parts), so rendering a thousand alerts parses nothing.
+CREATE FUNCTION runra_obs._alert_template_set(r runra_obs.alert_rules)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(jsonb_object_agg(a.key, runra_obs._alert_render(a.value, r.name, _alert_annotate.state,
-                                                                   _alert_annotate.labels, _alert_annotate.value,
-                                                                   _alert_annotate."values")), '{}')
+    SELECT coalesce(jsonb_agg(jsonb_build_object('key', a.key, 'n', p.n, 'literal', p.literal, 'expr', p.expr)), '[]')
     FROM jsonb_each_text(jsonb_build_object('summary', CASE r.kind
              WHEN 'error_rate' THEN 'error rate {{ value }} above {{ values.threshold }} ({{ values.failures }} of {{ values.executions }} executions failed)'
              WHEN 'exec_timeouts' THEN '{{ value }} executions timed out'
@@ -583,7 +583,27 @@ AS $$
              WHEN 'match' THEN '{{ value }} matching events, the last a {{ values.lastEvent.type }} of sandbox {{ values.lastEvent.sandboxId }}'
              WHEN 'absence' THEN 'no events for {{ value }} s'
              ELSE '{{ rule }}: {{ value }}'
-         END) || r.annotations) AS a
+         END) || r.annotations) AS a,
+         LATERAL runra_obs._alert_template_parts('of alert rule "' || r.name || '"', a.value) AS p
+$$;
+
+-- An instance's annotations: the parsed templates of its rule
+-- (_alert_template_set) filled in with its state, labels and values.
+CREATE FUNCTION runra_obs._alert_annotate(templates jsonb, rule_name text, state text, labels jsonb,
+                                          value double precision, "values" jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(x.key, x.txt), '{}')
+    FROM (SELECT t ->> 'key' AS key,
+                 string_agg((t ->> 'literal')
+                            || runra_obs._alert_template_value(t ->> 'expr', _alert_annotate.rule_name,
+                                                               _alert_annotate.state, _alert_annotate.labels,
+                                                               _alert_annotate.value, _alert_annotate."values"),
+                            '' ORDER BY (t ->> 'n')::integer) AS txt
+          FROM jsonb_array_elements(templates) AS t
+          GROUP BY 1) AS x
 $$;
 
 -- Evaluates rule `rule_id` at `at`, the log read up to `up_to` (the safe
