@@ -126,8 +126,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
         'receiver', cp.name,
-        'status', CASE WHEN EXISTS (SELECT FROM jsonb_array_elements(alerts) AS a WHERE a ->> 'status' = 'firing')
-                       THEN 'firing' ELSE 'resolved' END,
+        'status', CASE WHEN g.firing THEN 'firing' ELSE 'resolved' END,
         'orgId', 1,
         'alerts', alerts,
         'groupLabels', jsonb_build_object('alertname', r.name),
@@ -138,9 +137,10 @@ AS $$
         'groupKey', format('{}:{alertname=%s}', to_jsonb(r.name)),
         'truncatedAlerts', truncated,
         'title', runra_obs._alert_title(r.name, alerts),
-        'state', CASE WHEN EXISTS (SELECT FROM jsonb_array_elements(alerts) AS a WHERE a ->> 'status' = 'firing')
-                      THEN 'alerting' ELSE 'ok' END,
+        'state', CASE WHEN g.firing THEN 'alerting' ELSE 'ok' END,
         'message', runra_obs._alert_text(alerts, truncated))
+    -- whether any alert of the group fires, asked once for status and state
+    FROM (SELECT EXISTS (SELECT FROM jsonb_array_elements(alerts) AS a WHERE a ->> 'status' = 'firing') AS firing) AS g
 $$;
 
 -- The alerts of a group as lines of text: each one's summary (or its
