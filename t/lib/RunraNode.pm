@@ -1,7 +1,7 @@
 # RunraNode — the one way a TAP test gets a server with runra_obs: the
 # library preloaded, the extension created in "postgres", and only the
 # workers the test asks for (every worker is off unless its settings are
-# passed in @conf).
+# passed in the conf lines).
 package RunraNode;
 use strict;
 use warnings;
@@ -9,23 +9,46 @@ use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
-our @EXPORT = qw(runra_node);
+our @EXPORT = qw(runra_node runra_node_init);
 
-# A started node named $name with the extension created; @conf lines are
-# added to postgresql.conf after the quiet defaults below.
-sub runra_node
+# The settings every test node starts from: the library preloaded and every
+# runra_obs worker off.
+sub quiet_defaults
 {
-	my ($name, @conf) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	$node->append_conf('postgresql.conf', join("\n",
-		"shared_preload_libraries = 'runra_obs'",
+	my ($preload) = @_;
+	return (
+		"shared_preload_libraries = '$preload'",
 		"runra_obs.http_workers = 0",
 		"runra_obs.notify_channel = ''",
 		"runra_obs.forward_enabled = off",
 		"runra_obs.rollup_enabled = off",
-		"runra_obs.alert_enabled = off",
-		@conf) . "\n");
+		"runra_obs.alert_enabled = off");
+}
+
+# An initialised node named $name, its postgresql.conf written, not started:
+# for tests that must act before the first start (a Citus cluster, a node
+# that must fail to start).  Options:
+#   conf    => [lines]       added after the quiet defaults
+#   preload => 'citus,runra_obs'   shared_preload_libraries (default runra_obs)
+#   tcp     => 1             also listen on 127.0.0.1 at the node's port
+sub runra_node_init
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my @lines = quiet_defaults($opt{preload} // 'runra_obs');
+	push @lines, "listen_addresses = '127.0.0.1'" if $opt{tcp};
+	push @lines, @{ $opt{conf} // [] };
+	$node->append_conf('postgresql.conf', join("\n", @lines) . "\n");
+	return $node;
+}
+
+# A started node named $name with the extension created; @conf lines are
+# added to postgresql.conf after the quiet defaults.
+sub runra_node
+{
+	my ($name, @conf) = @_;
+	my $node = runra_node_init($name, conf => \@conf);
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 	return $node;
