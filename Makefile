@@ -1,8 +1,13 @@
 # runra_obs — PGXS build.
 #
-# One version source: EXTVERSION.  The install script is built by
-# concatenating extension/parts/*.sql in name order, so each subsystem owns
-# one part and nobody edits a generated file.
+# One version source: EXTVERSION (runra_obs.control must say the same; the
+# build stops if it does not).  The install script of that version is built
+# by concatenating extension/parts/*.sql in name order, so each subsystem
+# owns one part and nobody edits a generated file.  Released versions keep
+# their install script frozen (extension/runra_obs--0.1.0.sql), and every
+# schema change since ships as an upgrade script
+# (extension/runra_obs--FROM--TO.sql); t/003_upgrade.pl proves that updating
+# a released version gives the same catalog as a new install.
 #
 #   make              build runra_obs.so and the install script
 #   make install      install into the PostgreSQL that pg_config names
@@ -11,7 +16,7 @@
 #                     needed, nothing system-wide touched
 
 EXTENSION  = runra_obs
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 MODULE_big = runra_obs
 
 PG_CONFIG ?= pg_config
@@ -29,9 +34,14 @@ OBJS  = $(SRCS:.c=.o)
 EXT_SCRIPT = extension/$(EXTENSION)--$(EXTVERSION).sql
 SQL_PARTS      = $(sort $(wildcard extension/parts/*.sql))
 DATA_built     = $(EXT_SCRIPT)
-DATA           = $(filter-out $(EXT_SCRIPT),$(wildcard extension/$(EXTENSION)--*--*.sql))
+DATA           = $(filter-out $(EXT_SCRIPT),$(wildcard extension/$(EXTENSION)--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib libprotobuf-c) \
+CONTROL_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'$$/\1/p" $(EXTENSION).control)
+ifneq ($(CONTROL_VERSION),$(EXTVERSION))
+$(error $(EXTENSION).control says default_version '$(CONTROL_VERSION)' but EXTVERSION is $(EXTVERSION))
+endif
+
+PG_CPPFLAGS = -DRUNRA_OBS_VERSION='"$(EXTVERSION)"' -I$(srcdir)/src $(shell pkg-config --cflags libmicrohttpd libcurl libcjson zlib libprotobuf-c) \
               -idirafter $(shell $(PG_CONFIG) --includedir)
 PG_CFLAGS   = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 SHLIB_LINK  = $(shell pkg-config --libs libmicrohttpd libcurl libcjson zlib libprotobuf-c) -L$(shell $(PG_CONFIG) --libdir) -lpq

@@ -13,7 +13,12 @@
 
 #include <signal.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
+#include "catalog/indexing.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -28,8 +33,10 @@
 #include "storage/procsignal.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "guc.h"
@@ -193,41 +200,97 @@ runra_worker_attach(const char *role)
 			 errdetail("At most %d runra_obs workers can run at once.", RUNRA_WORKER_SLOTS)));
 }
 
-/* Does the connected database have the extension (in a short transaction)? */
+/*
+ * The version of runra_obs installed in the connected database, copied into
+ * buf, or false when it is not installed (in a short transaction).
+ */
 static bool
-extension_is_installed(void)
+installed_version(char *buf, size_t len)
 {
-	bool		installed;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		found = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = OidIsValid(get_extension_oid("runra_obs", true));
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("runra_obs"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		version = heap_getattr(tuple, Anum_pg_extension_extversion,
+										   RelationGetDescr(rel), &isnull);
+
+		strlcpy(buf, isnull ? "" : TextDatumGetCString(version), len);
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return installed;
+	return found;
 }
 
 /*
- * Waits until CREATE EXTENSION runra_obs has run in runra_obs.database,
- * saying so once in the log rather than crash-looping.  Returns false when
- * SIGTERM arrived first.
+ * Is the database ready for this library?  The extension must be installed
+ * at the library's own version: after a new runra_obs.so is installed and
+ * the server restarted, the SQL objects stay at the old version until
+ * ALTER EXTENSION runra_obs UPDATE, and a worker that ran on them would fail
+ * on every query that touches what changed.  Sets *waiting_for to what is
+ * missing.
+ */
+static bool
+extension_is_ready(const char **waiting_for, char *version, size_t len)
+{
+	if (!installed_version(version, len))
+	{
+		*waiting_for = "CREATE EXTENSION runra_obs";
+		version[0] = '\0';
+		return false;
+	}
+	if (strcmp(version, RUNRA_OBS_VERSION) != 0)
+	{
+		*waiting_for = "ALTER EXTENSION runra_obs UPDATE";
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Waits until runra_obs.database has the extension at the library's
+ * version, saying so once in the log (and in worker_status) rather than
+ * crash-looping.  Returns false when SIGTERM arrived first.
  */
 bool
 runra_worker_wait_for_extension(void)
 {
-	bool		logged = false;
+	const char *logged = NULL;
 
 	while (!runra_got_sigterm)
 	{
-		if (extension_is_installed())
+		const char *waiting_for;
+		char		version[NAMEDATALEN];
+		char		state[RUNRA_STATUS_TEXT];
+
+		if (extension_is_ready(&waiting_for, version, sizeof(version)))
 			return true;
-		if (!logged)
+		if (logged != waiting_for)
 			ereport(LOG,
-					(errmsg("runra_obs worker waiting for CREATE EXTENSION runra_obs in database \"%s\"",
-							runra_database)));
-		logged = true;
-		runra_worker_set_state("waiting for extension");
+					(errmsg("runra_obs worker waiting for %s in database \"%s\"",
+							waiting_for, runra_database),
+					 version[0] ?
+					 errdetail("The database has runra_obs %s; the library is %s.",
+							   version, RUNRA_OBS_VERSION) :
+					 errdetail("The library is runra_obs %s.", RUNRA_OBS_VERSION)));
+		logged = waiting_for;
+		snprintf(state, sizeof(state), "waiting for %s", waiting_for);
+		runra_worker_set_state(state);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
