@@ -4,3 +4,219 @@
 -- was made, written so that a 0.1.0 database ends with exactly the catalog
 -- a new 0.2.0 install has (t/003_upgrade.pl compares the two).
 \echo Use "ALTER EXTENSION runra_obs UPDATE" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Citus (extension/parts/90_citus.sql, and run_maintenance() doing nothing
+-- on a Citus worker: extension/parts/00_store.sql).
+-- ---------------------------------------------------------------------------
+-- What this node is: 'none' without Citus, else 'coordinator' or 'worker'.
+-- Citus sets a worker's group before it creates the extension there, on
+-- node addition as well as on CREATE EXTENSION, so the answer is already
+-- right while this script runs on a worker.
+CREATE FUNCTION runra_obs.citus_node_role()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    group_id integer;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN 'none';
+    END IF;
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO group_id;
+    RETURN CASE WHEN group_id = 0 THEN 'coordinator' ELSE 'worker' END;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.citus_node_role() IS
+    'What this node is to runra_obs: none (no Citus), coordinator (ingest, maintenance and every runra_obs worker run here) or worker (holds shards only)';
+REVOKE ALL ON FUNCTION runra_obs.citus_node_role() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs.citus_node_role() TO runra_obs_reader, runra_obs_writer;
+
+-- Is runra_obs.sandbox_events a Citus table here?  (The writer asks, in
+-- src/store/event_batch.c, to choose a path Citus routes.)
+CREATE FUNCTION runra_obs._events_distributed()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    distributed boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+        INTO distributed USING 'runra_obs.sandbox_events'::regclass;
+    RETURN distributed;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._events_distributed() IS
+    'Internal: whether runra_obs.sandbox_events is distributed by Citus';
+REVOKE ALL ON FUNCTION runra_obs._events_distributed() FROM PUBLIC;
+
+CREATE FUNCTION runra_obs.distribute(shard_count integer DEFAULT NULL)
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failures text;
+BEGIN
+    IF runra_obs.citus_node_role() <> 'coordinator' THEN
+        RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
+            CASE runra_obs.citus_node_role() WHEN 'none' THEN 'not running Citus' ELSE 'a Citus worker' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'CREATE EXTENSION citus on every node, add the workers with citus_add_node(), then call it on the coordinator.';
+    END IF;
+    IF shard_count IS NOT NULL AND shard_count < 1 THEN
+        RAISE EXCEPTION 'shard_count must be at least 1, not %', shard_count
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the partitions' shells on the coordinator are created by Citus
+    -- alongside each new partition's shards; ids stay the coordinator's
+    IF NOT runra_obs._events_distributed() THEN
+        PERFORM create_distributed_table('runra_obs.sandbox_events', 'sandbox_id',
+                                         shard_count => coalesce(shard_count,
+                                             current_setting('citus.shard_count')::integer));
+        object := 'runra_obs.sandbox_events';
+        action := 'distributed by sandbox_id';
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
+        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
+                                         colocate_with => 'runra_obs.sandbox_events');
+        object := 'runra_obs.rollup_1h_sandbox';
+        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+        RETURN NEXT;
+    END IF;
+    -- no id from a worker's own sequence: nextval there fails at once
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+    INTO failures
+    FROM run_command_on_workers(
+             'ALTER SEQUENCE runra_obs.sandbox_events_id_seq MINVALUE 0 MAXVALUE 1 NO CYCLE') AS w
+    WHERE NOT w.success;
+    IF failures IS NULL THEN
+        SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+        INTO failures
+        FROM run_command_on_workers(
+                 'SELECT pg_catalog.setval(''runra_obs.sandbox_events_id_seq'', 1, true)') AS w
+        WHERE NOT w.success;
+    END IF;
+    IF failures IS NOT NULL THEN
+        RAISE EXCEPTION 'runra_obs could not close the id sequence on every worker: %', failures
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    object := 'runra_obs.sandbox_events_id_seq';
+    action := 'closed on the workers: ids come from the coordinator';
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.distribute(integer) IS
+    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated, shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
+RETURNS TABLE (action text, object text, detail text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET timezone = 'UTC'   -- days are UTC days, whatever the session's zone
+AS $$
+DECLARE
+    now_utc   timestamptz := now();
+    oldest    timestamptz := now_utc - runra_obs.setting_interval('runra_obs.retention');
+    newest    timestamptz := now_utc + runra_obs.setting_interval('runra_obs.premake');
+    day       timestamptz;
+    part      record;
+    removed   bigint;
+    parent_busy boolean := false;
+BEGIN
+    -- on a Citus worker the coordinator's maintenance keeps the shards
+    -- (extension/parts/90_citus.sql): nothing to do, nothing to fail
+    IF runra_obs.citus_node_role() = 'worker' THEN
+        RETURN;
+    END IF;
+    -- one maintenance at a time; a second caller waits for the first
+    PERFORM runra_obs._lock('run_maintenance');
+    PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);
+
+    FOR day IN
+        SELECT d FROM generate_series(date_trunc('day', oldest, 'UTC'),
+                                      date_trunc('day', newest, 'UTC'),
+                                      interval '1 day') AS d
+        WHERE NOT EXISTS (SELECT FROM runra_obs._partition_bounds() AS p
+                          WHERE d >= p.lower AND d < p.upper)
+    LOOP
+        BEGIN
+            object := runra_obs._create_day_partition(day);
+            action := 'created';
+            detail := format('[%s, %s)', day, day + interval '1 day');
+        EXCEPTION WHEN lock_not_available OR invalid_object_definition OR duplicate_table THEN
+            action := 'skipped';
+            object := format('partition for %s', day);
+            detail := SQLERRM;
+        END;
+        RETURN NEXT;
+    END LOOP;
+
+    FOR part IN
+        SELECT p.partition, p.upper FROM runra_obs._partition_bounds() AS p
+        WHERE p.upper <= oldest ORDER BY p.lower
+    LOOP
+        object := part.partition::text;   -- before the DROP: after, only an OID is left
+        IF parent_busy THEN
+            -- every attempt queues an exclusive lock request that stalls
+            -- writers while it waits: after one timeout, try no more
+            action := 'skipped';
+            detail := 'not tried: an earlier drop could not get its lock';
+        ELSE
+            BEGIN
+                EXECUTE format('DROP TABLE %s', part.partition);
+                action := 'dropped';
+                detail := format('all events before %s are past runra_obs.retention', part.upper);
+            EXCEPTION WHEN lock_not_available THEN
+                action := 'skipped';
+                detail := SQLERRM;
+                parent_busy := true;
+            END;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    DELETE FROM runra_obs.rejected_events
+    WHERE received_at < now_utc - runra_obs.setting_interval('runra_obs.rejected_retention');
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed > 0 THEN
+        action := 'expired';
+        object := 'runra_obs.rejected_events';
+        detail := format('%s rejected events past runra_obs.rejected_retention', removed);
+        RETURN NEXT;
+    END IF;
+
+    removed := runra_obs._expire_idempotency_keys();   -- extension/parts/30_http.sql
+    IF removed > 0 THEN
+        action := 'expired';
+        object := 'runra_obs.idempotency_keys';
+        detail := format('%s Idempotency-Keys past runra_obs.idempotency_window', removed);
+        RETURN NEXT;
+    END IF;
+
+    removed := runra_obs._expire_alerts();              -- extension/parts/84_alert_notify.sql
+    IF removed > 0 THEN
+        action := 'expired';
+        object := 'runra_obs.alert_history';
+        detail := format('%s alert transitions and notifications past runra_obs.alert_retention', removed);
+        RETURN NEXT;
+    END IF;
+
+    detail := runra_obs._maintain_rollups();            -- extension/parts/60_rollups.sql
+    IF detail NOT LIKE 'rollups: 0 delta rows compacted away, 0 expired rows dropped' THEN
+        action := 'compacted';
+        object := 'rollups';
+        RETURN NEXT;
+    END IF;
+END
+$$;

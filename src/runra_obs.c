@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
+#include "citus/citus.h"
 #include "consume/watermark.h"
 #include "ingest/notify.h"
 #include "guc.h"
@@ -49,6 +50,8 @@ void
 _PG_init(void)
 {
 	runra_define_gucs();
+	/* in every backend, preloaded or not: Citus plans through it */
+	citus_install_planner_hook();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

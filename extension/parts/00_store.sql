@@ -240,6 +240,11 @@ DECLARE
     removed   bigint;
     parent_busy boolean := false;
 BEGIN
+    -- on a Citus worker the coordinator's maintenance keeps the shards
+    -- (extension/parts/90_citus.sql): nothing to do, nothing to fail
+    IF runra_obs.citus_node_role() = 'worker' THEN
+        RETURN;
+    END IF;
     -- one maintenance at a time; a second caller waits for the first
     PERFORM runra_obs._lock('run_maintenance');
     PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);

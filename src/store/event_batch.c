@@ -9,6 +9,9 @@
  * tables that forwarding and rollups rely on).  Binary format means the
  * timestamp needs no second parse and the JSON needs no COPY escaping.
  *
+ * When Citus distributes the table, event_citus.c writes the same tuples
+ * with an INSERT that Citus routes to the shards.
+ *
  * Before events are queued, the batch holds RowExclusiveLock on the table,
  * so the set of partitions it checked timestamps against cannot change
  * before the write: a validated event always finds its partition.
@@ -35,6 +38,7 @@
 
 #include "guc.h"
 #include "store/event_batch_internal.h"
+#include "store/event_citus.h"
 #include "store/json_sanitize.h"
 #include "store/relation.h"
 
@@ -64,6 +68,7 @@ struct EventBatch
 	PartitionRange *ranges;		/* sorted, merged where adjacent */
 	int			n_ranges;
 	bool		has_default;	/* a DEFAULT partition takes anything */
+	bool		distributed;	/* sandbox_events is a Citus table: event_citus.c writes */
 	bool		body_repaired;	/* the body being parsed had text replaced by U+FFFD */
 	EventBodyDialect dialect;	/* of the bodies being added now */
 };
@@ -214,6 +219,7 @@ event_batch_begin(const char *source)
 	batch->oldest_allowed = GetCurrentTransactionStartTimestamp()
 		- (TimestampTz) runra_retention_s * USECS_PER_SEC;
 	load_partition_ranges(batch);
+	batch->distributed = events_are_distributed();
 	initStringInfo(&batch->events);
 	reset_copy_buffer(&batch->events);
 	initStringInfo(&batch->rejected);
@@ -395,7 +401,14 @@ write_events(EventBatch *batch)
 	static const char *const columns[] =
 	{"created_at", "sandbox_id", "event_type", "data", "trace_id"};
 
-	if (batch->events.len > COPY_BINARY_HEADER_LEN)
+	if (batch->events.len <= COPY_BINARY_HEADER_LEN)
+		return;
+	if (batch->distributed)
+	{
+		insert_distributed_events(batch->events.data, batch->events.len);
+		reset_copy_buffer(&batch->events);
+	}
+	else
 		copy_buffer_into(batch->events_rel, columns, lengthof(columns), &batch->events);
 }
 

@@ -20,6 +20,7 @@
 #include "catalog/pg_extension.h"
 #include "catalog/indexing.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -238,12 +239,41 @@ installed_version(char *buf, size_t len)
 }
 
 /*
+ * Is this node a Citus worker?  There the coordinator does runra_obs's work
+ * (ingest, maintenance, consumers, alerts: extension/parts/90_citus.sql);
+ * a worker's own background work would write to shells no query reads.
+ */
+static bool
+on_citus_worker(void)
+{
+	bool		worker = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("citus", true)))
+	{
+		bool		isnull;
+
+		SPI_connect();
+		if (SPI_execute("SELECT runra_obs.citus_node_role() = 'worker'", true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			worker = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return worker;
+}
+
+/*
  * Is the database ready for this library?  The extension must be installed
  * at the library's own version: after a new runra_obs.so is installed and
  * the server restarted, the SQL objects stay at the old version until
  * ALTER EXTENSION runra_obs UPDATE, and a worker that ran on them would fail
  * on every query that touches what changed.  Sets *waiting_for to what is
- * missing.
+ * missing, or to NULL when nothing is but this node is a Citus worker.
  */
 static bool
 extension_is_ready(const char **waiting_for, char *version, size_t len)
@@ -259,13 +289,18 @@ extension_is_ready(const char **waiting_for, char *version, size_t len)
 		*waiting_for = "ALTER EXTENSION runra_obs UPDATE";
 		return false;
 	}
+	if (on_citus_worker())
+	{
+		*waiting_for = NULL;
+		return false;
+	}
 	return true;
 }
 
 /*
  * Waits until runra_obs.database has the extension at the library's
  * version, saying so once in the log (and in worker_status) rather than
- * crash-looping.  Returns false when SIGTERM arrived first.
+ * crash-looping; on a Citus worker, waits for good (idle).  Returns false when SIGTERM arrived first.
  */
 bool
 runra_worker_wait_for_extension(void)
@@ -277,22 +312,32 @@ runra_worker_wait_for_extension(void)
 		const char *waiting_for;
 		char		version[NAMEDATALEN];
 		char		state[RUNRA_STATUS_TEXT];
+		long		nap;
 
 		if (extension_is_ready(&waiting_for, version, sizeof(version)))
 			return true;
-		if (logged != waiting_for)
-			ereport(LOG,
-					(errmsg("runra_obs worker waiting for %s in database \"%s\"",
-							waiting_for, runra_database),
-					 version[0] ?
-					 errdetail("The database has runra_obs %s; the library is %s.",
-							   version, RUNRA_OBS_VERSION) :
-					 errdetail("The library is runra_obs %s.", RUNRA_OBS_VERSION)));
-		logged = waiting_for;
-		snprintf(state, sizeof(state), "waiting for %s", waiting_for);
-		runra_worker_set_state(state);
+		if (waiting_for == NULL)
+		{
+			runra_worker_set_state("idle (a Citus worker: runra_obs works on the coordinator)");
+			nap = 10000L;
+		}
+		else
+		{
+			if (logged != waiting_for)
+				ereport(LOG,
+						(errmsg("runra_obs worker waiting for %s in database \"%s\"",
+								waiting_for, runra_database),
+						 version[0] ?
+						 errdetail("The database has runra_obs %s; the library is %s.",
+								   version, RUNRA_OBS_VERSION) :
+						 errdetail("The library is runra_obs %s.", RUNRA_OBS_VERSION)));
+			logged = waiting_for;
+			snprintf(state, sizeof(state), "waiting for %s", waiting_for);
+			runra_worker_set_state(state);
+			nap = 1000L;
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
+						 nap, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		runra_worker_absorb_barriers();
 		runra_worker_reload_if_needed();

@@ -1,0 +1,136 @@
+-- ===========================================================================
+-- Citus: one runra_obs over a coordinator and its workers.
+--
+-- Citus runs CREATE EXTENSION runra_obs on every node (it propagates the
+-- extension), so this script runs on workers too.  There it must leave the
+-- data to the coordinator: the workers get no day partitions of their own
+-- (Citus creates the shards and their shells), no maintenance and no
+-- background work (src/worker/worker_common.c idles every worker there).
+--
+-- runra_obs.distribute() then spreads the store over the workers:
+-- sandbox_events by sandbox_id, and rollup_1h_sandbox colocated with it, so
+-- that a sandbox's events and its rollups live on the same shard.  The
+-- fleet-wide rollups, rejected events and the configuration stay on the
+-- coordinator, where every runra_obs worker runs: they are small, written
+-- by one process, and read with the distributed tables by queries Citus
+-- plans as joins between a local table and a distributed one.
+--
+-- The API's SQL functions are inlined before Citus plans a query that
+-- calls them (src/citus/inline.c), so Citus sees the distributed tables.
+--
+-- Ingest goes through the coordinator, which hands out every id from its
+-- one sequence: the consumers' safe watermark (10_consume.sql) waits for
+-- the coordinator's transactions, and Citus holds a coordinator's locks
+-- until its workers have committed, so the watermark still covers every
+-- event.  A client that writes to a worker directly is not covered; the
+-- workers' sequences are therefore closed, so such an insert fails rather
+-- than store an id the consumers would never read.
+-- ===========================================================================
+
+-- What this node is: 'none' without Citus, else 'coordinator' or 'worker'.
+-- Citus sets a worker's group before it creates the extension there, on
+-- node addition as well as on CREATE EXTENSION, so the answer is already
+-- right while this script runs on a worker.
+CREATE FUNCTION runra_obs.citus_node_role()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    group_id integer;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN 'none';
+    END IF;
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO group_id;
+    RETURN CASE WHEN group_id = 0 THEN 'coordinator' ELSE 'worker' END;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.citus_node_role() IS
+    'What this node is to runra_obs: none (no Citus), coordinator (ingest, maintenance and every runra_obs worker run here) or worker (holds shards only)';
+REVOKE ALL ON FUNCTION runra_obs.citus_node_role() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs.citus_node_role() TO runra_obs_reader, runra_obs_writer;
+
+-- Is runra_obs.sandbox_events a Citus table here?  (The writer asks, in
+-- src/store/event_batch.c, to choose a path Citus routes.)
+CREATE FUNCTION runra_obs._events_distributed()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    distributed boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+        INTO distributed USING 'runra_obs.sandbox_events'::regclass;
+    RETURN distributed;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._events_distributed() IS
+    'Internal: whether runra_obs.sandbox_events is distributed by Citus';
+REVOKE ALL ON FUNCTION runra_obs._events_distributed() FROM PUBLIC;
+
+CREATE FUNCTION runra_obs.distribute(shard_count integer DEFAULT NULL)
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failures text;
+BEGIN
+    IF runra_obs.citus_node_role() <> 'coordinator' THEN
+        RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
+            CASE runra_obs.citus_node_role() WHEN 'none' THEN 'not running Citus' ELSE 'a Citus worker' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'CREATE EXTENSION citus on every node, add the workers with citus_add_node(), then call it on the coordinator.';
+    END IF;
+    IF shard_count IS NOT NULL AND shard_count < 1 THEN
+        RAISE EXCEPTION 'shard_count must be at least 1, not %', shard_count
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the partitions' shells on the coordinator are created by Citus
+    -- alongside each new partition's shards; ids stay the coordinator's
+    IF NOT runra_obs._events_distributed() THEN
+        PERFORM create_distributed_table('runra_obs.sandbox_events', 'sandbox_id',
+                                         shard_count => coalesce(shard_count,
+                                             current_setting('citus.shard_count')::integer));
+        object := 'runra_obs.sandbox_events';
+        action := 'distributed by sandbox_id';
+        RETURN NEXT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
+        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
+                                         colocate_with => 'runra_obs.sandbox_events');
+        object := 'runra_obs.rollup_1h_sandbox';
+        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+        RETURN NEXT;
+    END IF;
+    -- no id from a worker's own sequence: nextval there fails at once
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+    INTO failures
+    FROM run_command_on_workers(
+             'ALTER SEQUENCE runra_obs.sandbox_events_id_seq MINVALUE 0 MAXVALUE 1 NO CYCLE') AS w
+    WHERE NOT w.success;
+    IF failures IS NULL THEN
+        SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+        INTO failures
+        FROM run_command_on_workers(
+                 'SELECT pg_catalog.setval(''runra_obs.sandbox_events_id_seq'', 1, true)') AS w
+        WHERE NOT w.success;
+    END IF;
+    IF failures IS NOT NULL THEN
+        RAISE EXCEPTION 'runra_obs could not close the id sequence on every worker: %', failures
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    object := 'runra_obs.sandbox_events_id_seq';
+    action := 'closed on the workers: ids come from the coordinator';
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.distribute(integer) IS
+    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated, shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
