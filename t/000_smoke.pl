@@ -2,13 +2,14 @@
 # started the production way, and an event goes in through SQL.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use RunraNode;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('smoke');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'runra_obs'\n");
+# "The production way": only the library preloaded and every runra_obs
+# setting at its default, so every worker starts as it would on a real
+# server (RunraNode's production option; other tests get quiet nodes).
+my $node = runra_node_init('smoke', production => 1);
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 

@@ -3,16 +3,13 @@
 # timeout, says so, and is done by the next run.
 use strict;
 use warnings;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use RunraNode;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('maintenance');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'runra_obs'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+# run_maintenance() is called by hand; no other worker is needed
+my $node = runra_node('maintenance');
 
 sub event_at
 {

@@ -10,8 +10,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+# the rollup worker on: /metrics shows its consumer lag
 my ($node, $port) = start_http_node(name => 'http_api',
-	conf => "runra_obs.http_max_body_size = 65536\nrunra_obs.http_lock_timeout = 20s\n");
+	conf => "runra_obs.http_max_body_size = 65536\nrunra_obs.http_lock_timeout = 20s\n"
+	  . "runra_obs.rollup_enabled = on\n");
 my $token = create_token($node, 'api');
 like($token, qr/^rro_[0-9a-f]{64}$/, 'a token is returned once');
 

@@ -11,13 +11,21 @@ use PostgreSQL::Test::Utils;
 
 our @EXPORT = qw(runra_node runra_node_init);
 
+# The one shared_preload_libraries line of every test node ($preload: runra_obs
+# alone, or with the libraries it must come after, as Citus).
+sub preload_line
+{
+	my ($preload) = @_;
+	return "shared_preload_libraries = '$preload'";
+}
+
 # The settings every test node starts from: the library preloaded and every
 # runra_obs worker off.
 sub quiet_defaults
 {
 	my ($preload) = @_;
 	return (
-		"shared_preload_libraries = '$preload'",
+		preload_line($preload),
 		"runra_obs.http_workers = 0",
 		"runra_obs.notify_channel = ''",
 		"runra_obs.forward_enabled = off",
@@ -31,12 +39,18 @@ sub quiet_defaults
 #   conf    => [lines]       added after the quiet defaults
 #   preload => 'citus,runra_obs'   shared_preload_libraries (default runra_obs)
 #   tcp     => 1             also listen on 127.0.0.1 at the node's port
+#   production => 1          no quiet defaults: only the library preloaded,
+#                            every runra_obs setting (so every worker) at its
+#                            built-in default, as a production server starts
 sub runra_node_init
 {
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
-	my @lines = quiet_defaults($opt{preload} // 'runra_obs');
+	my $preload = $opt{preload} // 'runra_obs';
+	my @lines = $opt{production}
+	  ? (preload_line($preload))
+	  : quiet_defaults($preload);
 	push @lines, "listen_addresses = '127.0.0.1'" if $opt{tcp};
 	push @lines, @{ $opt{conf} // [] };
 	$node->append_conf('postgresql.conf', join("\n", @lines) . "\n");

@@ -7,28 +7,23 @@ use warnings;
 use Exporter 'import';
 use JSON::PP;
 use POSIX qw(strftime);
-use PostgreSQL::Test::Cluster;
+use RunraNode;
 use Test::More;
 use Time::HiRes qw(time);
 
 our @EXPORT = qw(forward_node ingest_events event_at add_destination wait_delivered status_of);
 
-# A started node with the extension and a fast-polling forward worker.
+# A started RunraNode (t/lib/RunraNode.pm: every other worker off) with the
+# extension and a fast-polling forward worker; $extra, a string of settings,
+# goes after (a test that needs another worker turns it on there).
 sub forward_node
 {
 	my ($name, $extra) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'runra_obs'
-runra_obs.http_workers = 0
-runra_obs.notify_channel = ''
-runra_obs.forward_poll_interval = 200ms
-log_min_messages = info
-} . ($extra // ''));
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
-	return $node;
+	return runra_node($name,
+		"runra_obs.forward_enabled = on",
+		"runra_obs.forward_poll_interval = 200ms",
+		"log_min_messages = info",
+		$extra // ());
 }
 
 # An event hash at now (+ $ms milliseconds), in the seed's envelope.

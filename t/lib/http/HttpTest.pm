@@ -11,6 +11,7 @@ use IO::Compress::Gzip qw(gzip $GzipError);
 use IO::Socket::INET;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use RunraNode;
 use POSIX qw(strftime);
 use Time::HiRes qw(time usleep);
 
@@ -18,26 +19,21 @@ our @EXPORT = qw(start_http_node create_token event event_json post_events store
   http_request gzip_text worker_pids wait_for_workers wait_for_http
   start_children wait_children raw_connect raw_request read_until_closed metric_value);
 
-# A node with shared_preload_libraries, the extension, and N HTTP workers
-# listening on a free port of 127.0.0.1.  Extra settings as a string;
-# tls => 1 when they make it HTTPS (then the plain-HTTP wait is skipped).
+# A RunraNode (t/lib/RunraNode.pm: every other worker off) with the
+# extension and N HTTP workers listening on a free port of 127.0.0.1.
+# Extra settings as a string (a test that needs another worker turns it on
+# there); tls => 1 when they make it HTTPS (then the plain-HTTP wait is
+# skipped).
 sub start_http_node
 {
 	my (%opt) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($opt{name} // 'http');
 	my $port = PostgreSQL::Test::Cluster::get_free_port();
 	my $workers = $opt{workers} // 1;
-	$node->init;
-	$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'runra_obs'
-runra_obs.http_workers = $workers
-runra_obs.http_port = $port
-runra_obs.http_listen_addresses = '127.0.0.1'
-runra_obs.notify_channel = ''
-runra_obs.forward_enabled = off
-} . ($opt{conf} // ''));
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
+	my $node = runra_node($opt{name} // 'http',
+		"runra_obs.http_workers = $workers",
+		"runra_obs.http_port = $port",
+		"runra_obs.http_listen_addresses = '127.0.0.1'",
+		$opt{conf} // ());
 	wait_for_workers($node, $workers);
 	wait_for_http($port) unless $opt{tls};
 	return ($node, $port);

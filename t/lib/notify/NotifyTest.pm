@@ -5,7 +5,6 @@ package notify::NotifyTest;
 use strict;
 use warnings;
 use Exporter 'import';
-use PostgreSQL::Test::Cluster;
 use RunraNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
