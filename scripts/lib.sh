@@ -1,4 +1,5 @@
-# scripts/lib.sh — shared by scripts/dev-start and scripts/test.
+# scripts/lib.sh — shared by scripts/dev-start, scripts/citus-dev-start,
+# scripts/citus-build and scripts/test.
 #
 # ensure_packages installs, on Debian 12, whatever the build, the server and
 # the tests need and is not there yet.  It needs root only when something is
@@ -10,6 +11,8 @@ RUNRA_PACKAGES=(
     libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev zlib1g-dev
     protobuf-c-compiler libprotobuf-c-dev
     libkrb5-dev     # PostgreSQL's libpq-be.h includes gssapi.h (the ended-sessions hook)
+    # Citus, built from ../shared/vendor by scripts/citus-build (its README's list)
+    liblz4-dev libzstd-dev libselinux1-dev libpam0g-dev
     libipc-run-perl
     prometheus-alertmanager   # the alerting tests send to a real Alertmanager
     prometheus                # promtool checks /metrics
