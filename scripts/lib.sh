@@ -75,3 +75,21 @@ run_suite() {
     fi
     return $status
 }
+
+# Sets CITUS_ENV to the VAR=value arguments (for run_suite) that give the
+# suite Citus: CITUS_DIR, the build scripts/citus-build cached once per
+# machine, and RUNRA_CITUS_REQUIRED, so that a Citus test fails instead of
+# skipping when Citus does not reach the server.  As root the build is made
+# here, before the suite drops to runra_test, in a cache runra_test can
+# read.  No Citus source on this machine: CITUS_ENV is empty, and the
+# Citus tests skip.
+citus_suite_env() {
+    local src=$1 dir status=0
+    CITUS_ENV=()
+    dir=$("$src/scripts/citus-build") || status=$?
+    case $status in
+        0) CITUS_ENV=(CITUS_DIR="$dir" RUNRA_CITUS_REQUIRED=1) ;;
+        3) echo "Citus is not available here: the Citus tests will skip" >&2 ;;
+        *) return $status ;;
+    esac
+}
