@@ -84,12 +84,21 @@ export LC_ALL := C.UTF-8
 
 .PHONY: temp-install test regress-check tap-check bench
 
+# Citus for the Citus TAP tests (t/lib/CitusCluster.pm): CITUS_DIR is the
+# DESTDIR tree scripts/citus-build prints (built once per machine, cached
+# outside the clone); scripts/test passes it.  Its library and extension
+# files are copied into tmp_install/; without it the Citus tests skip.
+#   make test CITUS_DIR=$(scripts/citus-build)
+CITUS_DIR ?=
+
 temp-install: all
 	rm -rf $(TMP_INSTALL)
 	mkdir -p $(TMP_INSTALL)$(dir $(PG_BINDIR)) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
 	cp -a $(abspath $(PG_BINDIR)/..) $(TMP_INSTALL)$(dir $(abspath $(PG_BINDIR)/..))
 	cp -a $(PG_SHAREDIR) $(TMP_INSTALL)$(dir $(PG_SHAREDIR))
 	$(MAKE) install DESTDIR=$(TMP_INSTALL) >/dev/null
+	$(if $(CITUS_DIR),cp -R $(CITUS_DIR)$(PG_LIBDIR_P)/. $(TMP_INSTALL)$(PG_LIBDIR_P)/ && \
+	  cp -R $(CITUS_DIR)$(PG_SHAREDIR)/. $(TMP_INSTALL)$(PG_SHAREDIR)/)
 
 regress-check: temp-install
 	$(PG_REGRESS_BIN) --bindir=$(TMP_BINDIR) --temp-instance=tmp_check/regress \

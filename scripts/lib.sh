@@ -1,4 +1,5 @@
-# scripts/lib.sh — shared by scripts/dev-start and scripts/test.
+# scripts/lib.sh — shared by scripts/dev-start, scripts/citus-dev-start,
+# scripts/citus-build and scripts/test.
 #
 # ensure_packages installs, on Debian 12, whatever the build, the server and
 # the tests need and is not there yet.  It needs root only when something is
@@ -10,6 +11,8 @@ RUNRA_PACKAGES=(
     libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev zlib1g-dev
     protobuf-c-compiler libprotobuf-c-dev
     libkrb5-dev     # PostgreSQL's libpq-be.h includes gssapi.h (the ended-sessions hook)
+    # Citus, built from ../shared/vendor by scripts/citus-build (its README's list)
+    liblz4-dev libzstd-dev libselinux1-dev libpam0g-dev
     libipc-run-perl
     prometheus-alertmanager   # the alerting tests send to a real Alertmanager
     prometheus                # promtool checks /metrics
@@ -71,4 +74,22 @@ run_suite() {
         [ -f "$work/tmp_check/regression.diffs" ] && head -100 "$work/tmp_check/regression.diffs" >&2
     fi
     return $status
+}
+
+# Sets CITUS_ENV to the VAR=value arguments (for run_suite) that give the
+# suite Citus: CITUS_DIR, the build scripts/citus-build cached once per
+# machine, and RUNRA_CITUS_REQUIRED, so that a Citus test fails instead of
+# skipping when Citus does not reach the server.  As root the build is made
+# here, before the suite drops to runra_test, in a cache runra_test can
+# read.  No Citus source on this machine: CITUS_ENV is empty, and the
+# Citus tests skip.
+citus_suite_env() {
+    local src=$1 dir status=0
+    CITUS_ENV=()
+    dir=$("$src/scripts/citus-build") || status=$?
+    case $status in
+        0) CITUS_ENV=(CITUS_DIR="$dir" RUNRA_CITUS_REQUIRED=1) ;;
+        3) echo "Citus is not available here: the Citus tests will skip" >&2 ;;
+        *) return $status ;;
+    esac
 }
