@@ -83,14 +83,6 @@ BEGIN
         action := 'distributed by sandbox_id';
         RETURN NEXT;
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
-        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
-                                         colocate_with => 'runra_obs.sandbox_events');
-        object := 'runra_obs.rollup_1h_sandbox';
-        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
-        RETURN NEXT;
-    END IF;
     -- no id from a worker's own sequence: nextval there fails at once
     SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
     INTO failures
@@ -114,7 +106,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated, shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+    'On a Citus coordinator: distributes sandbox_events by sandbox_id (shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
