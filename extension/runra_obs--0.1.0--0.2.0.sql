@@ -212,3 +212,205 @@ BEGIN
     END IF;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- The alert kinds' SQL functions are PL/pgSQL now: Citus cannot plan the
+-- statements of a non-inlined SQL function (their parameters have no
+-- values when they are planned), and PL/pgSQL binds them.
+-- (extension/parts/80_alerts.sql, 82_alert_eval.sql)
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_log_head()
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT greatest((SELECT l.watermark FROM runra_obs._watermark_lag(0) AS l),
+                        (SELECT coalesce(max(e.id), 0) FROM runra_obs.sandbox_events AS e)));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_error_rate(params jsonb, t timestamptz)
+RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT g.labels,
+               g.failures::double precision / g.executions,
+               jsonb_build_object('executions', g.executions, 'failures', g.failures,
+                                  'threshold', params -> 'threshold'),
+               g.failures::double precision / g.executions > (params ->> 'threshold')::double precision
+               AND g.executions >= (params ->> 'minExecutions')::bigint
+        FROM runra_obs._alert_exec_groups(params, t) AS g;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_exec_timeouts(params jsonb, t timestamptz)
+RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT g.labels, g.timeouts::double precision,
+               jsonb_build_object('executions', g.executions, 'timeouts', g.timeouts),
+               g.timeouts > (params ->> 'above')::double precision
+        FROM runra_obs._alert_exec_groups(params, t) AS g;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_resource(params jsonb, t timestamptz)
+RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT jsonb_build_object('sandbox_id', s.sandbox_id, 'resource', params ->> 'resource'),
+               s.pct,
+               jsonb_build_object('used', s.used, 'limit', s.lim, 'sampledAt', s.created_at),
+               s.pct > (params ->> 'abovePercent')::double precision
+        FROM (
+            SELECT DISTINCT ON (e.sandbox_id)
+                   e.sandbox_id, e.created_at,
+                   runra_obs.event_value(e.event_type, e.data) AS used,
+                   runra_obs.event_limit(e.event_type, e.data) AS lim,
+                   (runra_obs.event_value(e.event_type, e.data) * 100
+                    / nullif(runra_obs.event_limit(e.event_type, e.data), 0))::double precision AS pct
+            FROM runra_obs.sandbox_events AS e
+            WHERE e.event_type = 'resource.' || (params ->> 'resource')
+              AND e.created_at >= t - make_interval(secs => (params ->> 'window')::double precision)
+              AND e.created_at < t
+            ORDER BY e.sandbox_id, e.created_at DESC, e.id DESC
+        ) AS s
+        WHERE s.pct IS NOT NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_fleet_cost(from_time timestamptz, to_time timestamptz,
+                                            OUT cost numeric, OUT events bigint)
+RETURNS record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+        WITH b AS (
+            SELECT greatest(from_time, least(to_time,
+                       date_bin('5 minutes', from_time + interval '5 minutes' - interval '1 microsecond',
+                                timestamptz '2000-01-01 00:00:00+00'))) AS lo,
+                   greatest(from_time, date_bin('5 minutes', to_time, timestamptz '2000-01-01 00:00:00+00')) AS hi
+        ), parts AS (
+            SELECT coalesce(c.runtime_cost, 0) + coalesce(c.storage_cost, 0) AS cost, 1::bigint AS events
+            FROM b, runra_obs._cost_events(from_time, CASE WHEN b.lo < b.hi THEN b.lo ELSE to_time END) AS c
+            WHERE c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL
+            UNION ALL
+            SELECT coalesce(c.runtime_cost, 0) + coalesce(c.storage_cost, 0), 1
+            FROM b, runra_obs._cost_events(b.hi, to_time) AS c
+            WHERE b.lo < b.hi AND (c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL)
+            UNION ALL
+            SELECT coalesce(r.cost, 0), r.events
+            FROM b, runra_obs.rollup_5m_live AS r
+            WHERE b.lo < b.hi AND r.event_type IN ('cost.runtime', 'cost.storage')
+              AND r.bucket >= b.lo AND r.bucket < b.hi
+        )
+        SELECT coalesce(sum(p.cost), 0), coalesce(sum(p.events), 0)::bigint
+        INTO cost, events FROM parts AS p;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_cost(group_by text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (labels jsonb, cost numeric)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT '{}'::jsonb, f.cost
+        FROM runra_obs._alert_fleet_cost(from_time, to_time) AS f
+        WHERE group_by = 'fleet' AND f.events > 0
+        UNION ALL
+        -- summed per sandbox first, the labels built per group: a jsonb per
+        -- cost event cost seven times the sum itself
+        SELECT jsonb_build_object('sandbox_id', g.sandbox_id), g.cost
+        FROM (SELECT c.sandbox_id, coalesce(sum(c.runtime_cost), 0) + coalesce(sum(c.storage_cost), 0) AS cost
+              FROM runra_obs._cost_events(from_time, to_time) AS c
+              WHERE group_by = 'sandbox' AND (c.runtime_cost IS NOT NULL OR c.storage_cost IS NOT NULL)
+              GROUP BY 1) AS g;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_cost_anomaly(params jsonb, t timestamptz)
+RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        WITH w AS (
+            SELECT make_interval(secs => (params ->> 'window')::double precision) AS len
+        ), past AS (
+            SELECT c.labels, avg(c.cost) AS baseline, count(*) AS days
+            FROM w, generate_series(1, (params ->> 'days')::integer) AS d,
+                 LATERAL runra_obs._alert_cost(params ->> 'by', t - d * interval '24 hours' - w.len,
+                                               t - d * interval '24 hours') AS c
+            GROUP BY c.labels
+        ), now_cost AS (
+            SELECT c.labels, c.cost FROM w, LATERAL runra_obs._alert_cost(params ->> 'by', t - w.len, t) AS c
+        )
+        SELECT coalesce(n.labels, p.labels),
+               coalesce(n.cost, 0)::double precision,
+               jsonb_build_object('baseline', trim_scale(round(coalesce(p.baseline, 0), 6)),
+                                  'baselineDays', coalesce(p.days, 0),
+                                  'ratio', round(coalesce(n.cost, 0) / nullif(p.baseline, 0), 4)),
+               coalesce(p.days, 0) > 0
+               AND coalesce(n.cost, 0) > p.baseline * (1 + (params ->> 'tolerance')::numeric)
+               AND coalesce(n.cost, 0) >= (params ->> 'minCost')::numeric
+        FROM now_cost AS n FULL JOIN past AS p ON p.labels = n.labels;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runra_obs._alert_match(rule_id integer, params jsonb, up_to bigint)
+RETURNS TABLE (labels jsonb, value double precision, "values" jsonb, active boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT m.labels, count(*)::double precision,
+               jsonb_build_object('count', count(*),
+                                  'lastEvent', (array_agg(m.event ORDER BY m.id DESC))[1]),
+               true
+        FROM (
+            SELECT e.id,
+                   (SELECT coalesce(jsonb_object_agg(k, CASE k
+                               WHEN 'sandbox_id' THEN e.sandbox_id
+                               WHEN 'event_type' THEN e.event_type
+                               WHEN 'command' THEN coalesce(e.data ->> 'command', '')
+                               ELSE runra_obs.event_agent(e.data) END), '{}')
+                    FROM jsonb_array_elements_text(params -> 'by') AS k) AS labels,
+                   jsonb_build_object('id', e.id, 'time', e.created_at, 'type', e.event_type,
+                                      'sandboxId', e.sandbox_id,
+                                      'data', CASE WHEN runra_obs._raw_size(e.data) <= 8192 THEN e.data END) AS event
+            FROM runra_obs.sandbox_events AS e, runra_obs.consumers AS c
+            WHERE c.name = 'alert:' || rule_id
+              AND e.id > c.position AND e.id <= least(up_to, c.position + 100000)
+              AND e.event_type LIKE ANY (ARRAY(SELECT runra_obs._glob_to_like(g)
+                                               FROM jsonb_array_elements_text(params -> 'eventTypes') AS g))
+              AND (NOT params ? 'condition' OR e.data @@ (params ->> 'condition')::jsonpath)
+              AND (NOT params ? 'failed'
+                   OR runra_obs.event_failed(e.event_type, e.data) = (params ->> 'failed')::boolean)
+        ) AS m
+        GROUP BY m.labels;
+END
+$$;

@@ -66,6 +66,19 @@ is($coordinator->safe_psql('postgres', q{
 	SELECT string_agg(object, ',') FROM runra_obs.distribute()}), 'runra_obs.sandbox_events_id_seq',
 	'called again, it only closes the sequences again (of workers added since, too)');
 
+# -- partitions maintenance makes later are distributed too, and dropping
+# one (retention) drops its shards on every node
+my $later = $coordinator->safe_psql('postgres', q{
+	SELECT runra_obs._create_day_partition(date_trunc('day', now(), 'UTC') + interval '20 days')});
+is($coordinator->safe_psql('postgres', "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = '$later'::regclass"),
+	'4', "a partition made later ($later) is distributed, with 4 shards");
+my ($later_name) = $later =~ /\.(\w+)$/;
+my $on_workers = qq{SELECT sum(result::int) FROM run_command_on_workers(
+	'SELECT count(*) FROM pg_class WHERE relname LIKE ''${later_name}%''')};
+cmp_ok($coordinator->safe_psql('postgres', $on_workers), '>', 0, 'its shards are on the workers');
+$coordinator->safe_psql('postgres', "DROP TABLE $later");
+is($coordinator->safe_psql('postgres', $on_workers), '0', 'dropping it (as retention does) drops them on every node');
+
 # -- every way in
 my $base = $coordinator->safe_psql('postgres',
 	q{SELECT extract(epoch FROM date_trunc('hour', now()) - interval '2 hours')::bigint});

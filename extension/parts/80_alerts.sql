@@ -831,11 +831,14 @@ CREATE TRIGGER alert_rules_stamp BEFORE INSERT OR UPDATE ON runra_obs.alert_rule
 -- watermark, or (before the workers published one) the newest event.
 CREATE FUNCTION runra_obs._alert_log_head()
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT greatest((SELECT l.watermark FROM runra_obs._watermark_lag(0) AS l),
-                    (SELECT coalesce(max(e.id), 0) FROM runra_obs.sandbox_events AS e))
+BEGIN
+    RETURN (
+        SELECT greatest((SELECT l.watermark FROM runra_obs._watermark_lag(0) AS l),
+                        (SELECT coalesce(max(e.id), 0) FROM runra_obs.sandbox_events AS e)));
+END
 $$;
 
 -- After a rule is written: its schedule (a new or changed rule is due at
