@@ -33,6 +33,28 @@ COMMENT ON FUNCTION runra_obs.citus_node_role() IS
 REVOKE ALL ON FUNCTION runra_obs.citus_node_role() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs.citus_node_role() TO runra_obs_reader, runra_obs_writer;
 
+-- On a Citus coordinator, ATTACH and DROP of a day partition take their
+-- locks on the workers too (shells and shards), so maintenance's lock
+-- timeout must reach them.  Citus forwards SET LOCAL statements (not
+-- set_config() calls) once citus.propagate_set_commands is 'local', and
+-- only from within a function called by a query: hence a function of its
+-- own, called with PERFORM, and without a SET clause (a function's SET
+-- clause undoes every SET LOCAL made inside it when it returns).
+CREATE FUNCTION runra_obs._citus_lock_timeout(lock_timeout_ms integer)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF runra_obs.citus_node_role() = 'coordinator' THEN
+        PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+        EXECUTE pg_catalog.format('SET LOCAL lock_timeout = %s', lock_timeout_ms);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._citus_lock_timeout(integer) IS
+    'Internal: on a Citus coordinator, sets lock_timeout for the transaction on the workers too';
+REVOKE ALL ON FUNCTION runra_obs._citus_lock_timeout(integer) FROM PUBLIC;
+
 -- Is runra_obs.sandbox_events a Citus table here?  (The writer asks, in
 -- src/store/event_batch.c, to choose a path Citus routes.)
 CREATE FUNCTION runra_obs._events_distributed()
@@ -134,6 +156,8 @@ BEGIN
     -- one maintenance at a time; a second caller waits for the first
     PERFORM runra_obs._lock('run_maintenance');
     PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);
+    -- on a Citus coordinator, the workers' locks get the same timeout
+    PERFORM runra_obs._citus_lock_timeout(lock_timeout_ms);
 
     FOR day IN
         SELECT d FROM generate_series(date_trunc('day', oldest, 'UTC'),

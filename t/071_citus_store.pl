@@ -81,6 +81,33 @@ cmp_ok($coordinator->safe_psql('postgres', $on_workers), '>', 0, 'its shards are
 $coordinator->safe_psql('postgres', "DROP TABLE $later");
 is($coordinator->safe_psql('postgres', $on_workers), '0', 'dropping it (as retention does) drops them on every node');
 
+# -- maintenance's lock timeout reaches the workers: a session on a worker
+# that holds one shard of the log there blocks the ATTACH of a new day
+# (which attaches a shard of it to each shard of the log), and maintenance
+# skips the day after its timeout instead of waiting without end.  (A lock
+# on the log's shell would be taken on the coordinator too: Citus
+# propagates LOCK TABLE.)
+my $shard = $coordinator->safe_psql('postgres', qq{
+	SELECT shard_name('runra_obs.sandbox_events'::regclass, s.shardid)
+	FROM pg_dist_shard AS s JOIN pg_dist_placement USING (shardid) JOIN pg_dist_node AS n USING (groupid)
+	WHERE s.logicalrelid = 'runra_obs.sandbox_events'::regclass AND n.nodeport = } . $workers[0]->port . ' LIMIT 1');
+my $newest = $coordinator->safe_psql('postgres', 'SELECT partition FROM runra_obs.partitions ORDER BY lower DESC LIMIT 1');
+$coordinator->safe_psql('postgres', "DROP TABLE $newest");
+my $holder = $workers[0]->background_psql('postgres');
+$holder->query_safe('SET citus.enable_manual_changes_to_shards = on');
+$holder->query_safe('BEGIN');
+$holder->query_safe("LOCK TABLE $shard IN ACCESS EXCLUSIVE MODE");
+my $started = time;
+my $run = $coordinator->safe_psql('postgres', q{
+	SELECT action || ': ' || detail FROM runra_obs.run_maintenance(500) WHERE action IN ('created', 'skipped')});
+like($run, qr/^skipped: .*lock timeout/, 'maintenance skips the day a worker\'s lock holds back') or diag($run);
+cmp_ok(time - $started, '<', 20, 'after its lock timeout, not after the lock');
+$holder->query_safe('COMMIT');
+$holder->quit;
+like($coordinator->safe_psql('postgres', q{
+	SELECT string_agg(action, ',') FROM runra_obs.run_maintenance(500) WHERE action IN ('created', 'skipped')}),
+	qr/^created$/, 'the next run creates it');
+
 # -- every way in
 my $base = $coordinator->safe_psql('postgres',
 	q{SELECT extract(epoch FROM date_trunc('hour', now()) - interval '2 hours')::bigint});

@@ -248,6 +248,8 @@ BEGIN
     -- one maintenance at a time; a second caller waits for the first
     PERFORM runra_obs._lock('run_maintenance');
     PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);
+    -- on a Citus coordinator, the workers' locks get the same timeout
+    PERFORM runra_obs._citus_lock_timeout(lock_timeout_ms);
 
     FOR day IN
         SELECT d FROM generate_series(date_trunc('day', oldest, 'UTC'),
