@@ -105,6 +105,14 @@ BEGIN
         action := 'distributed by sandbox_id';
         RETURN NEXT;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
+        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
+                                         colocate_with => 'runra_obs.sandbox_events');
+        object := 'runra_obs.rollup_1h_sandbox';
+        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+        RETURN NEXT;
+    END IF;
     -- no id from a worker's own sequence: nextval there fails at once
     SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
     INTO failures
@@ -128,7 +136,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events by sandbox_id (shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
@@ -436,5 +444,46 @@ BEGIN
                    OR runra_obs.event_failed(e.event_type, e.data) = (params ->> 'failed')::boolean)
         ) AS m
         GROUP BY m.labels;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- _fold_rollups() is PL/pgSQL, for Citus (extension/parts/60_rollups.sql).
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
+                                        from_time timestamptz, to_time timestamptz,
+                                        compacted boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+        WITH r AS MATERIALIZED (
+            SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_5m'
+        ), to_1h AS (
+            INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h'
+        )
+        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90, compacted)
+        SELECT bucket, sandbox_id, event_type, label, agent_id,
+               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+               value_count, value_sum, value_max, limit_max, over_90, compacted
+        FROM r WHERE rollup = 'rollup_1h_sandbox';
 END
 $$;

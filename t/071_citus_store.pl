@@ -62,8 +62,9 @@ like($err, qr/runs on a Citus coordinator; this node is a Citus worker/, 'distri
 is($coordinator->safe_psql('postgres', q{
 	SELECT string_agg(object || ': ' || action, E'\n') FROM runra_obs.distribute(shard_count => 4)}),
 	"runra_obs.sandbox_events: distributed by sandbox_id\n"
+	  . "runra_obs.rollup_1h_sandbox: distributed by sandbox_id, colocated with runra_obs.sandbox_events\n"
 	  . 'runra_obs.sandbox_events_id_seq: closed on the workers: ids come from the coordinator',
-	'distribute() distributes the log and closes the workers\' sequences');
+	'distribute() distributes the log and the per-sandbox rollups and closes the workers\' sequences');
 is($coordinator->safe_psql('postgres', q{
 	SELECT string_agg(object, ',') FROM runra_obs.distribute()}), 'runra_obs.sandbox_events_id_seq',
 	'called again, it only closes the sequences again (of workers added since, too)');
@@ -250,6 +251,16 @@ is($coordinator->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()'), $tota
 	'the rollup consumer folds every event on Citus');
 $single->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()');
 same_answers('folded into rollups');
+
+# rebuilding a window and compacting the deltas (maintenance) work on the
+# distributed per-sandbox rollups too
+my $rebuild = "SELECT runra_obs.rebuild_rollups($from, $to)";
+is($coordinator->safe_psql('postgres', $rebuild), $single->safe_psql('postgres', $rebuild),
+	'rebuild_rollups() recounts as many events on Citus');
+like($coordinator->safe_psql('postgres', 'SELECT runra_obs._maintain_rollups()'),
+	qr/^rollups: \d+ delta rows compacted away/, 'and compacting the rollups works there');
+$single->safe_psql('postgres', 'SELECT runra_obs._maintain_rollups()');
+same_answers('rebuilt and compacted');
 
 # -- alert rules of every kind that reads events find the same series
 my @rules = (

@@ -330,40 +330,44 @@ COMMENT ON FUNCTION runra_obs._ingest_rows(bigint, bigint) IS
     'Internal: the runra_obs.ingest_1m rows of the events with ids in (after_id, up_to_id]';
 
 -- Inserts the rollup rows of a range of events; compacted says what they
--- are (false for the consumer's deltas, true when rebuilt).
+-- are (false for the consumer's deltas, true when rebuilt).  PL/pgSQL, so
+-- that Citus can plan the statement (it cannot plan a non-inlined SQL
+-- function's statements: their parameters have no values yet).
 CREATE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
                                         from_time timestamptz, to_time timestamptz,
                                         compacted boolean)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH r AS MATERIALIZED (
-        SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
-    ), to_5m AS (
-        INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+BEGIN
+        WITH r AS MATERIALIZED (
+            SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_5m'
+        ), to_1h AS (
+            INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h'
+        )
+        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
             events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
             value_count, value_sum, value_max, limit_max, over_90, compacted)
-        SELECT bucket, event_type, label, agent_id,
+        SELECT bucket, sandbox_id, event_type, label, agent_id,
                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
                value_count, value_sum, value_max, limit_max, over_90, compacted
-        FROM r WHERE rollup = 'rollup_5m'
-    ), to_1h AS (
-        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
-            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90, compacted)
-        SELECT bucket, event_type, label, agent_id,
-               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-               value_count, value_sum, value_max, limit_max, over_90, compacted
-        FROM r WHERE rollup = 'rollup_1h'
-    )
-    INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
-        events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-        value_count, value_sum, value_max, limit_max, over_90, compacted)
-    SELECT bucket, sandbox_id, event_type, label, agent_id,
-           events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-           value_count, value_sum, value_max, limit_max, over_90, compacted
-    FROM r WHERE rollup = 'rollup_1h_sandbox';
+        FROM r WHERE rollup = 'rollup_1h_sandbox';
+END
 $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
     'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';

@@ -7,15 +7,16 @@
 -- (Citus creates the shards and their shells), no maintenance and no
 -- background work (src/worker/worker_common.c idles every worker there).
 --
--- runra_obs.distribute() then spreads the event log over the workers:
--- sandbox_events by sandbox_id.  The rollups, rejected events and the
--- configuration stay on the coordinator, where every runra_obs worker
--- runs: they are written by one process, and read with the distributed
--- log by queries Citus plans as joins of local and distributed tables.
--- The rollup consumer's fold reads new events with a distributed query
--- and groups them on the coordinator.  (Distributing rollup_1h_sandbox
--- too, colocated with the log, would push that grouping down to the
--- shards; its fold is not written for Citus's INSERT ... SELECT yet.)
+-- runra_obs.distribute() then spreads the store over the workers:
+-- sandbox_events by sandbox_id, and rollup_1h_sandbox (the biggest rollup:
+-- a row per sandbox, hour and kind of event) colocated with it, so that a
+-- sandbox's events and its rollups live on the same shard.  The fleet-wide
+-- rollups, rejected events and the configuration stay on the coordinator,
+-- where every runra_obs worker runs: they are small, written by one
+-- process, and read with the distributed tables by queries Citus plans as
+-- joins of local and distributed tables.  The rollup consumer's fold reads
+-- the new events with a distributed query and groups them on the
+-- coordinator, then writes the per-sandbox rows to their shards.
 --
 -- The API's SQL functions are inlined before Citus plans a query that
 -- calls them (src/citus/inline.c), so Citus sees the distributed tables.
@@ -125,6 +126,14 @@ BEGIN
         action := 'distributed by sandbox_id';
         RETURN NEXT;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
+        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
+                                         colocate_with => 'runra_obs.sandbox_events');
+        object := 'runra_obs.rollup_1h_sandbox';
+        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+        RETURN NEXT;
+    END IF;
     -- no id from a worker's own sequence: nextval there fails at once
     SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
     INTO failures
@@ -148,5 +157,5 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events by sandbox_id (shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
