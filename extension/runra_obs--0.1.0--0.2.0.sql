@@ -487,3 +487,72 @@ BEGIN
         FROM r WHERE rollup = 'rollup_1h_sandbox';
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- The histogram aggregates keep a bigint[] state with a combine function
+-- (extension/parts/60_rollups.sql); nothing stored depends on them.
+-- ---------------------------------------------------------------------------
+DROP AGGREGATE runra_obs.duration_histogram(double precision);
+DROP AGGREGATE runra_obs.histogram_merge(bigint[]);
+DROP FUNCTION runra_obs._histogram_add(internal, double precision);
+DROP FUNCTION runra_obs._histogram_merge(internal, bigint[]);
+DROP FUNCTION runra_obs._histogram_final(internal);
+
+-- The aggregates keep the histogram itself as their state, with a combine
+-- function: PostgreSQL can then aggregate in parallel, and Citus on each
+-- shard, merging the partial histograms afterwards.
+CREATE FUNCTION runra_obs._histogram_add(bigint[], double precision)
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_histogram_add_duration';
+
+CREATE FUNCTION runra_obs._histogram_merge(bigint[], bigint[])
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_histogram_combine';
+
+CREATE FUNCTION runra_obs._histogram_final(bigint[])
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_histogram_trim';
+COMMENT ON FUNCTION runra_obs._histogram_add(bigint[], double precision) IS
+    'Internal: transition function of runra_obs.duration_histogram';
+COMMENT ON FUNCTION runra_obs._histogram_merge(bigint[], bigint[]) IS
+    'Internal: transition function of runra_obs.histogram_merge, combine function of both histogram aggregates';
+COMMENT ON FUNCTION runra_obs._histogram_final(bigint[]) IS
+    'Internal: final function of both histogram aggregates';
+
+CREATE AGGREGATE runra_obs.duration_histogram(double precision) (
+    SFUNC = runra_obs._histogram_add,
+    STYPE = bigint[],
+    COMBINEFUNC = runra_obs._histogram_merge,
+    FINALFUNC = runra_obs._histogram_final,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE runra_obs.duration_histogram(double precision) IS
+    'Durations in ms as a histogram: bigint[] of counts indexed by duration_bucket, trimmed to the non-empty range';
+
+CREATE AGGREGATE runra_obs.histogram_merge(bigint[]) (
+    SFUNC = runra_obs._histogram_merge,
+    STYPE = bigint[],
+    COMBINEFUNC = runra_obs._histogram_merge,
+    FINALFUNC = runra_obs._histogram_final,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE runra_obs.histogram_merge(bigint[]) IS
+    'The sum of duration histograms (as duration_histogram makes them)';
+
+REVOKE ALL ON FUNCTION
+    runra_obs._histogram_add(bigint[], double precision),
+    runra_obs._histogram_merge(bigint[], bigint[]),
+    runra_obs._histogram_final(bigint[]),
+    runra_obs.duration_histogram(double precision),
+    runra_obs.histogram_merge(bigint[])
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs._histogram_add(bigint[], double precision),
+    runra_obs._histogram_merge(bigint[], bigint[]),
+    runra_obs._histogram_final(bigint[]),
+    runra_obs.duration_histogram(double precision),
+    runra_obs.histogram_merge(bigint[])
+TO runra_obs_reader;

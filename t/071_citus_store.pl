@@ -252,6 +252,15 @@ is($coordinator->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()'), $tota
 $single->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()');
 same_answers('folded into rollups');
 
+# the histogram aggregates merge partial histograms: the fleet's p95 over
+# the per-sandbox rollups is aggregated on each shard, then combined
+my $p95 = q{SELECT event_type, runra_obs.histogram_percentile(runra_obs.histogram_merge(duration_hist), 0.95)
+	FROM runra_obs.rollup_1h_sandbox WHERE duration_hist IS NOT NULL GROUP BY event_type ORDER BY 1};
+like($coordinator->safe_psql('postgres', "EXPLAIN (COSTS OFF) $p95"),
+	qr/->  Task\n.*\n\s+->  (Hash|Group)?Aggregate/, 'histogram_merge is aggregated on the shards');
+is($coordinator->safe_psql('postgres', $p95), $single->safe_psql('postgres', $p95),
+	'and gives the p95 one server gives');
+
 # rebuilding a window and compacting the deltas (maintenance) work on the
 # distributed per-sandbox rollups too
 my $rebuild = "SELECT runra_obs.rebuild_rollups($from, $to)";

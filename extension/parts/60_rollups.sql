@@ -40,39 +40,46 @@ AS 'MODULE_PATHNAME', 'runra_duration_bucket_lower';
 COMMENT ON FUNCTION runra_obs.duration_bucket_lower(integer) IS
     'The lower edge in ms of a histogram bucket (2^((bucket - 1) / 4); 0 for bucket 0)';
 
-CREATE FUNCTION runra_obs._histogram_add(internal, double precision)
-RETURNS internal
-LANGUAGE c IMMUTABLE PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'runra_histogram_add';
-
-CREATE FUNCTION runra_obs._histogram_merge(internal, bigint[])
-RETURNS internal
-LANGUAGE c IMMUTABLE PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'runra_histogram_merge';
-
-CREATE FUNCTION runra_obs._histogram_final(internal)
+-- The aggregates keep the histogram itself as their state, with a combine
+-- function: PostgreSQL can then aggregate in parallel, and Citus on each
+-- shard, merging the partial histograms afterwards.
+CREATE FUNCTION runra_obs._histogram_add(bigint[], double precision)
 RETURNS bigint[]
 LANGUAGE c IMMUTABLE PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'runra_histogram_final';
-COMMENT ON FUNCTION runra_obs._histogram_add(internal, double precision) IS
+AS 'MODULE_PATHNAME', 'runra_histogram_add_duration';
+
+CREATE FUNCTION runra_obs._histogram_merge(bigint[], bigint[])
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_histogram_combine';
+
+CREATE FUNCTION runra_obs._histogram_final(bigint[])
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_histogram_trim';
+COMMENT ON FUNCTION runra_obs._histogram_add(bigint[], double precision) IS
     'Internal: transition function of runra_obs.duration_histogram';
-COMMENT ON FUNCTION runra_obs._histogram_merge(internal, bigint[]) IS
-    'Internal: transition function of runra_obs.histogram_merge';
-COMMENT ON FUNCTION runra_obs._histogram_final(internal) IS
+COMMENT ON FUNCTION runra_obs._histogram_merge(bigint[], bigint[]) IS
+    'Internal: transition function of runra_obs.histogram_merge, combine function of both histogram aggregates';
+COMMENT ON FUNCTION runra_obs._histogram_final(bigint[]) IS
     'Internal: final function of both histogram aggregates';
 
 CREATE AGGREGATE runra_obs.duration_histogram(double precision) (
     SFUNC = runra_obs._histogram_add,
-    STYPE = internal,
-    FINALFUNC = runra_obs._histogram_final
+    STYPE = bigint[],
+    COMBINEFUNC = runra_obs._histogram_merge,
+    FINALFUNC = runra_obs._histogram_final,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE runra_obs.duration_histogram(double precision) IS
     'Durations in ms as a histogram: bigint[] of counts indexed by duration_bucket, trimmed to the non-empty range';
 
 CREATE AGGREGATE runra_obs.histogram_merge(bigint[]) (
     SFUNC = runra_obs._histogram_merge,
-    STYPE = internal,
-    FINALFUNC = runra_obs._histogram_final
+    STYPE = bigint[],
+    COMBINEFUNC = runra_obs._histogram_merge,
+    FINALFUNC = runra_obs._histogram_final,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE runra_obs.histogram_merge(bigint[]) IS
     'The sum of duration histograms (as duration_histogram makes them)';
@@ -663,9 +670,9 @@ REVOKE ALL ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) FROM 
 -- consumer's step write rollups and are the owner's.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
-    runra_obs._histogram_add(internal, double precision),
-    runra_obs._histogram_merge(internal, bigint[]),
-    runra_obs._histogram_final(internal),
+    runra_obs._histogram_add(bigint[], double precision),
+    runra_obs._histogram_merge(bigint[], bigint[]),
+    runra_obs._histogram_final(bigint[]),
     runra_obs._rollup_merge_measures(),
     runra_obs._rollup_columns(),
     runra_obs._rollup_key(text, text, text),
@@ -677,7 +684,12 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 -- (the live views read the id sequence's last value as the reader)
 GRANT SELECT ON SEQUENCE runra_obs.sandbox_events_id_seq TO runra_obs_reader;
+-- (and the histogram aggregates' own functions: Citus checks the caller's
+-- right to each when it aggregates on the shards)
 GRANT EXECUTE ON FUNCTION
+    runra_obs._histogram_add(bigint[], double precision),
+    runra_obs._histogram_merge(bigint[], bigint[]),
+    runra_obs._histogram_final(bigint[]),
     runra_obs._rollup_key(text, text, text),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
     runra_obs._ingest_rows(bigint, bigint)

@@ -17,6 +17,12 @@
  * the buckets from the first to the last non-empty one (the array's lower
  * bound is the first bucket's number), so a row whose durations all fall
  * in a few buckets costs a few numbers, not 161.
+ *
+ * The aggregates' state is that same bigint[] (widened as durations
+ * arrive, counted in place), not an internal struct: with a combine
+ * function, a state Citus can send as text lets it aggregate on each shard
+ * and merge the partial histograms on the coordinator, and PostgreSQL can
+ * aggregate in parallel workers.
  */
 #include "postgres.h"
 
@@ -33,25 +39,14 @@
 #define HIST_BUCKETS_PER_DOUBLING 4
 #define HIST_NBUCKETS (1 + 40 * HIST_BUCKETS_PER_DOUBLING + 1)
 
-/*
- * The aggregate state: counters for buckets lo..hi, grown as durations
- * arrive (a group's durations usually span a few buckets, and a big
- * rebuild holds one state per group of its window).
- */
-typedef struct HistState
-{
-	MemoryContext context;		/* the aggregate's, where counts live */
-	int			lo;
-	int			hi;				/* counts[k - lo] for lo <= k <= hi */
-	int64	   *counts;			/* NULL until the first duration */
-	int64		total;
-} HistState;
-
 PG_FUNCTION_INFO_V1(runra_duration_bucket);
 PG_FUNCTION_INFO_V1(runra_duration_bucket_lower);
-PG_FUNCTION_INFO_V1(runra_histogram_add);
-PG_FUNCTION_INFO_V1(runra_histogram_merge);
-PG_FUNCTION_INFO_V1(runra_histogram_final);
+PG_FUNCTION_INFO_V1(runra_histogram_add_duration);
+PG_FUNCTION_INFO_V1(runra_histogram_combine);
+PG_FUNCTION_INFO_V1(runra_histogram_trim);
+PG_FUNCTION_INFO_V1(runra_histogram_add);	/* 0.1.0 */
+PG_FUNCTION_INFO_V1(runra_histogram_merge); /* 0.1.0 */
+PG_FUNCTION_INFO_V1(runra_histogram_final); /* 0.1.0 */
 PG_FUNCTION_INFO_V1(runra_histogram_percentile);
 PG_FUNCTION_INFO_V1(runra_histogram_count);
 
@@ -112,60 +107,26 @@ runra_duration_bucket_lower(PG_FUNCTION_ARGS)
 	PG_RETURN_FLOAT8(bucket_lower(k));
 }
 
-/* The aggregate state, made in the aggregate's memory context on first use. */
-static HistState *
-hist_state(FunctionCallInfo fcinfo)
+/* The counts of a histogram array, bucket ARR_LBOUND first. */
+#define HIST_COUNTS(a) ((int64 *) ARR_DATA_PTR(a))
+#define HIST_LO(a) (ARR_LBOUND(a)[0])
+#define HIST_HI(a) (ARR_LBOUND(a)[0] + ARR_DIMS(a)[0] - 1)
+
+/* A histogram of zeros for buckets lo..hi, in the current memory context. */
+static ArrayType *
+hist_array_new(int lo, int hi)
 {
-	MemoryContext aggcontext;
-	HistState  *state;
+	int			n = hi - lo + 1;
+	Size		size = ARR_OVERHEAD_NONULLS(1) + sizeof(int64) * n;
+	ArrayType  *a = palloc0(size);
 
-	if (!PG_ARGISNULL(0))
-		return (HistState *) PG_GETARG_POINTER(0);
-	if (!AggCheckCallContext(fcinfo, &aggcontext))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("histogram aggregate called in non-aggregate context")));
-	state = (HistState *) MemoryContextAllocZero(aggcontext, sizeof(HistState));
-	state->context = aggcontext;
-	return state;
-}
-
-/* Adds count to bucket k, widening the counted range to include k. */
-static void
-hist_add(HistState *state, int k, int64 count)
-{
-	if (state->counts == NULL)
-	{
-		state->counts = MemoryContextAllocZero(state->context, sizeof(int64));
-		state->lo = state->hi = k;
-	}
-	else if (k < state->lo || k > state->hi)
-	{
-		int			lo = Min(k, state->lo);
-		int			hi = Max(k, state->hi);
-		int64	   *counts = MemoryContextAllocZero(state->context,
-													sizeof(int64) * (hi - lo + 1));
-
-		memcpy(counts + (state->lo - lo), state->counts,
-			   sizeof(int64) * (state->hi - state->lo + 1));
-		pfree(state->counts);
-		state->counts = counts;
-		state->lo = lo;
-		state->hi = hi;
-	}
-	add_count(&state->counts[k - state->lo], count);
-	add_count(&state->total, count);
-}
-
-/* duration_histogram(ms) transition: counts one duration (NULLs are skipped). */
-Datum
-runra_histogram_add(PG_FUNCTION_ARGS)
-{
-	HistState  *state = hist_state(fcinfo);
-
-	if (!PG_ARGISNULL(1))
-		hist_add(state, duration_bucket(PG_GETARG_FLOAT8(1)), 1);
-	PG_RETURN_POINTER(state);
+	SET_VARSIZE(a, size);
+	a->ndim = 1;
+	a->dataoffset = 0;
+	a->elemtype = INT8OID;
+	ARR_DIMS(a)[0] = n;
+	ARR_LBOUND(a)[0] = lo;
+	return a;
 }
 
 /*
@@ -204,52 +165,160 @@ hist_array_foreach(ArrayType *array, void (*fn) (void *, int, int64), void *arg)
 	}
 }
 
+/* A state being added to: its array, and whether it may be changed in place. */
+typedef struct HistAdd
+{
+	ArrayType  *state;			/* NULL until the first count */
+	bool		writable;
+} HistAdd;
+
+/*
+ * Adds count to bucket k.  A state that does not reach k is copied into a
+ * wider one, as is one we may not write (outside an aggregate, whose state
+ * belongs to the caller); a copy is ours to write from then on.
+ */
+static void
+hist_add(HistAdd *add, int k, int64 count)
+{
+	ArrayType  *state = add->state;
+
+	if (state == NULL)
+		state = hist_array_new(k, k);
+	else if (k < HIST_LO(state) || k > HIST_HI(state) || !add->writable)
+	{
+		ArrayType  *wider = hist_array_new(Min(k, HIST_LO(state)), Max(k, HIST_HI(state)));
+
+		memcpy(HIST_COUNTS(wider) + (HIST_LO(state) - HIST_LO(wider)), HIST_COUNTS(state),
+			   sizeof(int64) * ARR_DIMS(state)[0]);
+		state = wider;
+	}
+	if (state != add->state)
+	{
+		add->state = state;
+		add->writable = true;
+	}
+	add_count(&HIST_COUNTS(state)[k - HIST_LO(state)], count);
+}
+
 static void
 add_bucket(void *arg, int k, int64 count)
 {
-	hist_add((HistState *) arg, k, count);
+	hist_add((HistAdd *) arg, k, count);
 }
 
-/* histogram_merge(hist) transition: adds a stored histogram in. */
-Datum
-runra_histogram_merge(PG_FUNCTION_ARGS)
+/*
+ * The aggregate state in argument 0, as HistAdd.  A state in our own form
+ * (one dimension, bigint, no NULLs, buckets in range) is used as it is,
+ * written in place inside an aggregate; anything else (a state Citus sent
+ * back as text is in our form too) is rebuilt.
+ */
+static HistAdd
+hist_state_arg(FunctionCallInfo fcinfo)
 {
-	HistState  *state = hist_state(fcinfo);
+	HistAdd		add = {NULL, false};
+	ArrayType  *state;
+
+	if (PG_ARGISNULL(0))
+		return add;
+	state = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(state) == 1 && ARR_ELEMTYPE(state) == INT8OID && !ARR_HASNULL(state) &&
+		HIST_LO(state) >= 0 && HIST_HI(state) < HIST_NBUCKETS)
+	{
+		add.state = state;
+		add.writable = AggCheckCallContext(fcinfo, NULL) != 0;
+	}
+	else
+		hist_array_foreach(state, add_bucket, &add);
+	return add;
+}
+
+/* duration_histogram(ms) transition: counts one duration (NULLs are skipped). */
+Datum
+runra_histogram_add_duration(PG_FUNCTION_ARGS)
+{
+	HistAdd		add = hist_state_arg(fcinfo);
 
 	if (!PG_ARGISNULL(1))
-		hist_array_foreach(PG_GETARG_ARRAYTYPE_P(1), add_bucket, state);
-	PG_RETURN_POINTER(state);
+		hist_add(&add, duration_bucket(PG_GETARG_FLOAT8(1)), 1);
+	if (add.state == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_ARRAYTYPE_P(add.state);
 }
 
-/* Both aggregates' final step: the trimmed bigint[], or NULL if empty. */
+/*
+ * Adds a histogram to the state: histogram_merge's transition, and the
+ * combine function of both aggregates (partial states are histograms).
+ */
 Datum
-runra_histogram_final(PG_FUNCTION_ARGS)
+runra_histogram_combine(PG_FUNCTION_ARGS)
 {
-	HistState  *state;
-	Datum	   *elems;
+	HistAdd		add = hist_state_arg(fcinfo);
+
+	if (!PG_ARGISNULL(1))
+		hist_array_foreach(PG_GETARG_ARRAYTYPE_P(1), add_bucket, &add);
+	if (add.state == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_ARRAYTYPE_P(add.state);
+}
+
+/* Both aggregates' final step: the state trimmed to its non-empty buckets, or NULL. */
+Datum
+runra_histogram_trim(PG_FUNCTION_ARGS)
+{
+	ArrayType  *state;
+	ArrayType  *trimmed;
 	int			first,
 				last;
-	int			dims[1];
-	int			lbs[1];
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	state = (HistState *) PG_GETARG_POINTER(0);
-	if (state->total == 0)
-		PG_RETURN_NULL();
-	first = state->lo;
-	last = state->hi;
-	while (state->counts[first - state->lo] == 0)
+	state = PG_GETARG_ARRAYTYPE_P(0);
+	first = HIST_LO(state);
+	last = HIST_HI(state);
+	while (first <= last && HIST_COUNTS(state)[first - HIST_LO(state)] == 0)
 		first++;
-	while (state->counts[last - state->lo] == 0)
+	while (last >= first && HIST_COUNTS(state)[last - HIST_LO(state)] == 0)
 		last--;
-	elems = palloc(sizeof(Datum) * (last - first + 1));
-	for (int k = first; k <= last; k++)
-		elems[k - first] = Int64GetDatum(state->counts[k - state->lo]);
-	dims[0] = last - first + 1;
-	lbs[0] = first;
-	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, NULL, 1, dims, lbs, INT8OID,
-											 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (first > last)
+		PG_RETURN_NULL();
+	trimmed = hist_array_new(first, last);
+	memcpy(HIST_COUNTS(trimmed), HIST_COUNTS(state) + (first - HIST_LO(state)),
+		   sizeof(int64) * (last - first + 1));
+	PG_RETURN_ARRAYTYPE_P(trimmed);
+}
+
+/*
+ * The transition and final functions of runra_obs 0.1.0, whose aggregates
+ * kept an internal state.  A database still at 0.1.0 after the library
+ * was updated gets this error until ALTER EXTENSION runra_obs UPDATE
+ * replaces its aggregates.
+ */
+static Datum
+refuse_internal_state(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the duration histogram aggregates of runra_obs 0.1.0 need ALTER EXTENSION runra_obs UPDATE"),
+			 errdetail("The library is runra_obs %s.", RUNRA_OBS_VERSION)));
+	return (Datum) 0;
+}
+
+Datum
+runra_histogram_add(PG_FUNCTION_ARGS)
+{
+	return refuse_internal_state();
+}
+
+Datum
+runra_histogram_merge(PG_FUNCTION_ARGS)
+{
+	return refuse_internal_state();
+}
+
+Datum
+runra_histogram_final(PG_FUNCTION_ARGS)
+{
+	return refuse_internal_state();
 }
 
 static void
