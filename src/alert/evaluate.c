@@ -18,6 +18,7 @@
 
 #include "alert/alert.h"
 #include "guc.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
 #include "worker/worker_xact.h"
 
@@ -119,7 +120,7 @@ evaluate_one(int32 rule_id, TimestampTz at, int64 watermark)
 	if (runra_worker_run_transaction("runra_obs alert evaluation", evaluate_rule, &step,
 									 &error, NULL))
 		return;
-	step.error = error;
+	step.error = secret_mask(error, NIL);	/* readers see it in alert_rule_runs */
 	if (!runra_worker_run_transaction("runra_obs alert failure", record_failure, &step,
 									  &error, NULL))
 		runra_worker_report_error(error);

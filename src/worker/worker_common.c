@@ -41,6 +41,7 @@
 #include "utils/snapmgr.h"
 
 #include "guc.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
 
 volatile sig_atomic_t runra_got_sigterm = false;
@@ -382,26 +383,36 @@ runra_worker_set_state(const char *state)
 	pgstat_report_activity(STATE_RUNNING, state);
 }
 
-/* Remembers the last error for worker_status. */
+/*
+ * Remembers the last error for worker_status, which runra_obs_reader
+ * reads: credentials it may quote (a URL, a remote answer) are masked,
+ * before it is cut to fit.
+ */
 void
 runra_worker_report_error(const char *message)
 {
+	char	   *masked;
+
 	if (MyRunraSlot == NULL)
 		return;
+	masked = secret_mask(message, NIL);
 	SpinLockAcquire(&MyRunraSlot->mutex);
-	strlcpy(MyRunraSlot->last_error, message, sizeof(MyRunraSlot->last_error));
+	strlcpy(MyRunraSlot->last_error, masked, sizeof(MyRunraSlot->last_error));
 	MyRunraSlot->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&MyRunraSlot->mutex);
 }
 
-/* Remembers the outcome of the last maintenance run for worker_status. */
+/* Remembers the outcome of the last maintenance run for worker_status (masked as errors are). */
 void
 runra_worker_report_maintenance(const char *summary, bool failed)
 {
+	char	   *masked;
+
 	if (MyRunraSlot == NULL)
 		return;
+	masked = secret_mask(summary, NIL);
 	SpinLockAcquire(&MyRunraSlot->mutex);
-	strlcpy(MyRunraSlot->last_maintenance, summary, sizeof(MyRunraSlot->last_maintenance));
+	strlcpy(MyRunraSlot->last_maintenance, masked, sizeof(MyRunraSlot->last_maintenance));
 	MyRunraSlot->last_maintenance_at = GetCurrentTimestamp();
 	SpinLockRelease(&MyRunraSlot->mutex);
 	if (failed)
