@@ -55,7 +55,8 @@ sub sample
 	my ($series) = @_;
 	return $text =~ /^\Q$series\E (\S+)$/m ? $1 : undef;
 }
-like($text, qr/^runra_obs_build_info\{version="0\.1\.0",postgresql="15[^"]*",libmicrohttpd="0\.9\.\d+",tls="true"\} 1$/m,
+my $version = $node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'runra_obs'");
+like($text, qr/^runra_obs_build_info\{version="\Q$version\E",postgresql="15[^"]*",libmicrohttpd="0\.9\.\d+",tls="true"\} 1$/m,
 	'runra_obs_build_info with the installed version, PostgreSQL, libmicrohttpd and TLS support');
 is(sample('runra_obs_metrics_sql_up'), 1, 'the pipeline was read from SQL');
 is(sample('runra_obs_destination_sent_events_total{destination="files"}'), 3, 'sent, per destination');
