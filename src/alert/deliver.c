@@ -35,6 +35,7 @@
 #include "worker/run_as_owner.h"
 #include "worker/secret_mask.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_xact.h"
 
 #define NOTIFICATIONS_PER_ROUND 100
@@ -284,7 +285,10 @@ settle(void *arg)
 	SPI_finish();
 }
 
-/* Records a batch's outcomes, then frees its notifications. */
+/*
+ * Records a batch's outcomes, then frees its notifications; the attempts
+ * are counted for /metrics once their outcomes are committed.
+ */
 static void
 settle_and_free(Batch *batch)
 {
@@ -293,6 +297,9 @@ settle_and_free(Batch *batch)
 	if (batch->n > 0 &&
 		!runra_worker_run_transaction("runra_obs alert delivery", settle, batch, &error, NULL))
 		runra_worker_report_error(error);
+	else
+		for (int i = 0; i < batch->n; i++)
+			worker_metrics_count_notification(batch->items[i]->outcome);
 	for (int i = 0; i < batch->n; i++)
 		MemoryContextDelete(batch->items[i]->cxt);
 	batch->n = 0;

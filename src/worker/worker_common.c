@@ -43,6 +43,7 @@
 #include "guc.h"
 #include "worker/secret_mask.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 
 volatile sig_atomic_t runra_got_sigterm = false;
 volatile sig_atomic_t runra_in_user_code = false;
@@ -133,6 +134,21 @@ runra_worker_setup_signals(void)
 	BackgroundWorkerUnblockSignals();
 }
 
+/* How many workers of role hold a slot now (the caller's included). */
+static int
+workers_running(const char *role)
+{
+	int			n = 0;
+
+	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
+	{
+		SpinLockAcquire(&worker_slots[i].mutex);
+		n += worker_slots[i].pid != 0 && strcmp(worker_slots[i].role, role) == 0;
+		SpinLockRelease(&worker_slots[i].mutex);
+	}
+	return n;
+}
+
 /* Frees the slot when the worker exits, however it exits. */
 static void
 release_slot(int code, Datum arg)
@@ -193,6 +209,7 @@ runra_worker_attach(const char *role)
 			pg_atomic_write_u64(&slot->events_rejected, 0);
 			MyRunraSlot = slot;
 			on_shmem_exit(release_slot, (Datum) 0);
+			worker_metrics_count_start(role, workers_running(role));
 			return;
 		}
 	}
