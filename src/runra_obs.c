@@ -17,6 +17,7 @@
 #include "ingest/notify.h"
 #include "guc.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 #include "runra_obs.h"
 
 PG_MODULE_MAGIC;
@@ -32,6 +33,7 @@ runra_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	runra_worker_shmem_request();
+	worker_metrics_shmem_request();
 	watermark_shmem_request();
 	notify_sender_shmem_request();
 }
@@ -42,6 +44,7 @@ runra_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	runra_worker_shmem_startup();
+	worker_metrics_shmem_startup();
 	watermark_shmem_startup();
 	notify_sender_shmem_startup();
 }

@@ -165,6 +165,45 @@ is($node->safe_psql('postgres', q{
 	  AND (raw LIKE '%5b8efff798038103d269b633813fc60c%' OR raw LIKE '%sb_opart%')}),
 	'0 exec.started,1 Bad Name', 'partial: both kept in rejected_events, source otlp, as their OTLP JSON');
 
+# ---- the store's cap per body (as for /v1/events): of 1500 refused spans,
+# half not translatable at all (no sandbox.id), half refused by the
+# validation (a bad name), 1000 are kept one by one and the rest counted,
+# with the request kept whole once; the same for log records
+my @capped = map {
+	$_ % 2
+	  ? { name => 'Bad Name', startTimeUnixNano => $ns->(13), endTimeUnixNano => $ns->(13),
+		  attributes => [ $attr->('sandbox.id', 'sb_ocap'), $attr->('mark', 'cap-t') ] }
+	  : { name => 'exec.started', startTimeUnixNano => $ns->(13), endTimeUnixNano => $ns->(13),
+		  attributes => [ $attr->('mark', 'cap-t') ] }
+} 0 .. 1499;
+push @capped, { name => 'exec.completed', startTimeUnixNano => $ns->(14), endTimeUnixNano => $ns->(14),
+	attributes => [ $attr->('sandbox.id', 'sb_ocap') ] };
+$r = post_otlp('/v1/traces', $json->encode({ resourceSpans => [ { scopeSpans => [ { spans => \@capped } ] } ] }));
+is($r->{status}, 200, 'capped: 200');
+$answer = eval { decode_json($r->{content}) } // {};
+is($answer->{partialSuccess}{rejectedSpans}, '1500', 'capped: every refused span counted');
+like($answer->{partialSuccess}{errorMessage} // '',
+	qr/; and 980 more; 500 more events of this body were rejected; only the first 1000 are kept one by one, and runra_obs.rejected_events keeps the whole body \(position 1000\)$/,
+	'capped: errorMessage names 20, counts the other kept ones, and says how many more were only counted');
+is(stored_events($node, 'sb_ocap'), iso_at(14) . ' | exec.completed | {} | -', 'capped: the good span is stored');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || count(*) FILTER (WHERE raw::jsonb ? 'resourceSpans') || ' '
+	       || count(*) FILTER (WHERE position = 1000 AND raw::jsonb ? 'resourceSpans' AND reason ~ '^500 more events')
+	FROM runra_obs.rejected_events WHERE source = 'otlp' AND raw LIKE '%cap-t%'}),
+	'1001 1 1', 'capped: 1001 rows (1000 spans, then the request once as its OTLP JSON), not 1500');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE reason ~ 'sandbox.id') || ' ' || count(*) FILTER (WHERE reason ~ 'type must be')
+	FROM runra_obs.rejected_events WHERE source = 'otlp' AND raw LIKE '%cap-t%' AND NOT raw::jsonb ? 'resourceSpans'}),
+	'750 250', 'capped: one cap for both kinds, in the order of the request (translation first, then validation)');
+my @logs = map { { timeUnixNano => $ns->(15), eventName => 'exec.started', attributes => [ $attr->('mark', 'cap-l') ] } } 1 .. 1200;
+$r = post_otlp('/v1/logs', $json->encode({ resourceLogs => [ { scopeLogs => [ { logRecords => \@logs } ] } ] }));
+$answer = eval { decode_json($r->{content}) } // {};
+is($answer->{partialSuccess}{rejectedLogRecords}, '1200', 'capped logs: every refused log record counted');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || count(*) FILTER (WHERE position = 1000 AND raw::jsonb ? 'resourceLogs')
+	FROM runra_obs.rejected_events WHERE source = 'otlp' AND raw LIKE '%cap-l%'}),
+	'1001 1', 'capped logs: 1000 kept one by one, the request once');
+
 # ---- proto field names, int64 numbers, a kvlist attribute, runra.data. keys,
 # a log record timed only by observedTimeUnixNano
 my $snake = $json->encode({ resource_logs => [ { scope_logs => [ { log_records => [

@@ -33,7 +33,9 @@
 #include "alert/alert.h"
 #include "forward/forward.h"
 #include "worker/run_as_owner.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_xact.h"
 
 #define NOTIFICATIONS_PER_ROUND 100
@@ -52,6 +54,7 @@ typedef struct Notification
 	int			timeout_ms;
 	char	   *body;
 	int			attempts;
+	List	   *secrets;		/* masked out of its error and answer */
 	Destination dest;			/* what the transport needs: url, timeout */
 	InFlight	req;
 	/* the outcome */
@@ -93,6 +96,22 @@ column_text(HeapTuple row, TupleDesc desc, int col, MemoryContext into)
 	return v ? MemoryContextStrdup(into, v) : NULL;
 }
 
+/*
+ * What a contact point's errors and answers must not show: its
+ * Authorization value, and Slack's URL, which is itself the credential.
+ */
+static List *
+contact_point_secrets(const char *kind, const char *url, const char *auth, MemoryContext into)
+{
+	MemoryContext old = MemoryContextSwitchTo(into);
+	List	   *secrets = secret_mask_add(NIL, auth);
+
+	if (strcmp(kind, "slack") == 0)
+		secrets = secret_mask_add_url(secrets, url);
+	MemoryContextSwitchTo(old);
+	return secrets;
+}
+
 /* A notification from its outbox row, in a memory context of its own. */
 static Notification *
 read_notification(HeapTuple row, TupleDesc desc)
@@ -108,6 +127,7 @@ read_notification(HeapTuple row, TupleDesc desc)
 	n->is_function = strcmp(SPI_getvalue(row, desc, 3), "function") == 0;
 	n->dest.url = column_text(row, desc, 4, cxt);
 	n->req.auth = column_text(row, desc, 5, cxt);
+	n->secrets = contact_point_secrets(SPI_getvalue(row, desc, 3), n->dest.url, n->req.auth, cxt);
 	n->handler = DatumGetObjectId(SPI_getbinval(row, desc, 6, &isnull));
 	n->dest.timeout_ms = DatumGetInt32(SPI_getbinval(row, desc, 7, &isnull));
 	n->body = column_text(row, desc, 8, cxt);
@@ -156,17 +176,23 @@ read_due(void *arg)
 	SPI_finish();
 }
 
-/* Records one outcome, in an SPI connection. */
+/*
+ * Records one outcome, in an SPI connection; the error and the answer,
+ * which runra_obs_reader sees in alert_notifications, with the contact
+ * point's credentials masked (an answer may echo what it refused).
+ */
 static void
 record_outcome(Notification *n)
 {
+	char	   *error = secret_mask(n->error, n->secrets);
+	char	   *answer = secret_mask(n->answer, n->secrets);
 	Oid			types[6] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
 	Datum		values[6] = {Int64GetDatum(n->id), TimestampTzGetDatum(GetCurrentTimestamp()),
 		CStringGetTextDatum(n->outcome),
-		n->error ? CStringGetTextDatum(n->error) : (Datum) 0,
-		n->answer ? CStringGetTextDatum(n->answer) : (Datum) 0,
+		error ? CStringGetTextDatum(error) : (Datum) 0,
+		answer ? CStringGetTextDatum(answer) : (Datum) 0,
 	Int64GetDatum(n->retry_ms)};
-	char		nulls[6] = {' ', ' ', ' ', n->error ? ' ' : 'n', n->answer ? ' ' : 'n', ' '};
+	char		nulls[6] = {' ', ' ', ' ', error ? ' ' : 'n', answer ? ' ' : 'n', ' '};
 
 	if (SPI_execute_with_args("SELECT runra_obs._alert_attempted($1, $2, $3, $4, $5, $6)",
 							  6, types, values, nulls, false, 0) != SPI_OK_SELECT)
@@ -259,7 +285,10 @@ settle(void *arg)
 	SPI_finish();
 }
 
-/* Records a batch's outcomes, then frees its notifications. */
+/*
+ * Records a batch's outcomes, then frees its notifications; the attempts
+ * are counted for /metrics once their outcomes are committed.
+ */
 static void
 settle_and_free(Batch *batch)
 {
@@ -268,6 +297,9 @@ settle_and_free(Batch *batch)
 	if (batch->n > 0 &&
 		!runra_worker_run_transaction("runra_obs alert delivery", settle, batch, &error, NULL))
 		runra_worker_report_error(error);
+	else
+		for (int i = 0; i < batch->n; i++)
+			worker_metrics_count_notification(batch->items[i]->outcome);
 	for (int i = 0; i < batch->n; i++)
 		MemoryContextDelete(batch->items[i]->cxt);
 	batch->n = 0;

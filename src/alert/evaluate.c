@@ -18,7 +18,9 @@
 
 #include "alert/alert.h"
 #include "guc.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_xact.h"
 
 #define RULES_PER_ROUND 100
@@ -118,8 +120,12 @@ evaluate_one(int32 rule_id, TimestampTz at, int64 watermark)
 
 	if (runra_worker_run_transaction("runra_obs alert evaluation", evaluate_rule, &step,
 									 &error, NULL))
+	{
+		worker_metrics_count_evaluation(false);
 		return;
-	step.error = error;
+	}
+	worker_metrics_count_evaluation(true);
+	step.error = secret_mask(error, NIL);	/* readers see it in alert_rule_runs */
 	if (!runra_worker_run_transaction("runra_obs alert failure", record_failure, &step,
 									  &error, NULL))
 		runra_worker_report_error(error);

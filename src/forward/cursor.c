@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "forward/forward.h"
+#include "worker/secret_mask.h"
 
 /*
  * The destinations with their settings and cursors.  Nothing here may fail
@@ -99,14 +100,16 @@ static const char *const move_sql =
 " WHERE name = 'destination:' || $1 AND position < $4";
 
 /*
- * The error as text the database can hold: it may quote a remote answer cut
- * at a byte count (inside a character) or not in UTF-8 at all, and text is
- * not checked when made from a C string.  Bad bytes become '?'.
+ * The error as text the database can hold, and readers may see: the
+ * destination's credentials masked (secret_mask.h), since it may quote a
+ * remote answer; and such an answer may be cut at a byte count (inside a
+ * character) or not be UTF-8 at all, while text is not checked when made
+ * from a C string, so bad bytes become '?'.
  */
 static Datum
-error_text(const char *error)
+error_text(Destination *dest, const char *error)
 {
-	char	   *s = pstrdup(error ? error : "");
+	char	   *s = secret_mask(error ? error : "", dest->secrets);
 	int			len = strlen(s);
 	int			pos = 0;
 
@@ -150,7 +153,7 @@ exec_sql(const char *sql, Destination *dest, const Params *p, bool read_only)
 	}
 	values[0] = Int32GetDatum(dest->id);
 	values[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = p->error ? error_text(p->error) : (Datum) 0;
+	values[2] = p->error ? error_text(dest, p->error) : (Datum) 0;
 	nulls[2] = p->error ? ' ' : 'n';
 	types[3] = p->p4_is_time ? TIMESTAMPTZOID : INT8OID;
 	values[3] = Int64GetDatum(p->p4);
@@ -242,6 +245,9 @@ fill_destination(Destination *dest, HeapTuple tup)
 	dest->replay_to = DatumGetInt64(col(tup, 18, &isnull));
 	dest->redelivering = DatumGetInt64(col(tup, 20, &isnull));
 	dest->otlp_logs = DatumGetBool(col(tup, 21, &isnull));
+	dest->secrets = secret_mask_add(NIL, dest->token);
+	if (dest->provider == PROVIDER_OTEL)	/* Axiom's one header is its org id */
+		dest->secrets = secret_mask_add_header_values(dest->secrets, dest->headers);
 	MemoryContextSwitchTo(old);
 }
 

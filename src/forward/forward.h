@@ -112,6 +112,7 @@ typedef struct Destination
 	char	   *url;			/* the request URL (runra_obs._forward_url()) */
 	char	   *token;
 	char	   *headers;		/* extra "Name: value" lines (_forward_headers()) */
+	List	   *secrets;		/* masked out of its error texts: token, secret headers */
 	bool		otlp_logs;		/* otel: signal "logs" (log records), else spans */
 	Jsonb	   *resource_attributes;
 	char	   *file_path;

@@ -27,6 +27,7 @@
 
 #include "forward/forward.h"
 #include "worker/run_as_owner.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_xact.h"
 
 /* Events older in the redeliveries than max_retry_ms become dead letters. */
@@ -98,8 +99,10 @@ handle_one(Destination *dest, ForwardEvent *ev, char **error)
 
 	if (runra_worker_run_subtransaction(call_handler, &call, &message))
 		return true;
-	*error = psprintf("handler %s failed on event " INT64_FORMAT ": %s",
-					  format_procedure(dest->handler), ev->event_id, message);
+	/* masked at once: it is logged, kept with the event and cut to fit */
+	*error = secret_mask(psprintf("handler %s failed on event " INT64_FORMAT ": %s",
+								  format_procedure(dest->handler), ev->event_id, message),
+						 dest->secrets);
 	return false;
 }
 

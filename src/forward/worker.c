@@ -36,6 +36,7 @@
 #include "consume/watermark.h"
 #include "guc.h"
 #include "forward/forward.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
 #include "worker/worker_xact.h"
 
@@ -219,12 +220,18 @@ read_redeliveries_step(void *arg)
  * ---------------------------------------------------------------------------
  */
 
-/* Remembers an error for the destination's counters and the log. */
+/*
+ * Remembers an error for the destination's counters and the log, its
+ * credentials masked first: it may quote the URL or the answer, and it is
+ * cut to fit, which would leave part of a secret unrecognised.
+ */
 void
 forward_note_error(Destination *dest, const char *error)
 {
-	strlcpy(dest->error, error, sizeof(dest->error));
-	ereport(LOG, (errmsg("runra_obs forward: destination \"%s\": %s", dest->name, error)));
+	char	   *masked = secret_mask(error, dest->secrets);
+
+	strlcpy(dest->error, masked, sizeof(dest->error));
+	ereport(LOG, (errmsg("runra_obs forward: destination \"%s\": %s", dest->name, masked)));
 }
 
 /* The batch is settled; `dead` of its events (n_dead) are to be dead-lettered. */

@@ -18,6 +18,7 @@
 
 #include "consume/watermark.h"
 #include "ingest/http.h"
+#include "worker/worker_metrics.h"
 
 static const unsigned int tracked_status[] = {
 	200, 400, 401, 404, 405, 413, 415, 422, 429, 500, 503
@@ -306,4 +307,6 @@ http_metrics_render(StringInfo out)
 	render_rate_limited(out);
 	/* how far each consumer of the event log is behind */
 	watermark_append_metrics(out);
+	/* the other workers: starts, maintenance, alert evaluations */
+	worker_metrics_append(out);
 }

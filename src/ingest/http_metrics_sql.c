@@ -5,8 +5,14 @@
  * Each destination's queue (events behind its cursor), lag, events being
  * redelivered, sent, failed and dead-lettered (runra_obs.forward_status);
  * each worker's start time and event counts, the NOTIFY listener's state
- * and the last maintenance run (runra_obs.worker_status); the installed
- * version for runra_obs_build_info.  Read by the main loop after MHD_run,
+ * and the last maintenance run (runra_obs.worker_status); alerting: rules
+ * by health and by state, alerts pending and firing, notifications pending
+ * and dead per contact point, and how far the alert worker is behind (its
+ * schedule, and the log for match rules); the installed version for
+ * runra_obs_build_info.  These are gauges of what the tables hold now;
+ * counters that must outlive a worker (maintenance runs, restarts, rule
+ * evaluations) are in shared memory (worker/worker_metrics.c).  Read by
+ * the main loop after MHD_run,
  * in a transaction of its own (http_xact_run): an error there is logged,
  * and the page still has the shared-memory counters, with
  * runra_obs_metrics_sql_up 0.
@@ -70,6 +76,11 @@ cell(int r, int c)
 static const char *const by_destination[] = {"destination", NULL};
 static const char *const by_worker[] = {"role", "pid", NULL};
 static const char *const by_role[] = {"role", NULL};
+static const char *const by_health[] = {"health", NULL};
+static const char *const by_state[] = {"state", NULL};
+static const char *const by_contact_point[] = {"contact_point", NULL};
+static const char *const by_contact_point_status[] = {"contact_point", "status", NULL};
+static const char *const no_labels[] = {NULL};
 
 /*
  * One family with a sample per row of the last query: labels from the
@@ -93,7 +104,7 @@ per_row(const char *name, const char *type, const char *help, const char *const 
 			append_label(sql_out, cell((int) r, l + 1));
 			appendStringInfoChar(sql_out, '"');
 		}
-		appendStringInfo(sql_out, "} %s\n", value);
+		appendStringInfo(sql_out, "%s %s\n", labels[0] != NULL ? "}" : "", value);
 	}
 }
 
@@ -186,6 +197,80 @@ read_workers(void)
 			"Events each worker refused by validation since it started.", by_worker, 5);
 }
 
+/*
+ * Alert rules by the health of their last evaluation, and by their state
+ * (the most severe of their alerts'); paused rules; alerts by state.
+ * Every state has a sample, 0 included, so a series never disappears.
+ */
+static void
+read_alert_rules(void)
+{
+	query("SELECT h, count(u.rule_id) FROM unnest('{unknown,ok,nodata,error}'::text[]) WITH ORDINALITY AS s (h, o)"
+		  " LEFT JOIN runra_obs.alert_rules AS r ON true"
+		  " LEFT JOIN runra_obs.alert_rule_runs AS u ON u.rule_id = r.id AND u.health = s.h"
+		  " GROUP BY h, o ORDER BY o");
+	per_row("runra_obs_alert_rules_by_health", "gauge",
+			"Alert rules by the health of their last evaluation (unknown: not evaluated yet).", by_health, 2);
+	query("SELECT s, count(x.id) FROM unnest('{inactive,pending,firing}'::text[]) WITH ORDINALITY AS t (s, o)"
+		  " LEFT JOIN (SELECT r.id, CASE WHEN bool_or(i.state = 'firing') THEN 'firing'"
+		  "                              WHEN bool_or(i.state = 'pending') THEN 'pending' ELSE 'inactive' END AS state"
+		  "            FROM runra_obs.alert_rules AS r"
+		  "            LEFT JOIN runra_obs.alert_instances AS i ON i.rule_id = r.id GROUP BY r.id) AS x"
+		  " ON x.state = t.s GROUP BY s, o ORDER BY o");
+	per_row("runra_obs_alert_rules_by_state", "gauge",
+			"Alert rules by their most severe alert: firing, pending, or inactive (none of either).", by_state, 2);
+	query("SELECT count(*) FILTER (WHERE paused) FROM runra_obs.alert_rules");
+	per_row("runra_obs_alert_rules_paused", "gauge", "Alert rules paused (not evaluated).", no_labels, 1);
+	query("SELECT s, count(i.rule_id) FROM unnest('{pending,firing}'::text[]) WITH ORDINALITY AS t (s, o)"
+		  " LEFT JOIN runra_obs.alert_instances AS i ON i.state = t.s GROUP BY s, o ORDER BY o");
+	per_row("runra_obs_alert_instances", "gauge", "Alert instances (rule and labels) pending or firing now.",
+			by_state, 2);
+}
+
+/* Each contact point's queue: notifications pending and dead, and the oldest pending one's age. */
+static void
+read_alert_notifications(void)
+{
+	query("SELECT c.name, s.status, count(n.id)"
+		  " FROM runra_obs.contact_points AS c CROSS JOIN unnest('{pending,dead}'::text[]) AS s (status)"
+		  " LEFT JOIN runra_obs.alert_notifications AS n ON n.contact_point_id = c.id AND n.status = s.status"
+		  " GROUP BY c.name, s.status ORDER BY 1, 2 DESC");
+	per_row("runra_obs_alert_notifications", "gauge",
+			"Notifications per contact point: pending (queued or being retried) and dead (see requeue_alert_notifications()).",
+			by_contact_point_status, 3);
+	query("SELECT c.name,"
+		  "       coalesce(extract(epoch FROM now() - min(n.created_at)), 0)"
+		  " FROM runra_obs.contact_points AS c"
+		  " LEFT JOIN runra_obs.alert_notifications AS n ON n.contact_point_id = c.id AND n.status = 'pending'"
+		  " GROUP BY c.name ORDER BY 1");
+	per_row("runra_obs_alert_notification_oldest_pending_seconds", "gauge",
+			"How long the contact point's oldest pending notification has waited (0: none pending).",
+			by_contact_point, 2);
+}
+
+/*
+ * How far the alert worker is behind: the most overdue rule (its schedule),
+ * and the match rule furthest behind the safe watermark (the log).
+ */
+static void
+read_alert_lag(void)
+{
+	query("SELECT coalesce(greatest(extract(epoch FROM now() - min(u.next_eval_at)), 0), 0)"
+		  " FROM runra_obs.alert_rule_runs AS u JOIN runra_obs.alert_rules AS r ON r.id = u.rule_id"
+		  " WHERE NOT r.paused");
+	per_row("runra_obs_alert_evaluation_lag_seconds", "gauge",
+			"How long the most overdue alert rule has been due and not evaluated (0: none is).", no_labels, 1);
+	query("SELECT coalesce(max(l.seconds_behind), 0), coalesce(max(l.ids_behind), 0)"
+		  " FROM runra_obs.alert_rules AS r JOIN runra_obs.consumers AS c ON c.name = 'alert:' || r.id"
+		  " CROSS JOIN LATERAL runra_obs._watermark_lag(c.position) AS l"
+		  " WHERE r.kind = 'match' AND NOT r.paused");
+	per_row("runra_obs_alert_match_lag_seconds", "gauge",
+			"How long the events after the match rule furthest behind have been safe to read (0: caught up or none).",
+			no_labels, 1);
+	per_row("runra_obs_alert_match_lag_ids", "gauge",
+			"Event ids between that match rule's position and the safe watermark.", no_labels, 2);
+}
+
 /* Everything above, in one transaction (run by http_xact_run). */
 static void
 read_pipeline(void)
@@ -198,6 +283,9 @@ read_pipeline(void)
 	read_listener();
 	read_maintenance();
 	read_workers();
+	read_alert_rules();
+	read_alert_notifications();
+	read_alert_lag();
 	SPI_finish();
 }
 

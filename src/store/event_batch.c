@@ -294,7 +294,7 @@ event_batch_reject(EventBatch *batch, int position, const char *reason,
 				   const char *raw, int raw_len)
 {
 	if (batch->dialect.refile)
-		batch->dialect.refile(batch->dialect.refile_arg, &position, &raw, &raw_len);
+		batch->dialect.refile(batch->dialect.arg, &position, &raw, &raw_len);
 	queue_rejected(batch, position, reason, raw, raw_len);
 }
 

@@ -31,7 +31,10 @@ typedef struct EventBatch EventBatch;
 
 /*
  * Rejected events of one body kept (and reported in failures) one by one;
- * past that they are counted, and the body is kept whole once.
+ * past that they are counted, and the body is kept whole once.  A
+ * translator that rejects records itself (OTLP) counts them in the same
+ * EventBodyResult first (event_body_keep_rejection), so the cap is one
+ * for the whole body.
  */
 #define EVENT_REJECTED_KEPT_PER_BODY 1000
 
@@ -65,10 +68,13 @@ typedef struct EventBodyDialect
 	/*
 	 * For bodies translated from another format (OTLP): called for each
 	 * event the validation rejects, so it is filed at the sender's position
-	 * with the sender's text rather than the translation's.
+	 * with the sender's text rather than the translation's; and, when more
+	 * were rejected than are kept one by one, for the text to keep whole
+	 * once (the sender's request, not the translation).  Both get arg.
 	 */
 	void		(*refile) (void *arg, int *position, const char **raw, int *raw_len);
-	void	   *refile_arg;
+	void		(*whole_body) (void *arg, char **body, int *len);
+	void	   *arg;
 } EventBodyDialect;
 
 extern EventBatch *event_batch_begin(const char *source);
@@ -84,5 +90,6 @@ extern void event_batch_finish(EventBatch *batch);
 extern int64 event_batch_pending(EventBatch *batch);
 
 extern void event_body_result_init(EventBodyResult *result);
+extern bool event_body_keep_rejection(EventBodyResult *result);
 
 #endif

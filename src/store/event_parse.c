@@ -106,6 +106,18 @@ add_failure(EventBodyResult *result, int index, int line, const char *time_text,
 }
 
 /*
+ * Counts one rejected event of the body result is for; true while it is
+ * among the first EVENT_REJECTED_KEPT_PER_BODY, which are kept (and
+ * reported) one by one.  Past the cap it is only counted, and the body is
+ * kept whole once (reject_rest_of_body).
+ */
+bool
+event_body_keep_rejection(EventBodyResult *result)
+{
+	return ++result->failed <= EVENT_REJECTED_KEPT_PER_BODY;
+}
+
+/*
  * Rejects one event (or NDJSON line): reported to the caller with its
  * position, counted, and kept with its raw text.
  */
@@ -116,8 +128,7 @@ reject_event_text(EventBatch *batch, EventBodyResult *result, int index,
 {
 	if (!event_batch_dialect(batch)->failure_times)
 		time_text = NULL;
-	/* past the cap only counted: the body is kept whole once (below) */
-	if (++result->failed > EVENT_REJECTED_KEPT_PER_BODY)
+	if (!event_body_keep_rejection(result))
 		return;
 	add_failure(result, index, line, time_text, "error", reason);
 	event_batch_reject(batch, index, reason, raw, raw_len);
@@ -127,16 +138,20 @@ reject_event_text(EventBatch *batch, EventBodyResult *result, int index,
  * A body with more rejected events than are kept one by one: one more
  * failure says how many, and the whole body is kept once in
  * rejected_events, so nothing sent is lost, while a 1 MB body of
- * [1,1,1,...] writes 1001 rows, not 500,000.
+ * [1,1,1,...] writes 1001 rows, not 500,000.  A translated body's dialect
+ * gives the sender's text to keep instead of the translation.
  */
 void
 reject_rest_of_body(EventBatch *batch, EventBodyResult *result, char *body, int len)
 {
 	int64		rest = result->failed - EVENT_REJECTED_KEPT_PER_BODY;
+	const EventBodyDialect *dialect = event_batch_dialect(batch);
 	char	   *reason;
 
 	if (rest <= 0)
 		return;
+	if (dialect->whole_body)
+		dialect->whole_body(dialect->arg, &body, &len);
 	reason = psprintf(INT64_FORMAT " more events of this body were rejected; only the first %d are kept one by one, and runra_obs.rejected_events keeps the whole body (position %d)",
 					  rest, EVENT_REJECTED_KEPT_PER_BODY, EVENT_REJECTED_KEPT_PER_BODY);
 	add_failure(result, EVENT_REJECTED_KEPT_PER_BODY, 0, NULL, "error", reason);

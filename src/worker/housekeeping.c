@@ -6,7 +6,8 @@
  * run_maintenance takes by default, so it never holds up ingest for long.
  * Each action it took (created, dropped, skipped, expired) is logged, and a
  * one-line summary goes to runra_obs.worker_status; a skipped action or an
- * ERROR also becomes the worker's last error there.
+ * ERROR also becomes the worker's last error there.  The run is counted
+ * for /metrics (worker_metrics.c), which outlives the worker.
  */
 #include "postgres.h"
 
@@ -16,15 +17,13 @@
 #include "guc.h"
 #include "worker/housekeeping.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_xact.h"
 
 /* What one run_maintenance() call did. */
 typedef struct MaintenanceOutcome
 {
-	int			created;
-	int			dropped;
-	int			skipped;
-	int64		expired;		/* rejected events past their retention */
+	MaintenanceRun counts;		/* what /metrics counts */
 	char	   *first_skip;		/* why the first skipped action was skipped */
 	MemoryContext cxt;			/* where first_skip lives */
 } MaintenanceOutcome;
@@ -35,14 +34,14 @@ note_action(MaintenanceOutcome *out, const char *action, const char *object,
 			const char *detail)
 {
 	if (strcmp(action, "created") == 0)
-		out->created++;
+		out->counts.created++;
 	else if (strcmp(action, "dropped") == 0)
-		out->dropped++;
+		out->counts.dropped++;
 	else if (strcmp(action, "expired") == 0)
-		out->expired += strtol(detail, NULL, 10);	/* "N rejected events ..." */
+		out->counts.expired += strtol(detail, NULL, 10);	/* "N rejected events ..." */
 	else if (strcmp(action, "skipped") == 0)
 	{
-		out->skipped++;
+		out->counts.skipped++;
 		if (out->first_skip == NULL)
 			out->first_skip = MemoryContextStrdup(out->cxt,
 												  psprintf("%s: %s", object, detail));
@@ -90,10 +89,15 @@ housekeeping_run(void)
 	char	   *summary;
 
 	out.cxt = CurrentMemoryContext;
+	out.counts.started = GetCurrentTimestamp();
 	runra_worker_set_state("running maintenance");
 	if (!runra_worker_run_transaction("runra_obs.run_maintenance()",
 									  call_run_maintenance, &out, &error, &sqlerrcode))
 	{
+		/* what it did before the error was rolled back: nothing to count */
+		MaintenanceRun failed = {.failed = true, .started = out.counts.started};
+
+		worker_metrics_count_maintenance(&failed);
 		summary = psprintf("failed: %s", error);
 		ereport(WARNING,
 				(errcode(sqlerrcode),
@@ -103,11 +107,13 @@ housekeeping_run(void)
 		runra_worker_report_maintenance(summary, true);
 		return;
 	}
+	worker_metrics_count_maintenance(&out.counts);
 	summary = psprintf("created %d, dropped %d, skipped %d partitions; expired %lld rejected events",
-					   out.created, out.dropped, out.skipped, (long long) out.expired);
-	if (out.skipped > 0)
+					   out.counts.created, out.counts.dropped, out.counts.skipped,
+					   (long long) out.counts.expired);
+	if (out.counts.skipped > 0)
 		summary = psprintf("%s (first skipped: %s)", summary, out.first_skip);
-	runra_worker_report_maintenance(summary, out.skipped > 0);
+	runra_worker_report_maintenance(summary, out.counts.skipped > 0);
 }
 
 /* When the run after one that started at last_run is due. */

@@ -41,7 +41,9 @@
 #include "utils/snapmgr.h"
 
 #include "guc.h"
+#include "worker/secret_mask.h"
 #include "worker/worker_common.h"
+#include "worker/worker_metrics.h"
 
 volatile sig_atomic_t runra_got_sigterm = false;
 volatile sig_atomic_t runra_in_user_code = false;
@@ -132,6 +134,21 @@ runra_worker_setup_signals(void)
 	BackgroundWorkerUnblockSignals();
 }
 
+/* How many workers of role hold a slot now (the caller's included). */
+static int
+workers_running(const char *role)
+{
+	int			n = 0;
+
+	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
+	{
+		SpinLockAcquire(&worker_slots[i].mutex);
+		n += worker_slots[i].pid != 0 && strcmp(worker_slots[i].role, role) == 0;
+		SpinLockRelease(&worker_slots[i].mutex);
+	}
+	return n;
+}
+
 /* Frees the slot when the worker exits, however it exits. */
 static void
 release_slot(int code, Datum arg)
@@ -192,6 +209,7 @@ runra_worker_attach(const char *role)
 			pg_atomic_write_u64(&slot->events_rejected, 0);
 			MyRunraSlot = slot;
 			on_shmem_exit(release_slot, (Datum) 0);
+			worker_metrics_count_start(role, workers_running(role));
 			return;
 		}
 	}
@@ -382,26 +400,36 @@ runra_worker_set_state(const char *state)
 	pgstat_report_activity(STATE_RUNNING, state);
 }
 
-/* Remembers the last error for worker_status. */
+/*
+ * Remembers the last error for worker_status, which runra_obs_reader
+ * reads: credentials it may quote (a URL, a remote answer) are masked,
+ * before it is cut to fit.
+ */
 void
 runra_worker_report_error(const char *message)
 {
+	char	   *masked;
+
 	if (MyRunraSlot == NULL)
 		return;
+	masked = secret_mask(message, NIL);
 	SpinLockAcquire(&MyRunraSlot->mutex);
-	strlcpy(MyRunraSlot->last_error, message, sizeof(MyRunraSlot->last_error));
+	strlcpy(MyRunraSlot->last_error, masked, sizeof(MyRunraSlot->last_error));
 	MyRunraSlot->last_error_at = GetCurrentTimestamp();
 	SpinLockRelease(&MyRunraSlot->mutex);
 }
 
-/* Remembers the outcome of the last maintenance run for worker_status. */
+/* Remembers the outcome of the last maintenance run for worker_status (masked as errors are). */
 void
 runra_worker_report_maintenance(const char *summary, bool failed)
 {
+	char	   *masked;
+
 	if (MyRunraSlot == NULL)
 		return;
+	masked = secret_mask(summary, NIL);
 	SpinLockAcquire(&MyRunraSlot->mutex);
-	strlcpy(MyRunraSlot->last_maintenance, summary, sizeof(MyRunraSlot->last_maintenance));
+	strlcpy(MyRunraSlot->last_maintenance, masked, sizeof(MyRunraSlot->last_maintenance));
 	MyRunraSlot->last_maintenance_at = GetCurrentTimestamp();
 	SpinLockRelease(&MyRunraSlot->mutex);
 	if (failed)

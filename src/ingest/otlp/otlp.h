@@ -52,18 +52,18 @@ extern bool otlp_read_uint64(JsonbValue *v, uint64 *result);
 /* otlp_translate.c: a decoded request as our events */
 typedef struct OtlpTranslation
 {
+	Jsonb	   *request;		/* what was translated (kept whole past the cap) */
 	StringInfoData events;		/* a JSON array of envelopes */
 	int			n_events;
 	JsonbContainer **event_record;	/* the record each event came from */
 	int		   *event_position; /* its index among the request's records */
 	int			n_records;
-	int			n_refused;		/* records that could not be events */
 	StringInfoData problems;	/* "span 2 \"x\": reason; ..." */
 	int			n_problems;
 } OtlpTranslation;
 
 extern bool otlp_translate(Jsonb *request, OtlpSignal signal, EventBatch *batch,
-						   OtlpTranslation *out, char **error);
+						   EventBodyResult *result, OtlpTranslation *out, char **error);
 extern void otlp_note_problem(OtlpTranslation *out, OtlpSignal signal, int position,
 							  const char *name, const char *reason);
 

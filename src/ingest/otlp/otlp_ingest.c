@@ -10,6 +10,9 @@
  * into.  The answer counts both kinds of refusal in partialSuccess and
  * names them in errorMessage; warnings (a traceId that is not one, so the
  * event was stored without it) are named too, with nothing rejected.
+ * Both kinds count toward the store's one cap per body (the translation
+ * and the validation share the body's EventBodyResult): past 1000, records
+ * are only counted, and the request is kept whole once, as its OTLP JSON.
  */
 #include "postgres.h"
 
@@ -35,6 +38,19 @@ refile_event(void *arg, int *position, const char **raw, int *raw_len)
 	*position = t->event_position[*position];
 }
 
+/* The whole_body hook: the request as OTLP JSON, not its translation. */
+static void
+whole_request(void *arg, char **body, int *len)
+{
+	OtlpTranslation *t = arg;
+	StringInfoData text;
+
+	initStringInfo(&text);
+	(void) JsonbToCString(&text, &t->request->root, VARSIZE(t->request));
+	*body = text.data;
+	*len = text.len;
+}
+
 /* A string member of a jsonb object, or NULL. */
 static char *
 member_text(JsonbContainer *obj, const char *key)
@@ -44,14 +60,18 @@ member_text(JsonbContainer *obj, const char *key)
 
 /*
  * Names the events the validation refused (or stored with a warning) in
- * the answer's message, by their records' positions.
+ * the answer's message, by their records' positions.  Past the cap the
+ * last failure says how many more there were and is about no one event:
+ * it is returned (else NULL) for the message's end.
  */
-static void
-note_failures(OtlpTranslation *t, OtlpSignal signal, const char *failures)
+static char *
+note_failures(OtlpTranslation *t, OtlpSignal signal, EventBodyResult *result)
 {
-	Jsonb	   *list = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(failures)));
+	Jsonb	   *list = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(result->failures.data)));
+	int			n = (int) JB_ROOT_COUNT(list);
+	bool		capped = result->failed > EVENT_REJECTED_KEPT_PER_BODY;
 
-	for (int i = 0; i < (int) JB_ROOT_COUNT(list); i++)
+	for (int i = 0; i < n - (capped ? 1 : 0); i++)
 	{
 		JsonbContainer *f = otlp_container(getIthJsonbValueFromContainer(&list->root, i));
 		char	   *index;
@@ -71,14 +91,22 @@ note_failures(OtlpTranslation *t, OtlpSignal signal, const char *failures)
 		otlp_note_problem(t, signal, t->event_position[e], name,
 						  error ? error : psprintf("stored, but %s", warning ? warning : "?"));
 	}
+	if (!capped || n == 0)
+		return NULL;
+	return member_text(otlp_container(getIthJsonbValueFromContainer(&list->root, n - 1)), "error");
 }
 
-/* errorMessage: the named problems, and how many more there were. */
+/*
+ * errorMessage: the named problems, how many more were kept one by one,
+ * and, past the cap, how many more were only counted.
+ */
 static char *
-problems_text(OtlpTranslation *t)
+problems_text(OtlpTranslation *t, const char *rest)
 {
 	if (t->n_problems > OTLP_MAX_NAMED_PROBLEMS)
 		appendStringInfo(&t->problems, "; and %d more", t->n_problems - OTLP_MAX_NAMED_PROBLEMS);
+	if (rest != NULL)
+		appendStringInfo(&t->problems, "%s%s", t->problems.len > 0 ? "; " : "", rest);
 	return t->problems.data;
 }
 
@@ -101,16 +129,19 @@ http_otlp_add(EventBatch *batch, HttpRequest *req, char *body, int len,
 {
 	OtlpSignal	signal = req->route == ROUTE_OTLP_TRACES ? OTLP_TRACES : OTLP_LOGS;
 	OtlpTranslation t;
-	EventBodyDialect dialect = {.source = "otlp", .refile = refile_event, .refile_arg = &t};
+	EventBodyDialect dialect = {.source = "otlp", .refile = refile_event,
+	.whole_body = whole_request, .arg = &t};
 	EventBodyResult result;
 	char	   *error = NULL;
+	char	   *rest;
 	Jsonb	   *request;
 	MemoryContext xact = CurrentMemoryContext;
 
 	request = req->protobuf ? otlp_decode_protobuf(body, len, signal, &error)
 		: otlp_decode_json(body, len, &error);
 	event_batch_set_dialect(batch, &dialect);
-	if (request == NULL || !otlp_translate(request, signal, batch, &t, &error))
+	event_body_result_init(&result);
+	if (request == NULL || !otlp_translate(request, signal, batch, &result, &t, &error))
 	{
 		MemoryContextSwitchTo(answer_context);
 		answer_error(req, answer, 400,
@@ -119,9 +150,8 @@ http_otlp_add(EventBatch *batch, HttpRequest *req, char *body, int len,
 		MemoryContextSwitchTo(xact);
 		return;
 	}
-	event_body_result_init(&result);
 	event_batch_add(batch, t.events.data, t.events.len, EVENT_BODY_JSON, &result);
-	note_failures(&t, signal, result.failures.data);
+	rest = note_failures(&t, signal, &result);
 	MemoryContextSwitchTo(answer_context);
 	if (result.body_error)		/* cannot happen: the translation is JSON */
 		answer_error(req, answer, 500, result.body_error_message);
@@ -129,10 +159,11 @@ http_otlp_add(EventBatch *batch, HttpRequest *req, char *body, int len,
 	{
 		answer->status = 200;
 		resetStringInfo(&answer->body);
-		otlp_export_answer(&answer->body, req->protobuf, signal, t.n_refused + result.failed,
-						   problems_text(&t));
+		/* result.failed counts the records the translation refused too */
+		otlp_export_answer(&answer->body, req->protobuf, signal, result.failed,
+						   problems_text(&t, rest));
 		answer->ingested = result.ingested;
-		answer->rejected = t.n_refused + result.failed;
+		answer->rejected = result.failed;
 	}
 	MemoryContextSwitchTo(xact);
 }

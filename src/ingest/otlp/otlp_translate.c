@@ -18,7 +18,10 @@
  * are not kept.  The result is a JSON array of envelopes for the store's
  * one validation; a record that cannot be an event at all (no sandbox.id,
  * no name, no time, a value OTLP does not allow) is kept in
- * rejected_events, as its OTLP JSON, with the reason.
+ * rejected_events, as its OTLP JSON, with the reason, under the store's
+ * cap per body (EVENT_REJECTED_KEPT_PER_BODY, counted in the body's
+ * EventBodyResult with the events the validation rejects later): past it
+ * such records are only counted.
  */
 #include "postgres.h"
 
@@ -309,13 +312,19 @@ append_envelope(OtlpTranslation *out, Record *r, const char *name, uint64 time)
 	appendStringInfoChar(&out->events, '}');
 }
 
-/* Keeps a record that cannot be an event, and names it in the answer. */
+/*
+ * Counts a record that cannot be an event; within the store's cap per body
+ * it is kept and named in the answer, past it only counted (the request is
+ * kept whole once: see http_otlp_add).
+ */
 static void
-refuse_record(OtlpTranslation *out, EventBatch *batch, Record *r, int position,
-			  const char *name)
+refuse_record(OtlpTranslation *out, EventBatch *batch, EventBodyResult *result,
+			  Record *r, int position, const char *name)
 {
 	StringInfoData raw;
 
+	if (!event_body_keep_rejection(result))
+		return;
 	initStringInfo(&raw);
 	if (r->rec != NULL)
 		(void) JsonbToCString(&raw, r->rec, 256);
@@ -323,13 +332,12 @@ refuse_record(OtlpTranslation *out, EventBatch *batch, Record *r, int position,
 		appendStringInfoString(&raw, "null");	/* a scalar where a record belongs */
 	event_batch_reject_record(batch, position, r->problem, raw.data, raw.len);
 	otlp_note_problem(out, r->signal, position, name, r->problem);
-	out->n_refused++;
 }
 
 /* One span or log record: an envelope, or refused with its reason. */
 static void
-translate_record(OtlpTranslation *out, EventBatch *batch, OtlpSignal signal,
-				 JsonbContainer *rec, char *resource_sandbox, int position)
+translate_record(OtlpTranslation *out, EventBatch *batch, EventBodyResult *result,
+				 OtlpSignal signal, JsonbContainer *rec, char *resource_sandbox, int position)
 {
 	Record		r = {.signal = signal, .rec = rec};
 	char	   *name = NULL;
@@ -360,7 +368,7 @@ translate_record(OtlpTranslation *out, EventBatch *batch, OtlpSignal signal,
 	}
 	if (name == NULL && rec != NULL)	/* to name it in the answer */
 		name = otlp_string(otlp_member(rec, signal == OTLP_TRACES ? "name" : "eventName"));
-	refuse_record(out, batch, &r, position, name);
+	refuse_record(out, batch, result, &r, position, name);
 }
 
 /* Counts the records, checking every level is an array where one belongs. */
@@ -397,17 +405,20 @@ count_records(JsonbContainer *root, OtlpSignal signal, int *count, char **error)
 /*
  * Translates a decoded request.  False with *error (nothing queued) when
  * its frame is not OTLP's; else out holds the events, and the records that
- * could not be events are queued in the batch's rejected_events.
+ * could not be events are counted in result (the body's, which the
+ * validation of out->events then goes on counting in) and, within the
+ * cap, queued in the batch's rejected_events.
  */
 bool
 otlp_translate(Jsonb *request, OtlpSignal signal, EventBatch *batch,
-			   OtlpTranslation *out, char **error)
+			   EventBodyResult *result, OtlpTranslation *out, char **error)
 {
 	const char *rs_name, *scope_name, *rec_name;
 	JsonbContainer *resources;
 	int			position = 0;
 
 	memset(out, 0, sizeof(*out));
+	out->request = request;
 	*error = NULL;
 	if (!count_records(&request->root, signal, &out->n_records, error))
 		return false;
@@ -429,7 +440,7 @@ otlp_translate(Jsonb *request, OtlpSignal signal, EventBatch *batch,
 			JsonbContainer *records = otlp_container(otlp_member(element(scopes, j), rec_name));
 
 			for (int k = 0; records && k < JsonContainerSize(records); k++)
-				translate_record(out, batch, signal, element(records, k), sandbox, position++);
+				translate_record(out, batch, result, signal, element(records, k), sandbox, position++);
 		}
 	}
 	appendStringInfoChar(&out->events, ']');
