@@ -22,7 +22,6 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 use CitusCluster;
-use RunraNode;
 use FindBin;
 use lib "$FindBin::RealBin/lib/http";
 use HttpTest qw(post_events create_token start_children wait_children);
