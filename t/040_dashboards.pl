@@ -13,7 +13,7 @@ use Test::More;
 use JSON::PP;
 use List::Util qw(sum);
 use POSIX qw(floor);
-use rollups::GrafanaSql qw(load_dashboards expand);
+use rollups::GrafanaSql qw(load_dashboards expand grafana_context reader_role reader_query render);
 
 my $src = $ENV{RUNRA_OBS_SRC} // '.';
 my @dashboards = load_dashboards("$src/dashboards");
@@ -25,10 +25,7 @@ ok(@dashboards >= 7, 'seven dashboards or more');
 # below, at chosen times; no worker races them.
 my $node = runra_node('dashboards', 'runra_obs.rollup_enabled = on');
 
-$node->safe_psql('postgres', q{
-    CREATE ROLE grafana_test LOGIN IN ROLE runra_obs_reader;
-    ALTER ROLE grafana_test SET default_transaction_read_only = on;
-    ALTER ROLE grafana_test SET timezone = 'UTC';});
+reader_role($node, 'grafana_test');
 
 # ---- known events, one day ago, over three hours ----
 my $base = $node->safe_psql('postgres',
@@ -128,39 +125,8 @@ $node->safe_psql('postgres', qq{
       ON n.created_at = to_timestamp($base + 60 * a.minute)});
 
 # ---- running dashboard SQL as the Grafana role ----
-my $FS = "\x1f";
-
 # Runs SQL as grafana_test; returns (columns, rows) or dies with the error.
-sub run_query
-{
-	my ($sql) = @_;
-	my ($out, $err);
-	my $rc = $node->psql('postgres', $sql,
-		stdout => \$out, stderr => \$err,
-		extra_params => [ '-U', 'grafana_test', '-P', 'tuples_only=off', '-P', 'footer=off',
-			'-F', $FS, '-v', 'ON_ERROR_STOP=1' ]);
-	die "query failed: $err\n$sql\n" if $rc != 0 || $err =~ /ERROR/;
-	my @lines = split /\n/, $out, -1;
-	pop @lines while @lines && $lines[-1] eq '';
-	my @columns = split /$FS/, shift(@lines) // '', -1;
-	my @rows = map { [ split /$FS/, $_, -1 ] } @lines;
-	return (\@columns, \@rows);
-}
-
-# Context for expand(): the time range, interval and variable selection.
-sub context
-{
-	my ($dash, %opt) = @_;
-	my %vars = map { $_->{name} => $_ } @{ $dash->{templating}{list} };
-	my %selected;
-	for my $name (keys %vars)
-	{
-		$selected{$name} = $opt{select}{$name} // { all => 1, values => [] };
-		$selected{$name}{options} //= [];
-	}
-	return { from => $opt{from}, to => $opt{to}, interval => $opt{interval},
-		variables => \%vars, selected => \%selected };
-}
+sub run_query { return reader_query($node, 'grafana_test', @_); }
 
 my $T = sub { $base + 3600 * $_[0] };    # epoch of hour n of the known events
 my $H = sub { POSIX::strftime('%Y-%m-%d %H:%M:%S+00', gmtime($T->($_[0]))) };    # as timestamptz text
@@ -259,12 +225,6 @@ my %percentiles = (
 
 sub bucket { my ($ms) = @_; return $ms < 1 ? 0 : 1 + floor(4 * log($ms) / log(2) + 1e-9); }
 
-sub render
-{
-	my ($rows) = @_;
-	return [ map { join('|', @$_) } @$rows ];
-}
-
 # Structural checks every panel must pass; returns the rows.
 sub check_panel
 {
@@ -319,7 +279,7 @@ for my $dash (@dashboards)
 	{
 		is($var->{refresh}, 2, "$uid \$$var->{name}: refreshes on time range change");
 		is($var->{datasource}{type}, 'grafana-postgresql-datasource', "$uid \$$var->{name}: PostgreSQL datasource");
-		my ($cols, $rows) = eval { run_query(expand($var->{query}, context($dash, %$known))) };
+		my ($cols, $rows) = eval { run_query(expand($var->{query}, grafana_context($dash, %$known))) };
 		ok(defined $cols, "$uid \$$var->{name}: variable query runs") or diag($@);
 		ok(@{ $rows // [] } > 0, "$uid \$$var->{name}: offers values");
 		if ($rows && (my $want = $expected{"$uid/\$$var->{name}"}))
@@ -331,7 +291,7 @@ for my $dash (@dashboards)
 	for my $anno (@{ $dash->{annotations}{list} })
 	{
 		my $key = "$uid/annotation $anno->{name}";
-		my $rows = check_annotation($anno, context($dash, %$known), $key) or next;
+		my $rows = check_annotation($anno, grafana_context($dash, %$known), $key) or next;
 		$checked{$key}++;
 		if (my $want = $expected{$key})
 		{
@@ -348,7 +308,7 @@ for my $dash (@dashboards)
 			my $range = $uid eq 'runra-obs-pipeline'
 			  ? { from => time() - 3600, to => time() + 60, interval => 3600 } : $known;
 			my ($columns, $rows) = check_panel($dash, $panel, $target,
-				context($dash, %$range, select => { audit_sandbox => { values => ['sb_b'] } }), $key);
+				grafana_context($dash, %$range, select => { audit_sandbox => { values => ['sb_b'] } }), $key);
 			next unless $rows;
 			# long windows read rollups, not raw events (the audit trail is per sandbox)
 			ok($target->{rawSql} !~ /sandbox_events/ || $target->{rawSql} =~ /sandbox_id IN \(\$audit_sandbox\)/,
@@ -420,7 +380,7 @@ for my $dash (@dashboards)
 	{
 		my $key = "$dash->{uid}/annotation $anno->{name}";
 		my $rows = check_annotation($anno,
-			context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice), "$key (chosen values)");
+			grafana_context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice), "$key (chosen values)");
 		if ($rows && (my $want = $chosen{$key}))
 		{
 			$checked_chosen{$key}++;
@@ -432,7 +392,7 @@ for my $dash (@dashboards)
 		for my $target (@{ $panel->{targets} })
 		{
 			my ($columns, $rows) = check_panel($dash, $panel, $target,
-				context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice),
+				grafana_context($dash, from => $T->(0), to => $T->(3), interval => 300, select => \%choice),
 				"$dash->{uid}/$panel->{title} (5m, chosen values)");
 			my $key = "$dash->{uid}/$panel->{title}";
 			if ($rows && (my $want = $chosen{$key}))
@@ -460,7 +420,7 @@ ok($checked_chosen{$_}, "$_ (chosen values): panel exists and was checked") for 
 	my ($dash) = grep { $_->{uid} eq 'runra-obs-alerts' } @dashboards;
 	my ($anno) = grep { $_->{name} eq 'Alerts firing' } @{ $dash->{annotations}{list} };
 	my $rows = check_annotation($anno,
-		context($dash, from => $base + 60 * 50, to => $base + 60 * 80, interval => 60), 'alerts firing in [50, 80]');
+		grafana_context($dash, from => $base + 60 * 50, to => $base + 60 * 80, interval => 60), 'alerts firing in [50, 80]');
 	is_deeply(render($rows // []), figures(
 		'M22|M75|sandbox errors {sandbox_id="sb_a"}|resolved,sandbox errors',
 		'M77|M80|sandbox errors {sandbox_id="sb_b"}|firing,sandbox errors',

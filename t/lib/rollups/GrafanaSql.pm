@@ -19,6 +19,11 @@
 #     'to'; $__timeGroup(c, i) -> floor(extract(epoch from c)/S)*S with S the
 #     interval in seconds printed as Go's %v prints a float64;
 #     $__timeGroupAlias adds AS "time"; $__time(c) -> c AS "time".
+#
+# And how the tests run it as Grafana's datasource user would: a login role
+# that is only a member of runra_obs_reader (reader_role), one query at a
+# time (reader_query) or many in one session (reader_queries), with the
+# context expand() needs built from a dashboard (grafana_context).
 package rollups::GrafanaSql;
 
 use strict;
@@ -28,7 +33,8 @@ use JSON::PP;
 use POSIX qw(floor strftime);
 use Exporter 'import';
 
-our @EXPORT_OK = qw(load_dashboards expand go_float rfc3339nano parse_interval);
+our @EXPORT_OK = qw(load_dashboards expand go_float rfc3339nano parse_interval
+  grafana_context reader_role reader_query reader_queries render);
 
 # Every dashboard JSON file of a folder, decoded, with its file name.
 sub load_dashboards
@@ -201,6 +207,102 @@ sub expand
 	}ge;
 	croak "unexpanded \$ left in: $sql" if $sql =~ /\$__\w+/;
 	return $sql;
+}
+
+# Context for expand() on a dashboard: from, to (epoch seconds), interval
+# (seconds), and select (name => {values => [...]} or {all => 1}); a
+# variable not in select is on All.
+sub grafana_context
+{
+	my ($dash, %opt) = @_;
+	my %vars = map { $_->{name} => $_ } @{ $dash->{templating}{list} };
+	my %selected;
+	for my $name (keys %vars)
+	{
+		$selected{$name} = $opt{select}{$name} // { all => 1, values => [] };
+		$selected{$name}{options} //= [];
+	}
+	return { from => $opt{from}, to => $opt{to}, interval => $opt{interval},
+		variables => \%vars, selected => \%selected };
+}
+
+# A login role on $node as Grafana's datasource user is set up: only a
+# member of runra_obs_reader, read-only, in UTC.
+sub reader_role
+{
+	my ($node, $role) = @_;
+	$node->safe_psql('postgres', qq{
+		CREATE ROLE $role LOGIN IN ROLE runra_obs_reader;
+		ALTER ROLE $role SET default_transaction_read_only = on;
+		ALTER ROLE $role SET timezone = 'UTC';});
+	return $role;
+}
+
+my $FS = "\x1f";
+
+# Runs psql on $node as $role with column names, fields split by $FS.
+sub psql_as
+{
+	my ($node, $role, $sql, $stop) = @_;
+	my ($out, $err);
+	my $rc = $node->psql('postgres', $sql,
+		stdout => \$out, stderr => \$err,
+		extra_params => [ '-U', $role, '-P', 'tuples_only=off', '-P', 'footer=off',
+			'-F', $FS, '-v', "ON_ERROR_STOP=$stop" ]);
+	return ($rc, $out, $err);
+}
+
+# psql's unaligned output of one query: (columns, rows).
+sub parse_result
+{
+	my ($out) = @_;
+	my @lines = split /\n/, $out, -1;
+	pop @lines while @lines && $lines[-1] eq '';
+	my @columns = split /$FS/, shift(@lines) // '', -1;
+	my @rows = map { [ split /$FS/, $_, -1 ] } @lines;
+	return (\@columns, \@rows);
+}
+
+# Runs one query as $role; returns (columns, rows) or dies with the error.
+sub reader_query
+{
+	my ($node, $role, $sql) = @_;
+	my ($rc, $out, $err) = psql_as($node, $role, $sql, 1);
+	die "query failed: $err\n$sql\n" if $rc != 0 || $err =~ /ERROR/;
+	return parse_result($out);
+}
+
+# Runs many queries as $role, one after the other in one session (as
+# Grafana's connection pool would), so a test can run hundreds without a
+# psql each.  Returns one hash per query: {columns, rows}, or {error}.
+sub reader_queries
+{
+	my ($node, $role, @sqls) = @_;
+	my $script = '';
+	for my $i (0 .. $#sqls)
+	{
+		$script .= "\\echo \@\@begin $i\n$sqls[$i]\n;\n\\echo \@\@end $i :ERROR\n"
+		  . "\\if :ERROR\n\\echo \@\@error $i :LAST_ERROR_MESSAGE\n\\endif\n";
+	}
+	$script .= "\\echo \@\@done\n";    # psql() chomps the last newline
+	my ($rc, $out, $err) = psql_as($node, $role, $script, 0);
+	my @results;
+	while ($out =~ /^\@\@begin (\d+)\n(.*?)^\@\@end \1 (true|false)\n(?:\@\@error \1 ([^\n]*)\n)?/msg)
+	{
+		my ($i, $text, $failed, $error) = ($1, $2, $3, $4);
+		if ($failed eq 'true') { $results[$i] = { error => $error // $err }; next; }
+		my ($columns, $rows) = parse_result($text);
+		$results[$i] = { columns => $columns, rows => $rows };
+	}
+	$results[$_] //= { error => "no answer (psql: $err)" } for 0 .. $#sqls;
+	return @results;
+}
+
+# Rows as '|'-joined text.
+sub render
+{
+	my ($rows) = @_;
+	return [ map { join('|', @$_) } @$rows ];
 }
 
 1;
