@@ -226,12 +226,7 @@ note(sprintf("%d events sent, %d acknowledged; errors:\n", scalar keys %$sent, s
 # The worker being down is a "not now": the documented answer is 503 with
 # Retry-After (docs/http.md), as for recovery or shutdown.
 my @not_now = grep { /^HTTP / && !/^HTTP 503 retry-after:\d/ } sort keys %errors;
-TODO:
-{
-	local $TODO = 'HTTP answers 500 "The events could not be stored, nothing of this request was: connection to '
-	  . 'the remote node ... failed" while a Citus worker is down (a connection failure is not a transient error to http_batch.c)';
-	is(scalar @not_now, 0, 'while the worker is down, HTTP answers 503 with Retry-After') or diag(join("\n", @not_now));
-}
+is(scalar @not_now, 0, 'while the worker is down, HTTP answers 503 with Retry-After') or diag(join("\n", @not_now));
 
 # The consumers read what is there; then Citus commits on the restarted
 # worker what it had prepared when it was killed, of transactions the

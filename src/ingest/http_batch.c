@@ -180,9 +180,12 @@ error_is_transient(ErrorData *error)
 		case ERRCODE_OPERATOR_INTERVENTION: /* timeouts, shutdown */
 		case ERRCODE_TRANSACTION_ROLLBACK:	/* deadlock, serialization */
 		case ERRCODE_INSUFFICIENT_RESOURCES:	/* disk full, out of memory */
+		case ERRCODE_CONNECTION_EXCEPTION:	/* a Citus worker down or restarting */
 			return true;
 		default:
-			return error->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION;
+			/* (Citus reports a worker lost in mid-COPY as an I/O error) */
+			return error->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
+				error->sqlerrcode == ERRCODE_IO_ERROR;
 	}
 }
 

@@ -177,6 +177,21 @@ pin_search_path(void)
 }
 
 /*
+ * Citus relays the messages its connections receive from workers as
+ * messages of the same level in this process, a worker's "FATAL:
+ * terminating connection due to unexpected postmaster exit" included: one
+ * Citus worker killed would end every runra_obs worker that was talking to
+ * it (t/073).  Our workers report the errors of their statements, which
+ * Citus raises as errors; its relayed notices they do without.  (Where
+ * Citus is not loaded this only makes a placeholder setting.)
+ */
+static void
+mute_citus_worker_messages(void)
+{
+	SetConfigOption("citus.worker_min_messages", "off", PGC_USERSET, PGC_S_SESSION);
+}
+
+/*
  * Takes a free status slot for this worker (there are always enough), and
  * pins the worker's search_path.  Called right after connecting.
  */
@@ -184,6 +199,7 @@ void
 runra_worker_attach(const char *role)
 {
 	pin_search_path();
+	mute_citus_worker_messages();
 	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
 	{
 		RunraWorkerSlot *slot = &worker_slots[i];
