@@ -63,14 +63,15 @@ bench_fleet_files() {
 # sandbox s (numbered by its first event) is live in window (s - 1) / LIVE;
 # a window's events arrive by their position in their sandbox, then by
 # sandbox; the r-th event to arrive gets the r-th of n timestamps spread
-# evenly over one hour per window, ending at the last generated one.
+# evenly over one hour per LIVE full sandboxes' worth of events, ending at
+# the last generated one.
 bench_fleet_interleaved() {
     cat <<SQL
 SELECT t1 - windows * interval '1 hour' * ((n - r)::float8 / n) AS created_at,
        sandbox_id, event_type, data, trace_id
 FROM (SELECT e.*, row_number() OVER (ORDER BY (s - 1) / $1, j, s) AS r,
              max(created_at) OVER () AS t1, count(*) OVER () AS n,
-             (max(s) OVER () - 1) / $1 + 1 AS windows
+             ceil(count(*) OVER () / ($1 * max(j) OVER ())::numeric) AS windows
       FROM (SELECT e.*, row_number() OVER (PARTITION BY sandbox_id ORDER BY id) AS j,
                    dense_rank() OVER (ORDER BY first_id) AS s
             FROM (SELECT *, min(id) OVER (PARTITION BY sandbox_id) AS first_id
