@@ -6,12 +6,13 @@
 #   bench/ingest.sh [EVENTS] [ROUNDS] [SESSIONS]
 #                   defaults: 1000000 events, 3 rounds, 2 sessions
 #
-# The events are shaped like a fleet (bench/rollups.sql's generator: every
-# event type, sandboxes of 500 events, so 2000 sandboxes per million, over
-# 7 days) and written twice: as the seed's JSONL lines and as COPY text of
-# the same rows, both cut into 1000-event batches.  Each round empties the
-# table, then SESSIONS sessions share the batches, one statement and one
-# transaction per batch, first as COPY, then as ingest_jsonl; then the same
+# The events are shaped like a fleet (bench/lib/fleet.sh, with
+# bench/rollups.sql's generator: every event type, sandboxes of 500 events,
+# so 2000 sandboxes per million, over 7 days) and written twice: as the
+# seed's JSONL lines and as COPY text of the same rows, both cut into
+# 1000-event batches.  Each round empties the table, then SESSIONS sessions
+# share the batches, one statement and one transaction per batch, first as
+# COPY, then as ingest_jsonl; then the same
 # batches go to POST /v1/events as NDJSON, each once, over 4 keep-alive
 # connections to the 2 HTTP workers (bench/http_load.c).  The rollup
 # worker runs all along, as in production; it is let catch up before each
@@ -22,38 +23,13 @@ events=${1:-1000000}
 rounds=${2:-3}
 sessions=${3:-2}
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib/fleet.sh"
 http_port=${BENCH_HTTP_PORT:-18787}
 bench_cluster_start ingest "runra_obs.rollup_interval = '1s'" \
     "runra_obs.http_workers = 2" "runra_obs.http_port = $http_port"
 bench_machine
-bench_as_user "$BENCH_BIN/psql" -X -q -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench \
-    -f "$BENCH_SRC/bench/rollups.sql" >/dev/null
-
-bench_psql "SELECT bench.generate(1, $events, $events, now())" >/dev/null
-jsonl=$BENCH_DIR/events.jsonl
-copy=$BENCH_DIR/events.copy
-bench_psql "COPY (SELECT json_build_object('timestamp', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                                           'sandboxId', sandbox_id, 'type', event_type, 'data', data)::text
-                  FROM runra_obs.sandbox_events ORDER BY id) TO '$jsonl'" \
-           "COPY (SELECT created_at, sandbox_id, event_type, data, trace_id
-                  FROM runra_obs.sandbox_events ORDER BY id) TO '$copy'"
-mkdir -p "$BENCH_DIR/batches" && chown "$BENCH_USER" "$BENCH_DIR/batches"
-bench_as_user split -l 1000 -d -a 6 "$jsonl" "$BENCH_DIR/batches/jsonl."
-bench_as_user split -l 1000 -d -a 6 "$copy" "$BENCH_DIR/batches/copy."
-echo "events: $events over $(bench_psql 'SELECT count(DISTINCT sandbox_id) FROM runra_obs.sandbox_events') sandboxes," \
-     "$(bench_psql 'SELECT count(DISTINCT event_type) FROM runra_obs.sandbox_events') event types," \
-     "$(du -m "$jsonl" | cut -f1) MB of JSONL, batches of 1000, $sessions sessions"
-
-# One script per session: every SESSIONS-th batch, one statement each.
-for s in $(seq 0 $((sessions - 1))); do
-    ls "$BENCH_DIR/batches" | grep '^copy\.' | awk -v s="$s" -v n="$sessions" 'NR % n == s' |
-        sed "s|^|COPY runra_obs.sandbox_events (created_at, sandbox_id, event_type, data, trace_id) FROM '$BENCH_DIR/batches/|; s|\$|';|" \
-        > "$BENCH_DIR/copy.$s.sql"
-    ls "$BENCH_DIR/batches" | grep '^jsonl\.' | awk -v s="$s" -v n="$sessions" 'NR % n == s' |
-        sed "s|^|SELECT failed FROM runra_obs.ingest_jsonl(pg_read_file('$BENCH_DIR/batches/|; s|\$|'));|" \
-        > "$BENCH_DIR/jsonl.$s.sql"
-done
-chmod 644 "$BENCH_DIR"/*.sql
+bench_fleet_files "$events" "$BENCH_DIR" | sed "s/\$/, $sessions sessions/"
+bench_fleet_scripts "$BENCH_DIR" "$sessions"
 ls "$BENCH_DIR"/batches/jsonl.* > "$BENCH_DIR/http.list"
 cc -O2 -o "$BENCH_DIR/http_load" "$BENCH_SRC/bench/http_load.c" $(pkg-config --cflags --libs libcurl)
 token=$(bench_psql "SELECT runra_obs.create_ingest_token('bench')")
