@@ -170,6 +170,21 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 	event_batch_finish(batch);
 }
 
+/*
+ * Citus reports a worker lost in mid-transaction (remote_transaction.c,
+ * "failure on connection marked as essential") with no errcode, so as an
+ * internal error; its text is the only sign that the cause is a node down.
+ */
+static bool
+citus_lost_connection(ErrorData *error)
+{
+	static const char prefix[] = "failure on connection marked as essential";
+
+	return error->sqlerrcode == ERRCODE_INTERNAL_ERROR &&
+		error->message != NULL &&
+		strncmp(error->message, prefix, sizeof(prefix) - 1) == 0;
+}
+
 /* "Not now" errors: the same request may well succeed in a moment. */
 static bool
 error_is_transient(ErrorData *error)
@@ -185,7 +200,8 @@ error_is_transient(ErrorData *error)
 		default:
 			/* (Citus reports a worker lost in mid-COPY as an I/O error) */
 			return error->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
-				error->sqlerrcode == ERRCODE_IO_ERROR;
+				error->sqlerrcode == ERRCODE_IO_ERROR ||
+				citus_lost_connection(error);
 	}
 }
 
