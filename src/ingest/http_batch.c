@@ -171,18 +171,24 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 }
 
 /*
- * Citus reports a worker lost in mid-transaction (remote_transaction.c,
- * "failure on connection marked as essential") with no errcode, so as an
- * internal error; its text is the only sign that the cause is a node down.
+ * Citus reports some losses of a worker without an errcode, so as internal
+ * errors: a worker lost in mid-transaction (remote_transaction.c, "failure
+ * on connection marked as essential"), and libpq's own error on a dead
+ * connection, which has no SQLSTATE and which Citus relays with the
+ * context "while executing command on <node>" (remote_commands.c).  Their
+ * text is the only sign that the cause is a node down.
  */
 static bool
 citus_lost_connection(ErrorData *error)
 {
-	static const char prefix[] = "failure on connection marked as essential";
+	static const char essential[] = "failure on connection marked as essential";
 
-	return error->sqlerrcode == ERRCODE_INTERNAL_ERROR &&
-		error->message != NULL &&
-		strncmp(error->message, prefix, sizeof(prefix) - 1) == 0;
+	if (error->sqlerrcode != ERRCODE_INTERNAL_ERROR)
+		return false;
+	return (error->message != NULL &&
+			strncmp(error->message, essential, sizeof(essential) - 1) == 0) ||
+		(error->context != NULL &&
+		 strstr(error->context, "while executing command on ") != NULL);
 }
 
 /* "Not now" errors: the same request may well succeed in a moment. */
