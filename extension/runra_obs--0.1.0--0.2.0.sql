@@ -77,6 +77,46 @@ COMMENT ON FUNCTION runra_obs._events_distributed() IS
     'Internal: whether runra_obs.sandbox_events is distributed by Citus';
 REVOKE ALL ON FUNCTION runra_obs._events_distributed() FROM PUBLIC;
 
+-- The distributed transactions the coordinator has committed that are
+-- still only prepared on a worker: their events are stored there but not
+-- yet visible.  Normally none (Citus sends COMMIT PREPARED before the
+-- coordinator's transaction lets go of its locks); a worker that fails or
+-- is killed at that moment keeps them until Citus's recovery commits them
+-- (citus.recover_2pc_interval, or recover_prepared_transactions()).  The
+-- safe watermark (src/consume/watermark.c) holds back until those it saw
+-- are gone.  A transaction is committed on the coordinator when its row in
+-- pg_dist_transaction is visible.  NULL when a worker did not answer: then
+-- nobody can tell.
+CREATE FUNCTION runra_obs._citus_commits_in_doubt()
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    in_doubt text[];
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_transaction') IS NULL THEN
+        RETURN '{}';
+    END IF;
+    EXECUTE $query$
+        SELECT CASE WHEN count(*) = 0 OR bool_and(w.success)
+                    THEN coalesce(array_agg(t.gid) FILTER (WHERE t.gid IS NOT NULL), '{}')
+               END
+          FROM run_command_on_workers(
+                   $worker$SELECT coalesce(string_agg(gid, ' '), '') FROM pg_prepared_xacts WHERE gid LIKE 'citus\_%'$worker$
+               ) AS w
+          LEFT JOIN LATERAL unnest(string_to_array(nullif(w.result, ''), ' ')) AS p(gid) ON w.success
+          LEFT JOIN pg_dist_transaction AS t ON t.gid = p.gid
+    $query$ INTO in_doubt;
+    RETURN in_doubt;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._citus_commits_in_doubt() IS
+    'Internal: gids of transactions committed on the Citus coordinator and still prepared on a worker; NULL when a worker did not answer';
+REVOKE ALL ON FUNCTION runra_obs._citus_commits_in_doubt() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs._citus_commits_in_doubt() TO runra_obs_reader, runra_obs_writer;
+
 CREATE FUNCTION runra_obs.distribute(shard_count integer DEFAULT NULL)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql

@@ -19,7 +19,18 @@
  * is checked on every probe.  Ids set by hand (a superuser's INSERT with an
  * explicit id; writers may not set it) are not covered.
  *
- * Step 3 is polled, not waited on, so a consumer's loop keeps its latch and
+ * On Citus (sandbox_events distributed) the rows of a coordinator's
+ * transaction live on the workers, prepared there before the coordinator
+ * commits.  Citus sends COMMIT PREPARED before the transaction lets go of
+ * its locks, so step 3 normally covers them; but when a worker is lost at
+ * that moment they stay prepared, and invisible, until Citus recovers them.
+ * So on Citus a step 4: the transactions committed on the coordinator and
+ * still prepared on a worker at that point must be gone before W is safe
+ * (runra_obs._citus_commits_in_doubt(); later ones are ignored, so a steady
+ * stream of commits cannot hold it back, and a worker that does not answer
+ * holds it back until it does).
+ *
+ * Steps 3 and 4 are polled, not waited on, so a consumer's loop keeps its latch and
  * its SIGTERM while a long transaction holds the watermark back.  Autovacuum
  * and VACUUM hold ShareUpdateExclusiveLock, which conflicts with the mode we
  * ask about, but insert nothing: they are skipped.
@@ -40,6 +51,10 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/array.h"
 #include "access/xact.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_sequence.h"
@@ -59,6 +74,7 @@
 
 #include "consume/watermark.h"
 #include "guc.h"
+#include "store/event_citus.h"
 #include "store/relation.h"
 
 #define WATERMARK_HISTORY 512
@@ -203,6 +219,70 @@ writers_ended(WatermarkProbe *probe, bool wait)
 	return left == 0;
 }
 
+/* The gids of commits in doubt on Citus workers now, in cxt; false if unknown. */
+static bool
+read_commits_in_doubt(MemoryContext cxt, char ***gids, int *n)
+{
+	bool		isnull;
+	Datum		value;
+	Datum	   *elems;
+
+	SPI_connect();
+	if (SPI_execute("SELECT runra_obs._citus_commits_in_doubt()", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "runra_obs._citus_commits_in_doubt() did not answer");
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+	{
+		SPI_finish();
+		return false;
+	}
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, NULL, n);
+	*gids = MemoryContextAlloc(cxt, Max(*n, 1) * sizeof(char *));
+	for (int i = 0; i < *n; i++)
+		(*gids)[i] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
+	SPI_finish();
+	return true;
+}
+
+/*
+ * Step 4 (Citus): true once none of the commits in doubt seen at the first
+ * check is still in doubt.  Always true without Citus.
+ */
+static bool
+citus_commits_settled(WatermarkProbe *probe)
+{
+	char	  **now;
+	int			nnow;
+	int			left = 0;
+
+	if (!probe->citus)
+		return true;
+	if (!probe->doubt_known)
+	{
+		if (!read_commits_in_doubt(probe->cxt, &probe->doubt, &probe->ndoubt))
+			return false;
+		probe->doubt_known = true;
+		return probe->ndoubt == 0;
+	}
+	if (!read_commits_in_doubt(CurrentMemoryContext, &now, &nnow))
+		return false;
+	for (int i = 0; i < probe->ndoubt; i++)
+	{
+		bool		still = false;
+
+		for (int j = 0; j < nnow && !still; j++)
+			still = strcmp(probe->doubt[i], now[j]) == 0;
+		if (still)
+			probe->doubt[left++] = probe->doubt[i];
+		else
+			pfree(probe->doubt[i]);
+	}
+	probe->ndoubt = left;
+	return left == 0;
+}
+
 /*
  * The sequence whose watermark is shared, when this backend's database is
  * the one the workers serve; InvalidOid elsewhere.  Outside a transaction
@@ -289,14 +369,28 @@ start_probe(WatermarkProbe *probe)
 	if (probe->waiting)
 		pfree(probe->waiting);
 	note_writers(probe);
+	probe->citus = events_are_distributed();
+	if (probe->doubt_known)
+	{
+		for (int i = 0; i < probe->ndoubt; i++)
+			pfree(probe->doubt[i]);
+		pfree(probe->doubt);
+	}
+	probe->doubt_known = false;
+	probe->ndoubt = 0;
 	probe->active = true;
 }
 
-/* Publishes the probe's value if its writers have ended; true if so. */
+/*
+ * Publishes the probe's value if its writers have ended (and, on Citus,
+ * their commits are done on the workers); true if so.
+ */
 static bool
 finish_probe(WatermarkProbe *probe, int64 *known)
 {
 	if (!writers_ended(probe, false))
+		return false;
+	if (probe->candidate > *known && !citus_commits_settled(probe))
 		return false;
 	probe->active = false;
 	publish(probe->candidate);
@@ -326,7 +420,8 @@ watermark_advance(WatermarkProbe *probe)
 
 /*
  * A safe watermark now, waiting for the writers (interruptible, as any lock
- * wait).  For SQL callers: runra_obs.safe_watermark(), fold_rollups().
+ * wait) and on Citus for commits in doubt on the workers (polled; with a
+ * worker down, until it is back and Citus has recovered them).  For SQL callers: runra_obs.safe_watermark(), fold_rollups().
  */
 int64
 watermark_compute_blocking(void)
@@ -336,6 +431,13 @@ watermark_compute_blocking(void)
 	watermark_probe_init(&probe, CurrentMemoryContext);
 	start_probe(&probe);
 	writers_ended(&probe, true);
+	while (!citus_commits_settled(&probe))
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	publish(probe.candidate);
 	return Max(probe.candidate, watermark_published());
 }
