@@ -44,6 +44,7 @@
 #include "worker/secret_mask.h"
 #include "worker/worker_common.h"
 #include "worker/worker_metrics.h"
+#include "worker/worker_xact.h"
 
 volatile sig_atomic_t runra_got_sigterm = false;
 volatile sig_atomic_t runra_in_user_code = false;
@@ -237,7 +238,7 @@ runra_worker_attach(const char *role)
 
 /*
  * The version of runra_obs installed in the connected database, copied into
- * buf, or false when it is not installed (in a short transaction).
+ * buf, or false when it is not installed.  Call inside a transaction.
  */
 static bool
 installed_version(char *buf, size_t len)
@@ -248,9 +249,6 @@ installed_version(char *buf, size_t len)
 	HeapTuple	tuple;
 	bool		found = false;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
 				F_NAMEEQ, CStringGetDatum("runra_obs"));
@@ -267,8 +265,6 @@ installed_version(char *buf, size_t len)
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 	return found;
 }
 
@@ -276,29 +272,42 @@ installed_version(char *buf, size_t len)
  * Is this node a Citus worker?  There the coordinator does runra_obs's work
  * (ingest, maintenance, consumers, alerts: extension/parts/90_citus.sql);
  * a worker's own background work would write to shells no query reads.
+ * Call inside a transaction, with the extension installed.
  */
 static bool
 on_citus_worker(void)
 {
 	bool		worker = false;
+	bool		isnull;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("citus", true)))
-	{
-		bool		isnull;
-
-		SPI_connect();
-		if (SPI_execute("SELECT runra_obs.citus_node_role() = 'worker'", true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-			worker = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
-		SPI_finish();
-	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	if (!OidIsValid(get_extension_oid("citus", true)))
+		return false;
+	SPI_connect();
+	if (SPI_execute("SELECT runra_obs.citus_node_role() = 'worker'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		worker = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	SPI_finish();
 	return worker;
+}
+
+/* What extension_is_ready() found, in one transaction. */
+typedef struct Readiness
+{
+	char	   *version;		/* the installed version, "" if none */
+	size_t		len;
+	bool		installed;
+	bool		citus_worker;
+} Readiness;
+
+static void
+read_readiness(void *arg)
+{
+	Readiness  *found = (Readiness *) arg;
+
+	found->installed = installed_version(found->version, found->len);
+	found->citus_worker = found->installed &&
+		strcmp(found->version, RUNRA_OBS_VERSION) == 0 && on_citus_worker();
 }
 
 /*
@@ -308,13 +317,26 @@ on_citus_worker(void)
  * ALTER EXTENSION runra_obs UPDATE, and a worker that ran on them would fail
  * on every query that touches what changed.  Sets *waiting_for to what is
  * missing, or to NULL when nothing is but this node is a Citus worker.
+ * One short transaction; an error in it (a catalog being changed under
+ * it) counts as not ready yet.
  */
 static bool
 extension_is_ready(const char **waiting_for, char *version, size_t len)
 {
-	if (!installed_version(version, len))
+	Readiness	found = {.version = version, .len = len};
+	char	   *error;
+
+	version[0] = '\0';
+	*waiting_for = "CREATE EXTENSION runra_obs";
+	if (!runra_worker_run_transaction("runra_obs: checking the extension",
+									  read_readiness, &found, &error, NULL))
 	{
-		*waiting_for = "CREATE EXTENSION runra_obs";
+		ereport(LOG, (errmsg("runra_obs worker could not check the extension: %s", error)));
+		pfree(error);
+		return false;
+	}
+	if (!found.installed)
+	{
 		version[0] = '\0';
 		return false;
 	}
@@ -323,7 +345,7 @@ extension_is_ready(const char **waiting_for, char *version, size_t len)
 		*waiting_for = "ALTER EXTENSION runra_obs UPDATE";
 		return false;
 	}
-	if (on_citus_worker())
+	if (found.citus_worker)
 	{
 		*waiting_for = NULL;
 		return false;
