@@ -171,24 +171,38 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 }
 
 /*
- * Citus reports some losses of a worker without an errcode, so as internal
+ * Citus relays some losses of a worker without an errcode, so as internal
  * errors: a worker lost in mid-transaction (remote_transaction.c, "failure
- * on connection marked as essential"), and libpq's own error on a dead
- * connection, which has no SQLSTATE and which Citus relays with the
- * context "while executing command on <node>" (remote_commands.c).  Their
- * text is the only sign that the cause is a node down.
+ * on connection marked as essential"); libpq's own error on a dead
+ * connection, which has no SQLSTATE (remote_commands.c relays it with the
+ * context "while executing command on <node>"); and a worker's message
+ * during a COPY to its shards (multi_copy.c relays the text alone: a dying
+ * worker's FATAL arrives so).  Their text is the only sign that the cause
+ * is a node down; these are PostgreSQL's and libpq's fixed messages for it.
  */
 static bool
 citus_lost_connection(ErrorData *error)
 {
-	static const char essential[] = "failure on connection marked as essential";
+	static const char *const node_lost[] = {
+		"failure on connection marked as essential",
+		"terminating connection due to",	/* a worker shutting down or orphaned */
+		"server closed the connection unexpectedly",
+		"the database system is",	/* starting up, shutting down, in recovery */
+		"could not receive data from server",
+		"could not send data to server",
+		"no connection to the server",
+		"connection to server",
+		"SSL SYSCALL error",
+	};
 
 	if (error->sqlerrcode != ERRCODE_INTERNAL_ERROR)
 		return false;
-	return (error->message != NULL &&
-			strncmp(error->message, essential, sizeof(essential) - 1) == 0) ||
-		(error->context != NULL &&
-		 strstr(error->context, "while executing command on ") != NULL);
+	if (error->context != NULL && strstr(error->context, "while executing command on ") != NULL)
+		return true;
+	for (int i = 0; error->message != NULL && i < lengthof(node_lost); i++)
+		if (strstr(error->message, node_lost[i]) != NULL)
+			return true;
+	return false;
 }
 
 /* "Not now" errors: the same request may well succeed in a moment. */
