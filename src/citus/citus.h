@@ -7,4 +7,7 @@
 /* inline.c: our SQL functions inlined before Citus plans a query */
 extern void citus_install_planner_hook(void);
 
+/* node_lost.c: an error Citus raised without an errcode for a node lost */
+extern bool citus_error_is_node_lost(ErrorData *error);
+
 #endif

@@ -30,8 +30,8 @@
  * stream of commits cannot hold it back, and a worker that does not answer
  * holds it back until it does).
  *
- * Steps 3 and 4 are polled, not waited on, so a consumer's loop keeps its latch and
- * its SIGTERM while a long transaction holds the watermark back.  Autovacuum
+ * Steps 3 and 4 are polled, not waited on, so a consumer's loop keeps its
+ * latch and its SIGTERM while a long transaction holds the watermark back.  Autovacuum
  * and VACUUM hold ShareUpdateExclusiveLock, which conflicts with the mode we
  * ask about, but insert nothing: they are skipped.
  *
@@ -51,16 +51,15 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
-#include "pgstat.h"
-#include "utils/array.h"
 #include "access/xact.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_sequence.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
@@ -68,6 +67,7 @@
 #include "storage/sinvaladt.h"
 #include "storage/spin.h"
 #include "lib/stringinfo.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/syscache.h"
@@ -219,68 +219,49 @@ writers_ended(WatermarkProbe *probe, bool wait)
 	return left == 0;
 }
 
-/* The gids of commits in doubt on Citus workers now, in cxt; false if unknown. */
-static bool
-read_commits_in_doubt(MemoryContext cxt, char ***gids, int *n)
-{
-	bool		isnull;
-	Datum		value;
-	Datum	   *elems;
-
-	SPI_connect();
-	if (SPI_execute("SELECT runra_obs._citus_commits_in_doubt()", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "runra_obs._citus_commits_in_doubt() did not answer");
-	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-	{
-		SPI_finish();
-		return false;
-	}
-	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, NULL, n);
-	*gids = MemoryContextAlloc(cxt, Max(*n, 1) * sizeof(char *));
-	for (int i = 0; i < *n; i++)
-		(*gids)[i] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
-	SPI_finish();
-	return true;
-}
-
 /*
  * Step 4 (Citus): true once none of the commits in doubt seen at the first
- * check is still in doubt.  Always true without Citus.
+ * check is still in doubt (the two sets compared as arrays, in SQL); false
+ * while one is, or while a worker does not answer.  Always true without
+ * Citus.
  */
 static bool
 citus_commits_settled(WatermarkProbe *probe)
 {
-	char	  **now;
-	int			nnow;
-	int			left = 0;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		args[1];
+	Datum		value;
+	bool		isnull;
+	bool		settled;
 
 	if (!probe->citus)
 		return true;
-	if (!probe->doubt_known)
+	SPI_connect();
+	if (probe->doubt == NULL)
+		(void) SPI_execute("SELECT runra_obs._citus_commits_in_doubt()", true, 1);
+	else
 	{
-		if (!read_commits_in_doubt(probe->cxt, &probe->doubt, &probe->ndoubt))
-			return false;
-		probe->doubt_known = true;
-		return probe->ndoubt == 0;
+		args[0] = PointerGetDatum(probe->doubt);
+		(void) SPI_execute_with_args("SELECT runra_obs._citus_commits_in_doubt() OPERATOR(pg_catalog.&&) $1",
+									 1, argtypes, args, NULL, true, 1);
 	}
-	if (!read_commits_in_doubt(CurrentMemoryContext, &now, &nnow))
-		return false;
-	for (int i = 0; i < probe->ndoubt; i++)
+	if (SPI_processed != 1)
+		elog(ERROR, "runra_obs._citus_commits_in_doubt() did not answer");
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		settled = false;
+	else if (probe->doubt != NULL)
+		settled = !DatumGetBool(value);
+	else
 	{
-		bool		still = false;
+		MemoryContext caller = MemoryContextSwitchTo(probe->cxt);
 
-		for (int j = 0; j < nnow && !still; j++)
-			still = strcmp(probe->doubt[i], now[j]) == 0;
-		if (still)
-			probe->doubt[left++] = probe->doubt[i];
-		else
-			pfree(probe->doubt[i]);
+		probe->doubt = DatumGetArrayTypePCopy(value);
+		MemoryContextSwitchTo(caller);
+		settled = ArrayGetNItems(ARR_NDIM(probe->doubt), ARR_DIMS(probe->doubt)) == 0;
 	}
-	probe->ndoubt = left;
-	return left == 0;
+	SPI_finish();
+	return settled;
 }
 
 /*
@@ -370,14 +351,9 @@ start_probe(WatermarkProbe *probe)
 		pfree(probe->waiting);
 	note_writers(probe);
 	probe->citus = events_are_distributed();
-	if (probe->doubt_known)
-	{
-		for (int i = 0; i < probe->ndoubt; i++)
-			pfree(probe->doubt[i]);
+	if (probe->doubt)
 		pfree(probe->doubt);
-	}
-	probe->doubt_known = false;
-	probe->ndoubt = 0;
+	probe->doubt = NULL;
 	probe->active = true;
 }
 
@@ -421,7 +397,8 @@ watermark_advance(WatermarkProbe *probe)
 /*
  * A safe watermark now, waiting for the writers (interruptible, as any lock
  * wait) and on Citus for commits in doubt on the workers (polled; with a
- * worker down, until it is back and Citus has recovered them).  For SQL callers: runra_obs.safe_watermark(), fold_rollups().
+ * worker down, until it is back and Citus has recovered them).  For SQL
+ * callers: runra_obs.safe_watermark(), fold_rollups().
  */
 int64
 watermark_compute_blocking(void)

@@ -9,12 +9,14 @@
 
 #include "lib/stringinfo.h"
 #include "storage/lock.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
 
 /*
  * One watermark computation in progress: the sequence value it read, and
  * the transactions (writers of the table) that were running then and have
- * not ended yet, and on Citus the commits not yet done on the workers.  Lives in the memory context given to watermark_probe_init.
+ * not ended yet, and on Citus the commits not yet done on the workers.
+ * Lives in the memory context given to watermark_probe_init.
  */
 typedef struct WatermarkProbe
 {
@@ -23,11 +25,9 @@ typedef struct WatermarkProbe
 	int64		candidate;
 	int			nwaiting;
 	VirtualTransactionId *waiting;
-	/* On Citus: the commits still in doubt on workers (watermark.c) */
 	bool		citus;			/* sandbox_events is distributed */
-	bool		doubt_known;	/* doubt holds what the first check saw */
-	int			ndoubt;
-	char	  **doubt;			/* their gids */
+	ArrayType  *doubt;			/* gids in doubt on Citus workers at the
+								 * first check; NULL before it */
 } WatermarkProbe;
 
 extern void watermark_shmem_request(void);

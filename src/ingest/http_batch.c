@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "citus/citus.h"
 #include "guc.h"
 #include "ingest/http.h"
 #include "store/event_batch.h"
@@ -170,41 +171,6 @@ fill_group(GroupItem *items, int n, MemoryContext answer_context)
 	event_batch_finish(batch);
 }
 
-/*
- * Citus relays some losses of a worker without an errcode, so as internal
- * errors: a worker lost in mid-transaction (remote_transaction.c, "failure
- * on connection marked as essential"); libpq's own error on a dead
- * connection, which has no SQLSTATE (remote_commands.c relays it with the
- * context "while executing command on <node>"); and a worker's message
- * during a COPY to its shards (multi_copy.c relays the text alone: a dying
- * worker's FATAL arrives so).  Their text is the only sign that the cause
- * is a node down; these are PostgreSQL's and libpq's fixed messages for it.
- */
-static bool
-citus_lost_connection(ErrorData *error)
-{
-	static const char *const node_lost[] = {
-		"failure on connection marked as essential",
-		"terminating connection due to",	/* a worker shutting down or orphaned */
-		"server closed the connection unexpectedly",
-		"the database system is",	/* starting up, shutting down, in recovery */
-		"could not receive data from server",
-		"could not send data to server",
-		"no connection to the server",
-		"connection to server",
-		"SSL SYSCALL error",
-	};
-
-	if (error->sqlerrcode != ERRCODE_INTERNAL_ERROR)
-		return false;
-	if (error->context != NULL && strstr(error->context, "while executing command on ") != NULL)
-		return true;
-	for (int i = 0; error->message != NULL && i < lengthof(node_lost); i++)
-		if (strstr(error->message, node_lost[i]) != NULL)
-			return true;
-	return false;
-}
-
 /* "Not now" errors: the same request may well succeed in a moment. */
 static bool
 error_is_transient(ErrorData *error)
@@ -218,10 +184,11 @@ error_is_transient(ErrorData *error)
 		case ERRCODE_CONNECTION_EXCEPTION:	/* a Citus worker down or restarting */
 			return true;
 		default:
-			/* (Citus reports a worker lost in mid-COPY as an I/O error) */
+			/* (Citus reports a worker lost in mid-COPY as an I/O error,
+			 * and some losses with no errcode at all) */
 			return error->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
 				error->sqlerrcode == ERRCODE_IO_ERROR ||
-				citus_lost_connection(error);
+				citus_error_is_node_lost(error);
 	}
 }
 

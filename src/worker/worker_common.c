@@ -336,10 +336,7 @@ extension_is_ready(const char **waiting_for, char *version, size_t len)
 		return false;
 	}
 	if (!found.installed)
-	{
-		version[0] = '\0';
 		return false;
-	}
 	if (strcmp(version, RUNRA_OBS_VERSION) != 0)
 	{
 		*waiting_for = "ALTER EXTENSION runra_obs UPDATE";
