@@ -161,9 +161,9 @@ ORDER BY 1""",
                         "overrides": []}),
     panel("table", "Top sandboxes by cost", f"""
 SELECT sandbox_id AS sandbox,
-       sum(cost) FILTER (WHERE event_type = 'cost.runtime') AS runtime,
-       sum(cost) FILTER (WHERE event_type = 'cost.storage') AS storage,
-       sum(cost) AS total
+       runra_obs.total(cost) FILTER (WHERE event_type = 'cost.runtime') AS runtime,
+       runra_obs.total(cost) FILTER (WHERE event_type = 'cost.storage') AS storage,
+       runra_obs.total(cost) AS total
 FROM runra_obs.rollup_1h_sandbox_live
 WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
 GROUP BY 1
@@ -171,7 +171,7 @@ ORDER BY total DESC NULLS LAST, 1
 LIMIT 20"""),
     panel("table", "Cost per image", f"""
 WITH cost AS (
-    SELECT sandbox_id, sum(cost) AS cost
+    SELECT sandbox_id, runra_obs.total(cost) AS cost
     FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1
@@ -190,12 +190,12 @@ ORDER BY cost DESC NULLS LAST, 1""",
           description="Images come from each sandbox's sandbox.created event, if it is at most a day older than the time range."),
     panel("table", "Cost per agent", f"""
 WITH cost AS (
-    SELECT sandbox_id, agent_id, sum(cost) AS cost
+    SELECT sandbox_id, agent_id, runra_obs.total(cost) AS cost
     FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
     GROUP BY 1, 2
 ), calls AS (
-    SELECT sandbox_id, agent_id, sum(events) AS calls
+    SELECT sandbox_id, agent_id, runra_obs.total(events) AS calls
     FROM runra_obs.rollup_1h_sandbox_live
     WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked' AND agent_id <> ''
     GROUP BY 1, 2
@@ -447,14 +447,14 @@ GROUP BY 1
 ORDER BY 1"""),
     panel("table", "Sandboxes above 90 %", f"""
 SELECT sandbox_id AS sandbox,
-       sum(over_90) AS samples_above_90,
+       runra_obs.total(over_90) AS samples_above_90,
        max(value_max) FILTER (WHERE event_type = 'resource.memory') AS peak_memory_mb,
        max(limit_max) FILTER (WHERE event_type = 'resource.memory') AS memory_limit_mb,
        max(value_max) FILTER (WHERE event_type = 'resource.cpu') AS peak_cpu_percent
 FROM runra_obs.rollup_1h_sandbox_live
-WHERE $__timeFilter(bucket) AND event_type LIKE 'resource.%' AND {SB}
+WHERE $__timeFilter(bucket) AND event_type IN ('resource.memory', 'resource.cpu', 'resource.disk') AND {SB}
 GROUP BY 1
-HAVING sum(over_90) > 0
+HAVING runra_obs.total(over_90) > 0
 ORDER BY samples_above_90 DESC, 1
 LIMIT 50"""),
 ])

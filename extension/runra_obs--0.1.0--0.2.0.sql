@@ -596,3 +596,24 @@ GRANT EXECUTE ON FUNCTION
     runra_obs.duration_histogram(double precision),
     runra_obs.histogram_merge(bigint[])
 TO runra_obs_reader;
+
+-- runra_obs.total(): sums for the per-sandbox panels (see 60_rollups.sql).
+CREATE AGGREGATE runra_obs.total(numeric) (
+    SFUNC = pg_catalog.numeric_add,
+    STYPE = numeric,
+    COMBINEFUNC = pg_catalog.numeric_add,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE runra_obs.total(numeric) IS
+    'The exact sum of numerics, as sum(numeric) gives it (NULL without rows), faster where groups are many and small (per-sandbox rollup rows)';
+
+CREATE AGGREGATE runra_obs.total(bigint) (
+    SFUNC = pg_catalog.int8pl,
+    STYPE = bigint,
+    COMBINEFUNC = pg_catalog.int8pl,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE runra_obs.total(bigint) IS
+    'The sum of bigints as a bigint (an error past 2^63, where sum() would give numeric), faster than sum() where groups are many and small';
+REVOKE ALL ON FUNCTION runra_obs.total(numeric), runra_obs.total(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs.total(numeric), runra_obs.total(bigint) TO runra_obs_reader;

@@ -199,6 +199,29 @@ SELECT runra_obs.histogram_merge(h) FROM (VALUES ('[500:500]={1}'::bigint[])) AS
 SELECT runra_obs.histogram_merge(h) FROM (VALUES ('{9223372036854775807}'::bigint[]), ('{1}')) AS v(h);
 SELECT runra_obs.histogram_percentile('{9223372036854775807,1}', 0.5);
 
+-- total() sums as sum() does, per group, exactly; NULL without values.
+SELECT g, runra_obs.total(x) AS total, sum(x) AS sum, runra_obs.total(x) = sum(x) AS same
+FROM (VALUES (1, 0.1), (1, 0.2), (1, 1e-20), (2, NULL::numeric), (3, 'NaN'), (3, 1), (4, 5)) AS v(g, x)
+GROUP BY g ORDER BY g;
+SELECT runra_obs.total(x) AS no_rows FROM (SELECT 1::numeric WHERE false) AS v(x);
+SELECT runra_obs.total(n) AS bigint_total, pg_typeof(runra_obs.total(n)) AS type
+FROM (VALUES (1::bigint), (NULL), (41)) AS v(n);
+-- past int64 is an error, not a wrapped number
+SELECT runra_obs.total(n) FROM (VALUES (9223372036854775807::bigint), (1)) AS v(n);
+-- in parts (as parallel workers and Citus combine them), the same sum
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+CREATE TABLE total_parts AS SELECT i, (i % 7) * 0.001 AS x FROM generate_series(1, 20000) AS i;
+ANALYZE total_parts;
+EXPLAIN (COSTS OFF) SELECT runra_obs.total(x), runra_obs.total(i::bigint) FROM total_parts;
+SELECT runra_obs.total(x) = sum(x) AS parallel_same, runra_obs.total(i::bigint) = sum(i) AS bigint_same
+FROM total_parts;
+DROP TABLE total_parts;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+
 -- Odd data never fails an insert: numbers that do not fit, strings, arrays.
 SELECT runra_obs.json_numeric('"0.25"') AS from_string, runra_obs.json_numeric('" -.5e-3 "') AS spaced,
        runra_obs.json_numeric('"1e400"') AS too_big, runra_obs.json_numeric('-1e30') AS limit,
@@ -223,6 +246,7 @@ SELECT count(*) AS old_rows_left FROM runra_obs.rollup_1h WHERE bucket < now() -
 SET ROLE runra_obs_reader;
 SELECT sum(events) > 0 AS reader_reads FROM runra_obs.rollup_1h_sandbox;
 SELECT sum(events) > 0 AS reader_reads_live FROM runra_obs.rollup_1h_sandbox_live;
+SELECT runra_obs.total(cost) > 0 AS reader_totals FROM runra_obs.rollup_1h_sandbox;
 SELECT runra_obs.rebuild_rollups(now() - interval '1 hour', now());
 SELECT runra_obs.fold_rollups();
 SELECT runra_obs._maintain_rollups();
