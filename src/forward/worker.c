@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "consume/watermark.h"
+#include "batch_memory.h"
 #include "guc.h"
 #include "forward/forward.h"
 #include "worker/secret_mask.h"
@@ -931,7 +932,7 @@ runra_forward_main(Datum arg)
 	if (!runra_worker_wait_for_extension())
 		proc_exit(0);
 	transport_init();
-	runra_worker_keep_freed_memory();
+	runra_keep_freed_memory(RUNRA_WORKER_BATCH_MEMORY);
 	forward_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs forward",
 										ALLOCSET_DEFAULT_SIZES);
 	watermark_probe_init(&probe, AllocSetContextCreate(TopMemoryContext,

@@ -23,6 +23,7 @@
 #include "storage/pmsignal.h"
 #include "utils/memutils.h"
 
+#include "batch_memory.h"
 #include "guc.h"
 #include "ingest/http.h"
 #include "worker/worker_common.h"
@@ -174,7 +175,7 @@ runra_http_worker_main(Datum arg)
 	runra_worker_setup_signals();
 	BackgroundWorkerInitializeConnection(runra_database, NULL, 0);
 	runra_worker_attach("http");
-	runra_worker_keep_freed_memory();
+	runra_keep_freed_memory(RUNRA_WORKER_BATCH_MEMORY);
 	pgstat_report_appname("runra_obs http");
 	if (!runra_worker_wait_for_extension())
 		proc_exit(1);

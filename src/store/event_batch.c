@@ -18,10 +18,6 @@
  */
 #include "postgres.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
 #include "access/table.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
@@ -40,6 +36,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
+#include "batch_memory.h"
 #include "guc.h"
 #include "store/event_batch_internal.h"
 #include "store/event_citus.h"
@@ -209,34 +206,11 @@ event_batch_body_repaired(EventBatch *batch)
 /* ---- queueing ---- */
 
 /*
- * Lets this process keep the memory a batch frees for the next batch.
- *
- * A batch of 1000 events peaks at about 3 MB (the bodies, the COPY tuples,
- * COPY's slots and heap tuples) and frees it all at the end.  glibc gives
- * the top of its heap back to the kernel whenever more than about 1 MB is
- * free there, so every batch faulted in some 400 fresh pages: a quarter of
- * ingest_jsonl()'s CPU (perf: page faults, palloc0 in table_slot_create,
- * heap_form_tuple), where a COPY statement of the same rows stays below the
- * threshold.  Fixed thresholds keep up to INGEST_TRIM_THRESHOLD of freed
- * heap in each process that ingests; blocks above INGEST_MMAP_THRESHOLD
- * (a 64 MB flush, a big sort later) still go back at once.
+ * An ingest call of 1000 events peaks at about 3 MB; its process keeps that
+ * for the next call (batch_memory.c: a quarter of ingest_jsonl's CPU went to
+ * faulting it in again).
  */
-#define INGEST_MMAP_THRESHOLD (4 * 1024 * 1024)
-#define INGEST_TRIM_THRESHOLD (16 * 1024 * 1024)
-
-static void
-keep_freed_memory_for_next_batch(void)
-{
-#ifdef __GLIBC__
-	static bool done = false;
-
-	if (done)
-		return;
-	done = true;
-	mallopt(M_MMAP_THRESHOLD, INGEST_MMAP_THRESHOLD);
-	mallopt(M_TRIM_THRESHOLD, INGEST_TRIM_THRESHOLD);
-#endif
-}
+#define INGEST_BATCH_MEMORY ((Size) 4 * 1024 * 1024)
 
 /*
  * Starts a batch in the current memory context.  Call inside a transaction;
@@ -247,7 +221,7 @@ event_batch_begin(const char *source)
 {
 	EventBatch *batch;
 
-	keep_freed_memory_for_next_batch();
+	runra_keep_freed_memory(INGEST_BATCH_MEMORY);
 	batch = palloc0(sizeof(EventBatch));
 	batch->source = pstrdup(source);
 	batch->events_rel = table_open(runra_relation_oid("sandbox_events"), RowExclusiveLock);

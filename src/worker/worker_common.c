@@ -9,8 +9,6 @@
  */
 #include "postgres.h"
 
-#include <malloc.h>
-
 #include <signal.h>
 
 #include "access/genam.h"
@@ -535,21 +533,4 @@ runra_worker_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < RUNRA_WORKER_SLOTS; i++)
 		emit_slot_row(rsinfo->setResult, rsinfo->setDesc, &worker_slots[i]);
 	PG_RETURN_VOID();
-}
-
-/*
- * Batch workers (HTTP ingest, forwarding) allocate megabytes per batch (the
- * events, the request body, the executor's copies) and free them when it is
- * done.  By default glibc maps blocks that large afresh and unmaps them when
- * freed, so each batch pays a page fault per 4 kB it touches (a fifth of the
- * forward worker's time when behind).  Keep them in the heap instead, for
- * the next batch: a worker's memory stays at its busiest batch's size.
- */
-void
-runra_worker_keep_freed_memory(void)
-{
-#ifdef M_MMAP_THRESHOLD
-	(void) mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
-	(void) mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
-#endif
 }

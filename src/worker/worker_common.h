@@ -65,6 +65,5 @@ extern void runra_worker_set_state(const char *state);
 extern void runra_worker_report_error(const char *message);
 extern void runra_worker_report_maintenance(const char *summary, bool failed);
 extern void runra_worker_count_events(uint64 ingested, uint64 rejected);
-extern void runra_worker_keep_freed_memory(void);
 
 #endif
