@@ -617,3 +617,36 @@ COMMENT ON AGGREGATE runra_obs.total(bigint) IS
     'The sum of bigints as a bigint (an error past 2^63, where sum() would give numeric), faster than sum() where groups are many and small';
 REVOKE ALL ON FUNCTION runra_obs.total(numeric), runra_obs.total(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs.total(numeric), runra_obs.total(bigint) TO runra_obs_reader;
+
+-- The list views mask what looks like a credential in configured URLs
+-- (see 50_forward.sql).
+CREATE FUNCTION runra_obs._mask_credentials(text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_mask_credentials';
+COMMENT ON FUNCTION runra_obs._mask_credentials(text) IS
+    'Internal: the text with what looks like a credential (URL user:password@, a token-named query parameter''s value) as ***';
+REVOKE ALL ON FUNCTION runra_obs._mask_credentials(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs._mask_credentials(text) TO runra_obs_reader;
+
+CREATE OR REPLACE VIEW runra_obs.destination_list AS
+SELECT d.name, d.provider, d.enabled, d.event_types, d.batch_size, d.flush_interval_ms,
+       d.max_retry_ms, d.timeout_ms,
+       (SELECT coalesce(jsonb_object_agg(o.key, CASE WHEN jsonb_typeof(o.value) = 'string'
+                                                     THEN to_jsonb(runra_obs._mask_credentials(o.value #>> '{}'))
+                                                     ELSE o.value END), '{}')
+        FROM jsonb_each(d.settings) AS o) AS settings,
+       d.handler::text AS handler, d.start_at, d.created_at
+FROM runra_obs.destinations AS d;
+COMMENT ON VIEW runra_obs.destination_list IS
+    'The forwarding destinations without their secrets (token, headers); a credential in an option (a token in a URL''s query string) shows as ***';
+
+CREATE OR REPLACE VIEW runra_obs.contact_point_list AS
+SELECT id, name, kind,
+       CASE WHEN kind <> 'slack' THEN runra_obs._mask_credentials(secrets ->> 'url') END AS url,
+       settings, handler::text AS handler, timeout_ms, max_retry_ms,
+       secrets ? 'authorization' AS has_authorization,
+       changed_by::text AS changed_by, created_at
+FROM runra_obs.contact_points;
+COMMENT ON VIEW runra_obs.contact_point_list IS
+    'The alert contact points without their secrets (Slack''s URL, Authorization); a webhook''s or Alertmanager''s URL is shown, a credential in it (a token in its query string) as ***';

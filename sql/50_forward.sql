@@ -176,6 +176,9 @@ SELECT destination, provider, enabled, position > 0 AS has_position, behind_even
 FROM runra_obs.forward_status ORDER BY destination;
 
 -- ---- privileges: readers see destinations without secrets ----
+-- (a collector that wants its key in the query string gets it; readers see ***)
+SELECT runra_obs.add_destination('keyed', 'otel',
+    '{"endpoint": "https://collector.example.com/v1/traces?region=eu&api_key=k3y-in-url&X-Token=t0k"}');
 SET ROLE forward_reader;
 SELECT * FROM runra_obs.destinations;
 SELECT name, settings FROM runra_obs.destination_list ORDER BY name;
@@ -183,6 +186,9 @@ SELECT destination, behind_events FROM runra_obs.forward_status ORDER BY destina
 SELECT runra_obs.add_destination('y', 'jsonl', '{"filePath": "/tmp/y"}');
 SELECT runra_obs.requeue_dead_letters();
 RESET ROLE;
+-- the worker still sends to the URL as configured
+SELECT settings ->> 'endpoint' AS configured FROM runra_obs.destinations WHERE name = 'keyed';
+SELECT runra_obs.remove_destination('keyed');
 SELECT count(*) AS secret_columns FROM information_schema.columns
 WHERE table_schema = 'runra_obs' AND table_name = 'destination_list'
   AND column_name IN ('secrets', 'token', 'headers');

@@ -47,8 +47,12 @@ SELECT runra_obs.add_contact_point('ops-slack', 'slack',
 SELECT runra_obs.add_contact_point('hook', 'webhook',
     '{"url": "https://hooks.example.com/alerts", "authorization": "Bearer s3cret"}');
 SELECT runra_obs.add_contact_point('am', 'alertmanager', '{"url": "http://127.0.0.1:9093/", "resendInterval": "1 minute"}');
+SELECT runra_obs.add_contact_point('keyed-hook', 'webhook',
+    '{"url": "https://hooks.example.com/in?channel=ops&access_token=t0ken-in-url"}');
 -- readers see them without the URL of Slack or the Authorization
 SELECT name, kind, url, settings, has_authorization FROM runra_obs.contact_point_list ORDER BY name;
+SELECT secrets ->> 'url' AS configured FROM runra_obs.contact_points WHERE name = 'keyed-hook';
+SELECT runra_obs.remove_contact_point('keyed-hook');
 -- what the worker posts to
 SELECT contact_point, url FROM runra_obs._alert_outbox('infinity', 10);
 

@@ -67,13 +67,33 @@ COMMENT ON COLUMN runra_obs.destinations.start_at IS
 COMMENT ON COLUMN runra_obs.destinations.replay_to IS
     'With start_at: the safe watermark when the destination was added; events with ids up to it are sent only if created at or after start_at';
 
--- What runra_obs_reader may see of the destinations: everything but secrets.
+-- What looks like a credential in a text, as ***: a URL's user:password@,
+-- the value of a query parameter whose name says token, key, secret ...
+-- (the masker that also cleans stored error texts, src/worker/secret_mask.c).
+-- The list views show configured URLs through it: a receiver that wants its
+-- key in the query string gets it, and readers do not.
+CREATE FUNCTION runra_obs._mask_credentials(text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_mask_credentials';
+COMMENT ON FUNCTION runra_obs._mask_credentials(text) IS
+    'Internal: the text with what looks like a credential (URL user:password@, a token-named query parameter''s value) as ***';
+REVOKE ALL ON FUNCTION runra_obs._mask_credentials(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs._mask_credentials(text) TO runra_obs_reader;
+
+-- What runra_obs_reader may see of the destinations: everything but secrets,
+-- and the options' strings (URLs) with what looks like a credential masked.
 CREATE VIEW runra_obs.destination_list AS
-SELECT name, provider, enabled, event_types, batch_size, flush_interval_ms,
-       max_retry_ms, timeout_ms, settings, handler::text AS handler, start_at, created_at
-FROM runra_obs.destinations;
+SELECT d.name, d.provider, d.enabled, d.event_types, d.batch_size, d.flush_interval_ms,
+       d.max_retry_ms, d.timeout_ms,
+       (SELECT coalesce(jsonb_object_agg(o.key, CASE WHEN jsonb_typeof(o.value) = 'string'
+                                                     THEN to_jsonb(runra_obs._mask_credentials(o.value #>> '{}'))
+                                                     ELSE o.value END), '{}')
+        FROM jsonb_each(d.settings) AS o) AS settings,
+       d.handler::text AS handler, d.start_at, d.created_at
+FROM runra_obs.destinations AS d;
 COMMENT ON VIEW runra_obs.destination_list IS
-    'The forwarding destinations without their secrets (token, headers)';
+    'The forwarding destinations without their secrets (token, headers); a credential in an option (a token in a URL''s query string) shows as ***';
 GRANT SELECT ON runra_obs.destination_list TO runra_obs_reader;
 
 -- Events behind a destination's cursor to send again: requeued dead

@@ -319,13 +319,14 @@ COMMENT ON COLUMN runra_obs.contact_points.changed_by IS
     'The role that last wrote the row';
 
 CREATE VIEW runra_obs.contact_point_list AS
-SELECT id, name, kind, CASE WHEN kind <> 'slack' THEN secrets ->> 'url' END AS url,
+SELECT id, name, kind,
+       CASE WHEN kind <> 'slack' THEN runra_obs._mask_credentials(secrets ->> 'url') END AS url,
        settings, handler::text AS handler, timeout_ms, max_retry_ms,
        secrets ? 'authorization' AS has_authorization,
        changed_by::text AS changed_by, created_at
 FROM runra_obs.contact_points;
 COMMENT ON VIEW runra_obs.contact_point_list IS
-    'The alert contact points without their secrets (Slack''s URL, Authorization); a webhook''s or Alertmanager''s URL is shown';
+    'The alert contact points without their secrets (Slack''s URL, Authorization); a webhook''s or Alertmanager''s URL is shown, a credential in it (a token in its query string) as ***';
 
 -- The URL a contact point posts to: http:// or https:// with a host, no
 -- control characters or spaces; a webhook's or Alertmanager's carries no

@@ -15,13 +15,19 @@
  *      member whose name says token, key, secret, password, signature,
  *      auth ..., and the credential after "Bearer " or "Basic ".
  *
+ * The list views (destination_list, contact_point_list) show configured
+ * URLs through the second pass too (runra_obs._mask_credentials()), so a
+ * token in a query string is not read back by every reader.
+ *
  * Masking too much costs a word of an error message; masking too little
  * hands a reader of runra_obs.worker_status a credential.  Pure string
  * work: it never throws but for out of memory.
  */
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
 
 #include "worker/secret_mask.h"
 
@@ -340,4 +346,18 @@ secret_mask_add_header_values(List *secrets, const char *header_lines)
 		line = *end ? end + 1 : end;
 	}
 	return secrets;
+}
+
+PG_FUNCTION_INFO_V1(runra_mask_credentials);
+
+/*
+ * SQL: runra_obs._mask_credentials(text): the text with what looks like a
+ * credential (the second pass above) as ***, for the list views.
+ */
+Datum
+runra_mask_credentials(PG_FUNCTION_ARGS)
+{
+	char	   *input = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_TEXT_P(cstring_to_text(secret_mask(input, NIL)));
 }
