@@ -295,7 +295,8 @@ typedef struct Readiness
 	char	   *version;		/* the installed version, "" if none */
 	size_t		len;
 	bool		installed;
-	bool		citus_worker;
+	bool		current;		/* installed at this library's version */
+	bool		citus_worker;	/* asked only then: older schemas lack the function */
 } Readiness;
 
 static void
@@ -304,8 +305,8 @@ read_readiness(void *arg)
 	Readiness  *found = (Readiness *) arg;
 
 	found->installed = installed_version(found->version, found->len);
-	found->citus_worker = found->installed &&
-		strcmp(found->version, RUNRA_OBS_VERSION) == 0 && on_citus_worker();
+	found->current = found->installed && strcmp(found->version, RUNRA_OBS_VERSION) == 0;
+	found->citus_worker = found->current && on_citus_worker();
 }
 
 /*
@@ -335,7 +336,7 @@ extension_is_ready(const char **waiting_for, char *version, size_t len)
 	}
 	if (!found.installed)
 		return false;
-	if (strcmp(version, RUNRA_OBS_VERSION) != 0)
+	if (!found.current)
 	{
 		*waiting_for = "ALTER EXTENSION runra_obs UPDATE";
 		return false;
