@@ -97,19 +97,22 @@ grow() {
     t1=$(ms_now)
     echo "_maintain_rollups(): $compact in $(( t1 - t0 )) ms"
     q "VACUUM ANALYZE" >/dev/null
-    q "SELECT format('raw events: %s rows, %s; rollup_5m %s rows, rollup_1h %s rows, rollup_1h_sandbox %s rows, %s together',
+    q "SELECT format('raw events: %s rows, %s; rollup_5m %s rows, rollup_1h %s rows, rollup_1h_sandbox %s rows, rollup_sandbox %s rows, %s together',
               (SELECT count(*) FROM runra_obs.sandbox_events),
               pg_size_pretty((SELECT sum(total_bytes) FROM runra_obs.partitions)),
               (SELECT count(*) FROM runra_obs.rollup_5m), (SELECT count(*) FROM runra_obs.rollup_1h),
-              (SELECT count(*) FROM runra_obs.rollup_1h_sandbox),
+              (SELECT count(*) FROM runra_obs.rollup_1h_sandbox), (SELECT count(*) FROM runra_obs.rollup_sandbox),
               pg_size_pretty(pg_total_relation_size('runra_obs.rollup_5m') + pg_total_relation_size('runra_obs.rollup_1h')
-                             + pg_total_relation_size('runra_obs.rollup_1h_sandbox')))"
+                             + pg_total_relation_size('runra_obs.rollup_1h_sandbox')
+                             + pg_total_relation_size('runra_obs.rollup_sandbox')
+                             + pg_total_relation_size('runra_obs.rollup_sandbox_agent')))"
 }
 
 measure() {
     local n=$1 label=$2
     q "TRUNCATE runra_obs.sandbox_events, runra_obs.rollup_5m, runra_obs.rollup_1h,
-                runra_obs.rollup_1h_sandbox, runra_obs.ingest_1m" >/dev/null
+                runra_obs.rollup_1h_sandbox, runra_obs.rollup_sandbox, runra_obs.rollup_sandbox_agent,
+                runra_obs.ingest_1m" >/dev/null
     generated=0
     events_total=$n
     echo "Dashboards at $label events over 7 days"

@@ -110,3 +110,39 @@ LANGUAGE sql STABLE AS $$
     GROUP BY 1
 $$;
 
+
+-- runra_obs.sandbox_totals() recomputed from raw events: per sandbox with
+-- events in the hours [from_ts, to_ts], the image from its sandbox.created
+-- event whenever that was, the busiest agent of the range.
+CREATE FUNCTION bench.raw_sandbox_totals(from_ts timestamptz, to_ts timestamptz)
+RETURNS SETOF runra_obs.rollup_sandbox
+LANGUAGE sql STABLE AS $$
+    WITH r AS (
+        SELECT *
+        FROM bench.raw('1 hour', true, from_ts, to_ts) AS h
+        WHERE h.bucket BETWEEN from_ts AND to_ts
+    ), calls AS (
+        SELECT DISTINCT ON (sandbox_id) sandbox_id, agent_id, sum(events)::bigint AS n
+        FROM r WHERE event_type = 'tool.invoked' AND agent_id <> ''
+        GROUP BY sandbox_id, agent_id ORDER BY sandbox_id, sum(events) DESC, agent_id
+    ), images AS (
+        SELECT sandbox_id, max(runra_obs.event_label(event_type, data)) AS image
+        FROM runra_obs.sandbox_events WHERE event_type = 'sandbox.created'
+        GROUP BY sandbox_id
+    )
+    SELECT r.sandbox_id, min(bucket), max(bucket), sum(events)::bigint,
+           coalesce(sum(events) FILTER (WHERE event_type IN ('cost.runtime', 'cost.storage')), 0)::bigint,
+           sum(cost) FILTER (WHERE event_type = 'cost.runtime'),
+           sum(cost) FILTER (WHERE event_type = 'cost.storage'),
+           sum(cost) FILTER (WHERE event_type IN ('cost.runtime', 'cost.storage')),
+           coalesce(sum(events) FILTER (WHERE event_type IN ('cost.runtime', 'cost.storage') AND r.agent_id = ''), 0)::bigint,
+           sum(cost) FILTER (WHERE event_type IN ('cost.runtime', 'cost.storage') AND r.agent_id = ''),
+           i.image, c.agent_id, c.n,
+           coalesce(sum(events) FILTER (WHERE event_type LIKE 'resource.%'), 0)::bigint,
+           coalesce(sum(over_90) FILTER (WHERE event_type LIKE 'resource.%'), 0)::bigint,
+           max(value_max) FILTER (WHERE event_type = 'resource.memory'),
+           max(limit_max) FILTER (WHERE event_type = 'resource.memory'),
+           max(value_max) FILTER (WHERE event_type = 'resource.cpu')
+    FROM r LEFT JOIN calls AS c USING (sandbox_id) LEFT JOIN images AS i USING (sandbox_id)
+    GROUP BY r.sandbox_id, c.agent_id, c.n, i.image
+$$;

@@ -11,7 +11,9 @@ Conventions every panel follows:
 - long windows read rollups (rollup_5m for time series, rollup_1h and
   rollup_1h_sandbox for tables), filtered with $__timeFilter on the bucket
   column: a panel counts the events of the buckets that start inside the
-  time range; raw events are read only for one sandbox's audit trail;
+  time range; tables ranking every sandbox read one row per sandbox from
+  runra_obs.sandbox_totals($__timeFrom(), $__timeTo()), which counts the
+  same buckets; raw events are read only for one sandbox's audit trail;
 - multi-value variables use the custom all value '*', so "All" never
   expands to thousands of quoted names: ('*' IN ($v) OR col IN ($v)).
 """
@@ -160,53 +162,31 @@ ORDER BY 1""",
           field_config={"defaults": {"unit": "currencyUSD", "custom": {"stacking": {"mode": "normal"}}},
                         "overrides": []}),
     panel("table", "Top sandboxes by cost", f"""
-SELECT sandbox_id AS sandbox,
-       runra_obs.total(cost) FILTER (WHERE event_type = 'cost.runtime') AS runtime,
-       runra_obs.total(cost) FILTER (WHERE event_type = 'cost.storage') AS storage,
-       runra_obs.total(cost) AS total
-FROM runra_obs.rollup_1h_sandbox_live
-WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
-GROUP BY 1
+SELECT sandbox_id AS sandbox, runtime_cost AS runtime, storage_cost AS storage, cost AS total
+FROM runra_obs.sandbox_totals($__timeFrom(), $__timeTo())
+WHERE cost_events > 0 AND {SB}
 ORDER BY total DESC NULLS LAST, 1
 LIMIT 20"""),
     panel("table", "Cost per image", f"""
-WITH cost AS (
-    SELECT sandbox_id, runra_obs.total(cost) AS cost
-    FROM runra_obs.rollup_1h_sandbox_live
-    WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
-    GROUP BY 1
-), image AS (
-    SELECT sandbox_id, max(label) AS image
-    FROM runra_obs.rollup_1h_sandbox_live
-    WHERE event_type = 'sandbox.created'
-      AND bucket >= $__timeFrom()::timestamptz - interval '1 day' AND bucket <= $__timeTo()
-    GROUP BY 1
-)
-SELECT coalesce(nullif(image.image, ''), '(unknown)') AS image,
-       count(*) AS sandboxes, sum(cost.cost) AS cost
-FROM cost LEFT JOIN image USING (sandbox_id)
+SELECT coalesce(nullif(image, ''), '(unknown)') AS image,
+       count(*) AS sandboxes, sum(cost) AS cost
+FROM runra_obs.sandbox_totals($__timeFrom(), $__timeTo())
+WHERE cost_events > 0 AND {SB}
 GROUP BY 1
 ORDER BY cost DESC NULLS LAST, 1""",
-          description="Images come from each sandbox's sandbox.created event, if it is at most a day older than the time range."),
+          description="Images come from each sandbox's sandbox.created event."),
     panel("table", "Cost per agent", f"""
 WITH cost AS (
-    SELECT sandbox_id, agent_id, runra_obs.total(cost) AS cost
+    SELECT sandbox_id, coalesce(busiest_agent, '(no agent)') AS agent, unattributed_cost AS cost
+    FROM runra_obs.sandbox_totals($__timeFrom(), $__timeTo())
+    WHERE unattributed_cost_events > 0 AND {SB}
+    UNION ALL
+    SELECT sandbox_id, agent_id, cost
     FROM runra_obs.rollup_1h_sandbox_live
-    WHERE $__timeFilter(bucket) AND {COST_TYPES} AND {SB}
-    GROUP BY 1, 2
-), calls AS (
-    SELECT sandbox_id, agent_id, runra_obs.total(events) AS calls
-    FROM runra_obs.rollup_1h_sandbox_live
-    WHERE $__timeFilter(bucket) AND event_type = 'tool.invoked' AND agent_id <> ''
-    GROUP BY 1, 2
-), agent AS (
-    SELECT DISTINCT ON (sandbox_id) sandbox_id, agent_id
-    FROM calls
-    ORDER BY sandbox_id, calls DESC, agent_id
+    WHERE $__timeFilter(bucket) AND {COST_TYPES} AND agent_id <> '' AND {SB}
 )
-SELECT coalesce(nullif(cost.agent_id, ''), agent.agent_id, '(no agent)') AS agent,
-       count(DISTINCT cost.sandbox_id) AS sandboxes, sum(cost.cost) AS cost
-FROM cost LEFT JOIN agent USING (sandbox_id)
+SELECT agent, count(DISTINCT sandbox_id) AS sandboxes, sum(cost) AS cost
+FROM cost
 GROUP BY 1
 ORDER BY cost DESC NULLS LAST, 1""",
           description="A cost event's own agentId, else the agent that invoked most tools in its sandbox in the time range."),
@@ -446,15 +426,10 @@ WHERE $__timeFilter(bucket) AND event_type IN ('resource.memory', 'resource.cpu'
 GROUP BY 1
 ORDER BY 1"""),
     panel("table", "Sandboxes above 90 %", f"""
-SELECT sandbox_id AS sandbox,
-       runra_obs.total(over_90) AS samples_above_90,
-       max(value_max) FILTER (WHERE event_type = 'resource.memory') AS peak_memory_mb,
-       max(limit_max) FILTER (WHERE event_type = 'resource.memory') AS memory_limit_mb,
-       max(value_max) FILTER (WHERE event_type = 'resource.cpu') AS peak_cpu_percent
-FROM runra_obs.rollup_1h_sandbox_live
-WHERE $__timeFilter(bucket) AND event_type IN ('resource.memory', 'resource.cpu', 'resource.disk') AND {SB}
-GROUP BY 1
-HAVING runra_obs.total(over_90) > 0
+SELECT sandbox_id AS sandbox, over_90 AS samples_above_90, memory_peak AS peak_memory_mb,
+       memory_limit AS memory_limit_mb, cpu_peak AS peak_cpu_percent
+FROM runra_obs.sandbox_totals($__timeFrom(), $__timeTo())
+WHERE over_90 > 0 AND {SB}
 ORDER BY samples_above_90 DESC, 1
 LIMIT 50"""),
 ])

@@ -650,3 +650,506 @@ SELECT id, name, kind,
 FROM runra_obs.contact_points;
 COMMENT ON VIEW runra_obs.contact_point_list IS
     'The alert contact points without their secrets (Slack''s URL, Authorization); a webhook''s or Alertmanager''s URL is shown, a credential in it (a token in its query string) as ***';
+
+-- ---------------------------------------------------------------------------
+-- Per-sandbox totals for the panels that rank every sandbox
+-- (extension/parts/62_sandbox_totals.sql), kept by the rollup fold and
+-- recounted by rebuilds and retention (60_rollups.sql), distributed with
+-- the other per-sandbox rollups on Citus (90_citus.sql).
+-- ---------------------------------------------------------------------------
+CREATE TABLE runra_obs.rollup_sandbox (
+    sandbox_id               text        PRIMARY KEY,
+    first_bucket             timestamptz NOT NULL,
+    last_bucket              timestamptz NOT NULL,
+    events                   bigint      NOT NULL,
+    cost_events              bigint      NOT NULL,
+    runtime_cost             numeric,
+    storage_cost             numeric,
+    cost                     numeric,
+    unattributed_cost_events bigint      NOT NULL,
+    unattributed_cost        numeric,
+    image                    text,
+    busiest_agent            text,
+    busiest_agent_calls      bigint,
+    resource_events          bigint      NOT NULL,
+    over_90                  bigint      NOT NULL,
+    memory_peak              numeric,
+    memory_limit             numeric,
+    cpu_peak                 numeric
+);
+-- readers look up the sandboxes active in a range by their last hour;
+-- rollup retention finds the ones it cut by their first
+CREATE INDEX rollup_sandbox_last_bucket_idx ON runra_obs.rollup_sandbox (last_bucket, first_bucket);
+CREATE INDEX rollup_sandbox_first_bucket_idx ON runra_obs.rollup_sandbox (first_bucket);
+COMMENT ON TABLE runra_obs.rollup_sandbox IS
+    'One row per sandbox: the sums of all its rollup_1h_sandbox rows (kept by the rollup consumer); read it through runra_obs.sandbox_totals(from, to)';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.first_bucket IS 'The first hour (UTC) with an event of the sandbox';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.last_bucket IS 'The last hour (UTC) with an event of the sandbox';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.events IS 'How many events';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.cost_events IS 'How many cost.runtime and cost.storage events';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.runtime_cost IS 'Sum of runra_obs.event_cost() of cost.runtime events';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.storage_cost IS 'Sum of runra_obs.event_cost() of cost.storage events';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.cost IS 'runtime_cost plus storage_cost (cost.total is a report, never added)';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.unattributed_cost_events IS 'How many of the cost events carry no agentId';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.unattributed_cost IS 'Their cost';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.image IS 'The image of its sandbox.created event (the greatest, if several)';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.busiest_agent IS 'The agent with the most tool.invoked events (ties: the first by name); NULL without any';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.busiest_agent_calls IS 'Its tool calls';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.resource_events IS 'How many resource.memory, resource.cpu and resource.disk events';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.over_90 IS 'Resource samples above 90 % of their limit';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.memory_peak IS 'Largest resource.memory sample';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.memory_limit IS 'Largest resource.memory limit';
+COMMENT ON COLUMN runra_obs.rollup_sandbox.cpu_peak IS 'Largest resource.cpu sample';
+
+CREATE TABLE runra_obs.rollup_sandbox_agent (
+    sandbox_id text   NOT NULL,
+    agent_id   text   NOT NULL,
+    tool_calls bigint NOT NULL,
+    PRIMARY KEY (sandbox_id, agent_id)
+);
+COMMENT ON TABLE runra_obs.rollup_sandbox_agent IS
+    'Tool calls (tool.invoked events with an agentId) per sandbox and agent, kept by the rollup consumer; rollup_sandbox.busiest_agent is chosen from them';
+
+GRANT SELECT ON runra_obs.rollup_sandbox, runra_obs.rollup_sandbox_agent TO runra_obs_reader;
+
+-- The part of a rollup_1h_sandbox row the totals need.  The fold's rows,
+-- the table's and the unfolded events' all become these, so that one
+-- function sums them whatever they come from.
+CREATE TYPE runra_obs._sandbox_hour AS (
+    bucket     timestamptz,
+    sandbox_id text,
+    event_type text,
+    label      text,
+    agent_id   text,
+    events     bigint,
+    cost       numeric,
+    value_max  numeric,
+    limit_max  numeric,
+    over_90    bigint
+);
+COMMENT ON TYPE runra_obs._sandbox_hour IS
+    'Internal: the measures of a rollup_1h_sandbox row that per-sandbox totals are made of';
+
+-- Tool calls per sandbox and agent in some hourly rows.
+CREATE FUNCTION runra_obs._sandbox_agent_calls(hours runra_obs._sandbox_hour[])
+RETURNS TABLE (sandbox_id text, agent_id text, tool_calls bigint)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT h.sandbox_id, h.agent_id, runra_obs.total(h.events)
+    FROM unnest(hours) AS h
+    WHERE h.event_type = 'tool.invoked' AND h.agent_id <> ''
+    GROUP BY h.sandbox_id, h.agent_id
+$$;
+COMMENT ON FUNCTION runra_obs._sandbox_agent_calls(runra_obs._sandbox_hour[]) IS
+    'Internal: tool calls per sandbox and agent in some hourly rows';
+
+-- The totals of each sandbox in some hourly rows: what a rollup_sandbox
+-- row holds, and what sandbox_totals() computes at the range's edges.
+-- total() rather than sum(): these are many small groups.
+CREATE FUNCTION runra_obs._sandbox_totals_of(hours runra_obs._sandbox_hour[])
+RETURNS SETOF runra_obs.rollup_sandbox
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    WITH busiest AS (
+        SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
+        FROM runra_obs._sandbox_agent_calls(hours) AS c
+        ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
+    ), totals AS (
+        SELECT h.sandbox_id,
+               min(h.bucket) AS first_bucket,
+               max(h.bucket) AS last_bucket,
+               runra_obs.total(h.events) AS events,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')), 0)
+                   AS cost_events,
+               runra_obs.total(h.cost) FILTER (WHERE h.event_type = 'cost.runtime') AS runtime_cost,
+               runra_obs.total(h.cost) FILTER (WHERE h.event_type = 'cost.storage') AS storage_cost,
+               runra_obs.total(h.cost) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')) AS cost,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')
+                                                                AND h.agent_id = ''), 0)
+                   AS unattributed_cost_events,
+               runra_obs.total(h.cost) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')
+                                                 AND h.agent_id = '') AS unattributed_cost,
+               max(h.label) FILTER (WHERE h.event_type = 'sandbox.created') AS image,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('resource.memory', 'resource.cpu',
+                                                                                  'resource.disk')), 0)
+                   AS resource_events,
+               coalesce(runra_obs.total(h.over_90) FILTER (WHERE h.event_type IN ('resource.memory', 'resource.cpu',
+                                                                                   'resource.disk')), 0)
+                   AS over_90,
+               max(h.value_max) FILTER (WHERE h.event_type = 'resource.memory') AS memory_peak,
+               max(h.limit_max) FILTER (WHERE h.event_type = 'resource.memory') AS memory_limit,
+               max(h.value_max) FILTER (WHERE h.event_type = 'resource.cpu') AS cpu_peak
+        FROM unnest(hours) AS h
+        GROUP BY h.sandbox_id
+    )
+    SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+           t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+           t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+           t.memory_peak, t.memory_limit, t.cpu_peak
+    FROM totals AS t LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
+$$;
+COMMENT ON FUNCTION runra_obs._sandbox_totals_of(runra_obs._sandbox_hour[]) IS
+    'Internal: the rollup_sandbox row of each sandbox in some hourly rows';
+
+-- Recounts the totals of some sandboxes from their hourly rows, after a
+-- change that the fold's running sums cannot follow (a rebuilt window,
+-- hours past retention).  The caller holds the rollup consumer's row, so
+-- no fold adds to these rows meanwhile.
+CREATE FUNCTION runra_obs._recount_sandboxes(sandboxes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hours runra_obs._sandbox_hour[];
+BEGIN
+    IF cardinality(sandboxes) IS NOT DISTINCT FROM 0 OR sandboxes IS NULL THEN
+        RETURN;
+    END IF;
+    hours := ARRAY(
+        SELECT ROW(r.bucket, r.sandbox_id, r.event_type, r.label, r.agent_id, r.events, r.cost,
+                   r.value_max, r.limit_max, r.over_90)::runra_obs._sandbox_hour
+        FROM runra_obs.rollup_1h_sandbox AS r
+        WHERE r.sandbox_id = ANY (sandboxes));
+    DELETE FROM runra_obs.rollup_sandbox WHERE sandbox_id = ANY (sandboxes);
+    DELETE FROM runra_obs.rollup_sandbox_agent WHERE sandbox_id = ANY (sandboxes);
+    INSERT INTO runra_obs.rollup_sandbox_agent (sandbox_id, agent_id, tool_calls)
+    SELECT c.sandbox_id, c.agent_id, c.tool_calls FROM runra_obs._sandbox_agent_calls(hours) AS c;
+    INSERT INTO runra_obs.rollup_sandbox
+    SELECT * FROM runra_obs._sandbox_totals_of(hours);
+END
+$$;
+COMMENT ON FUNCTION runra_obs._recount_sandboxes(text[]) IS
+    'Internal: recounts the rollup_sandbox and rollup_sandbox_agent rows of some sandboxes from their rollup_1h_sandbox rows';
+
+-- The per-sandbox totals of the hourly buckets in [from_bucket,
+-- to_bucket] (both ends included, as Grafana's $__timeFilter), exact to
+-- the last committed event:
+--   inside: a sandbox whose hours all lie in the range and that has no
+--   event waiting for the rollup consumer is its rollup_sandbox row;
+--   edge: any other sandbox with events in the range is summed from its
+--   rollup_1h_sandbox rows in the range and its unfolded events there.
+-- The image is the sandbox's, wherever its sandbox.created event lies;
+-- the busiest agent is the one of the range.
+CREATE FUNCTION runra_obs.sandbox_totals(from_bucket timestamptz, to_bucket timestamptz)
+RETURNS SETOF runra_obs.rollup_sandbox
+LANGUAGE sql STABLE
+AS $$
+    WITH unfolded AS MATERIALIZED (
+        SELECT ROW(u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.cost,
+                   u.value_max, u.limit_max, u.over_90)::runra_obs._sandbox_hour AS h
+        FROM runra_obs.consumers AS c,
+             LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+        WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox'
+    ), active AS MATERIALIZED (
+        SELECT s.*,
+               s.first_bucket < from_bucket OR s.last_bucket > to_bucket
+               OR s.sandbox_id IN (SELECT (f.h).sandbox_id FROM unfolded AS f) AS at_edge
+        FROM runra_obs.rollup_sandbox AS s
+        WHERE s.last_bucket >= from_bucket AND s.first_bucket <= to_bucket
+    ), edge AS MATERIALIZED (
+        SELECT a.sandbox_id FROM active AS a WHERE a.at_edge
+        UNION
+        SELECT (f.h).sandbox_id FROM unfolded AS f WHERE (f.h).bucket BETWEEN from_bucket AND to_bucket
+    ), edge_hours AS (
+        SELECT array_agg(x.h) AS hours
+        FROM (SELECT ROW(r.bucket, r.sandbox_id, r.event_type, r.label, r.agent_id, r.events, r.cost,
+                         r.value_max, r.limit_max, r.over_90)::runra_obs._sandbox_hour AS h
+              FROM runra_obs.rollup_1h_sandbox AS r
+              WHERE r.sandbox_id IN (SELECT e.sandbox_id FROM edge AS e)
+                AND r.bucket BETWEEN from_bucket AND to_bucket
+              UNION ALL
+              SELECT f.h FROM unfolded AS f WHERE (f.h).bucket BETWEEN from_bucket AND to_bucket) AS x
+    ), edge_images AS MATERIALIZED (
+        -- the image of an edge sandbox, folded or not, in the range or not
+        SELECT s.sandbox_id, s.image
+        FROM runra_obs.rollup_sandbox AS s
+        WHERE s.sandbox_id IN (SELECT e.sandbox_id FROM edge AS e)
+        UNION ALL
+        SELECT (f.h).sandbox_id, (f.h).label FROM unfolded AS f WHERE (f.h).event_type = 'sandbox.created'
+    )
+    SELECT a.sandbox_id, a.first_bucket, a.last_bucket, a.events, a.cost_events,
+           a.runtime_cost, a.storage_cost, a.cost, a.unattributed_cost_events, a.unattributed_cost,
+           a.image, a.busiest_agent, a.busiest_agent_calls, a.resource_events, a.over_90,
+           a.memory_peak, a.memory_limit, a.cpu_peak
+    FROM active AS a
+    WHERE NOT a.at_edge
+    UNION ALL
+    SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+           t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+           greatest(t.image, (SELECT max(i.image) FROM edge_images AS i WHERE i.sandbox_id = t.sandbox_id)),
+           t.busiest_agent, t.busiest_agent_calls, t.resource_events, t.over_90,
+           t.memory_peak, t.memory_limit, t.cpu_peak
+    FROM edge_hours AS eh, runra_obs._sandbox_totals_of(eh.hours) AS t
+$$;
+COMMENT ON FUNCTION runra_obs.sandbox_totals(timestamptz, timestamptz) IS
+    'Per sandbox with events in the hourly buckets from from_bucket to to_bucket (both included): its costs, image, busiest agent in the range and resource peaks, exact to the last committed event; first_bucket and last_bucket are its first and last hour in the range';
+
+REVOKE ALL ON FUNCTION
+    runra_obs._sandbox_agent_calls(runra_obs._sandbox_hour[]),
+    runra_obs._sandbox_totals_of(runra_obs._sandbox_hour[]),
+    runra_obs._recount_sandboxes(text[]),
+    runra_obs.sandbox_totals(timestamptz, timestamptz)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs._sandbox_agent_calls(runra_obs._sandbox_hour[]),
+    runra_obs._sandbox_totals_of(runra_obs._sandbox_hour[]),
+    runra_obs.sandbox_totals(timestamptz, timestamptz)
+TO runra_obs_reader;
+
+CREATE OR REPLACE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
+                                        from_time timestamptz, to_time timestamptz,
+                                        compacted boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+        WITH r AS MATERIALIZED (
+            SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_5m'
+        ), to_1h AS (
+            INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h'
+        ), to_1h_sandbox AS (
+            INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, sandbox_id, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h_sandbox'
+        ),
+        -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
+        -- rows, in the same statement.  A rebuild (compacted) recounts its
+        -- sandboxes afterwards instead.
+        hours AS (
+            SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
+                                 value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
+            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT _fold_rollups.compacted
+        ), calls AS (
+            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+            SELECT c.sandbox_id, c.agent_id, c.tool_calls
+            FROM hours AS h, runra_obs._sandbox_agent_calls(h.hours) AS c
+            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+            RETURNING a.sandbox_id, a.agent_id, a.tool_calls
+        ), busiest AS (
+            -- tool calls only grow, so the busiest agent is the one it was
+            -- or one of the agents whose calls grew now (with their totals)
+            SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
+            FROM calls AS c
+            ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
+        )
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM hours AS h
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
+             LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
+        ON CONFLICT (sandbox_id) DO UPDATE SET
+            first_bucket = least(s.first_bucket, excluded.first_bucket),
+            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
+            events = s.events + excluded.events,
+            cost_events = s.cost_events + excluded.cost_events,
+            -- (NULL + x is NULL; a sum of no costs stays NULL)
+            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
+            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
+            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
+            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
+            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
+                                         s.unattributed_cost, excluded.unattributed_cost),
+            image = greatest(s.image, excluded.image),
+            -- the busier of the two, by the order _sandbox_totals_of() uses
+            (busiest_agent, busiest_agent_calls) = (
+                SELECT w.agent, w.calls
+                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
+                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
+                WHERE w.agent IS NOT NULL
+                ORDER BY w.calls DESC, w.agent
+                LIMIT 1),
+            resource_events = s.resource_events + excluded.resource_events,
+            over_90 = s.over_90 + excluded.over_90,
+            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
+            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
+            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak);
+END
+$$;
+COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
+    'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
+
+CREATE OR REPLACE FUNCTION runra_obs._maintain_rollups()
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    long_horizon  timestamptz := now() - runra_obs.setting_interval('runra_obs.rollup_retention');
+    short_horizon timestamptz := now() - runra_obs.setting_interval('runra_obs.retention');
+    expired bigint := 0;
+    n       bigint;
+    merged  bigint;
+    cut     text[];
+BEGIN
+    PERFORM runra_obs._rollup_lock();
+    DELETE FROM runra_obs.rollup_1h WHERE bucket < long_horizon;
+    GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+    -- A sandbox losing hours to retention is recounted from the hours it
+    -- keeps (or goes, with none left).  Holding the consumer's row: no fold
+    -- adds to its totals between the recount's read and its write.  Only
+    -- when there is such a sandbox, which is about once an hour.
+    -- (an array, not EXISTS: Citus cannot plan an empty target list)
+    cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
+    IF cardinality(cut) > 0 THEN
+        PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+        cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
+    END IF;
+    DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
+    GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+    PERFORM runra_obs._recount_sandboxes(cut);
+    DELETE FROM runra_obs.rollup_5m WHERE bucket < short_horizon;
+    GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+    DELETE FROM runra_obs.ingest_1m WHERE bucket < short_horizon;
+    GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+
+    merged := runra_obs._compact_rollup('runra_obs.rollup_5m', 'bucket, event_type, label, agent_id')
+            + runra_obs._compact_rollup('runra_obs.rollup_1h', 'bucket, event_type, label, agent_id')
+            + runra_obs._compact_rollup('runra_obs.rollup_1h_sandbox',
+                                        'bucket, sandbox_id, event_type, label, agent_id')
+            + runra_obs._compact_ingest();
+    RETURN format('rollups: %s delta rows compacted away, %s expired rows dropped', merged, expired);
+END
+$$;
+COMMENT ON FUNCTION runra_obs._maintain_rollups() IS
+    'Compacts rollup delta rows and drops rollup rows past retention (hourly: runra_obs.rollup_retention; 5-minute and ingest: runra_obs.retention); called by run_maintenance';
+
+CREATE OR REPLACE FUNCTION runra_obs.rebuild_rollups(window_from timestamptz, window_to timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lower_h timestamptz := date_bin('1 hour', window_from, timestamptz '2000-01-01 00:00+00');
+    upper_h timestamptz := date_bin('1 hour', window_to, timestamptz '2000-01-01 00:00+00');
+    oldest  timestamptz := (SELECT min(lower) FROM runra_obs.partitions);
+    pos     bigint;
+    folded  bigint;
+    touched text[];
+BEGIN
+    IF window_to > upper_h THEN
+        upper_h := upper_h + interval '1 hour';
+    END IF;
+    IF lower_h < oldest THEN
+        RAISE EXCEPTION 'cannot rebuild rollups from %: raw events are kept only from %', lower_h, oldest
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Rebuilding deletes the rollups of the window and recounts its raw events; before the oldest partition there are none left to count.',
+                  HINT = 'Start the window at or after the oldest partition of runra_obs.sandbox_events.';
+    END IF;
+    PERFORM runra_obs._rollup_lock();
+    -- Holding the consumer's row: no fold runs meanwhile, and every event
+    -- up to its position is committed and visible (the watermark's
+    -- promise), so those are recounted here and the later ones are left
+    -- to the consumer.  Nothing is counted twice or missed.
+    SELECT c.position INTO STRICT pos
+    FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+    -- the sandboxes whose totals change: those with hours in the window
+    -- before and after the recount
+    touched := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox
+                     WHERE bucket >= lower_h AND bucket < upper_h);
+    DELETE FROM runra_obs.rollup_5m WHERE bucket >= lower_h AND bucket < upper_h;
+    DELETE FROM runra_obs.rollup_1h WHERE bucket >= lower_h AND bucket < upper_h;
+    DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket >= lower_h AND bucket < upper_h;
+    PERFORM runra_obs._fold_rollups(0, pos, lower_h, upper_h, true);
+    PERFORM runra_obs._recount_sandboxes(ARRAY(
+        SELECT unnest(touched)
+        UNION
+        SELECT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket >= lower_h AND bucket < upper_h));
+    SELECT count(*) INTO folded FROM runra_obs.sandbox_events
+    WHERE created_at >= lower_h AND created_at < upper_h AND id <= pos;
+    RETURN folded;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) IS
+    'Recounts the rollups of a window (widened to whole hours) from the raw events the rollup consumer has passed; returns the events counted';
+
+CREATE OR REPLACE FUNCTION runra_obs.distribute(shard_count integer DEFAULT NULL)
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failures    text;
+    per_sandbox regclass;
+BEGIN
+    IF runra_obs.citus_node_role() <> 'coordinator' THEN
+        RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
+            CASE runra_obs.citus_node_role() WHEN 'none' THEN 'not running Citus' ELSE 'a Citus worker' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'CREATE EXTENSION citus on every node, add the workers with citus_add_node(), then call it on the coordinator.';
+    END IF;
+    IF shard_count IS NOT NULL AND shard_count < 1 THEN
+        RAISE EXCEPTION 'shard_count must be at least 1, not %', shard_count
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the partitions' shells on the coordinator are created by Citus
+    -- alongside each new partition's shards; ids stay the coordinator's
+    IF NOT runra_obs._events_distributed() THEN
+        PERFORM create_distributed_table('runra_obs.sandbox_events', 'sandbox_id',
+                                         shard_count => coalesce(shard_count,
+                                             current_setting('citus.shard_count')::integer));
+        object := 'runra_obs.sandbox_events';
+        action := 'distributed by sandbox_id';
+        RETURN NEXT;
+    END IF;
+    FOREACH per_sandbox IN ARRAY ARRAY['runra_obs.rollup_1h_sandbox', 'runra_obs.rollup_sandbox',
+                                       'runra_obs.rollup_sandbox_agent']::regclass[] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = per_sandbox) THEN
+            PERFORM create_distributed_table(per_sandbox, 'sandbox_id',
+                                             colocate_with => 'runra_obs.sandbox_events');
+            object := per_sandbox::text;
+            action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    -- no id from a worker's own sequence: nextval there fails at once
+    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+    INTO failures
+    FROM run_command_on_workers(
+             'ALTER SEQUENCE runra_obs.sandbox_events_id_seq MINVALUE 0 MAXVALUE 1 NO CYCLE') AS w
+    WHERE NOT w.success;
+    IF failures IS NULL THEN
+        SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+        INTO failures
+        FROM run_command_on_workers(
+                 'SELECT pg_catalog.setval(''runra_obs.sandbox_events_id_seq'', 1, true)') AS w
+        WHERE NOT w.success;
+    END IF;
+    IF failures IS NOT NULL THEN
+        RAISE EXCEPTION 'runra_obs could not close the id sequence on every worker: %', failures
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    object := 'runra_obs.sandbox_events_id_seq';
+    action := 'closed on the workers: ids come from the coordinator';
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION runra_obs.distribute(integer) IS
+    'On a Citus coordinator: distributes sandbox_events and the per-sandbox rollups by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+
+-- the totals of what the rollups hold already
+SELECT runra_obs._recount_sandboxes(ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox));

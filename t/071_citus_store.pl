@@ -63,6 +63,8 @@ is($coordinator->safe_psql('postgres', q{
 	SELECT string_agg(object || ': ' || action, E'\n') FROM runra_obs.distribute(shard_count => 4)}),
 	"runra_obs.sandbox_events: distributed by sandbox_id\n"
 	  . "runra_obs.rollup_1h_sandbox: distributed by sandbox_id, colocated with runra_obs.sandbox_events\n"
+	  . "runra_obs.rollup_sandbox: distributed by sandbox_id, colocated with runra_obs.sandbox_events\n"
+	  . "runra_obs.rollup_sandbox_agent: distributed by sandbox_id, colocated with runra_obs.sandbox_events\n"
 	  . 'runra_obs.sandbox_events_id_seq: closed on the workers: ids come from the coordinator',
 	'distribute() distributes the log and the per-sandbox rollups and closes the workers\' sequences');
 is($coordinator->safe_psql('postgres', q{

@@ -42,6 +42,7 @@ sub raw_version
 {
 	my ($sql) = @_;
 	my ($f, $t) = map { "'" . rfc3339nano($_) . "'" } $from, $to;
+	$sql =~ s/runra_obs\.sandbox_totals\(/bench.raw_sandbox_totals(/g;
 	$sql =~ s/runra_obs\.rollup_1h_sandbox(?:_live)?\b/bench.raw('1 hour', true, $f, $t)/g;
 	$sql =~ s/runra_obs\.rollup_1h(?:_live)?\b/bench.raw('1 hour', false, $f, $t)/g;
 	$sql =~ s/runra_obs\.rollup_5m(?:_live)?\b/bench.raw('5 minutes', false, $f, $t)/g;

@@ -393,14 +393,69 @@ BEGIN
                    events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
                    value_count, value_sum, value_max, limit_max, over_90, compacted
             FROM r WHERE rollup = 'rollup_1h'
+        ), to_1h_sandbox AS (
+            INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, sandbox_id, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h_sandbox'
+        ),
+        -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
+        -- rows, in the same statement.  A rebuild (compacted) recounts its
+        -- sandboxes afterwards instead.
+        hours AS (
+            SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
+                                 value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
+            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT _fold_rollups.compacted
+        ), calls AS (
+            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+            SELECT c.sandbox_id, c.agent_id, c.tool_calls
+            FROM hours AS h, runra_obs._sandbox_agent_calls(h.hours) AS c
+            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+            RETURNING a.sandbox_id, a.agent_id, a.tool_calls
+        ), busiest AS (
+            -- tool calls only grow, so the busiest agent is the one it was
+            -- or one of the agents whose calls grew now (with their totals)
+            SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
+            FROM calls AS c
+            ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
         )
-        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
-            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90, compacted)
-        SELECT bucket, sandbox_id, event_type, label, agent_id,
-               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-               value_count, value_sum, value_max, limit_max, over_90, compacted
-        FROM r WHERE rollup = 'rollup_1h_sandbox';
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM hours AS h
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
+             LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
+        ON CONFLICT (sandbox_id) DO UPDATE SET
+            first_bucket = least(s.first_bucket, excluded.first_bucket),
+            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
+            events = s.events + excluded.events,
+            cost_events = s.cost_events + excluded.cost_events,
+            -- (NULL + x is NULL; a sum of no costs stays NULL)
+            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
+            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
+            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
+            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
+            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
+                                         s.unattributed_cost, excluded.unattributed_cost),
+            image = greatest(s.image, excluded.image),
+            -- the busier of the two, by the order _sandbox_totals_of() uses
+            (busiest_agent, busiest_agent_calls) = (
+                SELECT w.agent, w.calls
+                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
+                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
+                WHERE w.agent IS NOT NULL
+                ORDER BY w.calls DESC, w.agent
+                LIMIT 1),
+            resource_events = s.resource_events + excluded.resource_events,
+            over_90 = s.over_90 + excluded.over_90,
+            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
+            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
+            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak);
 END
 $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
@@ -626,12 +681,24 @@ DECLARE
     expired bigint := 0;
     n       bigint;
     merged  bigint;
+    cut     text[];
 BEGIN
     PERFORM runra_obs._rollup_lock();
     DELETE FROM runra_obs.rollup_1h WHERE bucket < long_horizon;
     GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+    -- A sandbox losing hours to retention is recounted from the hours it
+    -- keeps (or goes, with none left).  Holding the consumer's row: no fold
+    -- adds to its totals between the recount's read and its write.  Only
+    -- when there is such a sandbox, which is about once an hour.
+    -- (an array, not EXISTS: Citus cannot plan an empty target list)
+    cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
+    IF cardinality(cut) > 0 THEN
+        PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+        cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
+    END IF;
     DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
     GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+    PERFORM runra_obs._recount_sandboxes(cut);
     DELETE FROM runra_obs.rollup_5m WHERE bucket < short_horizon;
     GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
     DELETE FROM runra_obs.ingest_1m WHERE bucket < short_horizon;
@@ -661,6 +728,7 @@ DECLARE
     oldest  timestamptz := (SELECT min(lower) FROM runra_obs.partitions);
     pos     bigint;
     folded  bigint;
+    touched text[];
 BEGIN
     IF window_to > upper_h THEN
         upper_h := upper_h + interval '1 hour';
@@ -678,10 +746,18 @@ BEGIN
     -- to the consumer.  Nothing is counted twice or missed.
     SELECT c.position INTO STRICT pos
     FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+    -- the sandboxes whose totals change: those with hours in the window
+    -- before and after the recount
+    touched := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox
+                     WHERE bucket >= lower_h AND bucket < upper_h);
     DELETE FROM runra_obs.rollup_5m WHERE bucket >= lower_h AND bucket < upper_h;
     DELETE FROM runra_obs.rollup_1h WHERE bucket >= lower_h AND bucket < upper_h;
     DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket >= lower_h AND bucket < upper_h;
     PERFORM runra_obs._fold_rollups(0, pos, lower_h, upper_h, true);
+    PERFORM runra_obs._recount_sandboxes(ARRAY(
+        SELECT unnest(touched)
+        UNION
+        SELECT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket >= lower_h AND bucket < upper_h));
     SELECT count(*) INTO folded FROM runra_obs.sandbox_events
     WHERE created_at >= lower_h AND created_at < upper_h AND id <= pos;
     RETURN folded;

@@ -8,9 +8,10 @@
 -- background work (src/worker/worker_common.c idles every worker there).
 --
 -- runra_obs.distribute() then spreads the store over the workers:
--- sandbox_events by sandbox_id, and rollup_1h_sandbox (the biggest rollup:
--- a row per sandbox, hour and kind of event) colocated with it, so that a
--- sandbox's events and its rollups live on the same shard.  The fleet-wide
+-- sandbox_events by sandbox_id, and the per-sandbox rollups colocated with
+-- it (rollup_1h_sandbox, the biggest: a row per sandbox, hour and kind of
+-- event; rollup_sandbox and rollup_sandbox_agent, 62_sandbox_totals.sql),
+-- so that a sandbox's events and its rollups live on the same shard.  The fleet-wide
 -- rollups, rejected events and the configuration stay on the coordinator,
 -- where every runra_obs worker runs: they are small, written by one
 -- process, and read with the distributed tables by queries Citus plans as
@@ -146,7 +147,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    failures text;
+    failures    text;
+    per_sandbox regclass;
 BEGIN
     IF runra_obs.citus_node_role() <> 'coordinator' THEN
         RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
@@ -168,14 +170,16 @@ BEGIN
         action := 'distributed by sandbox_id';
         RETURN NEXT;
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
-        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
-                                         colocate_with => 'runra_obs.sandbox_events');
-        object := 'runra_obs.rollup_1h_sandbox';
-        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
-        RETURN NEXT;
-    END IF;
+    FOREACH per_sandbox IN ARRAY ARRAY['runra_obs.rollup_1h_sandbox', 'runra_obs.rollup_sandbox',
+                                       'runra_obs.rollup_sandbox_agent']::regclass[] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = per_sandbox) THEN
+            PERFORM create_distributed_table(per_sandbox, 'sandbox_id',
+                                             colocate_with => 'runra_obs.sandbox_events');
+            object := per_sandbox::text;
+            action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
     -- no id from a worker's own sequence: nextval there fails at once
     SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
     INTO failures
@@ -199,5 +203,5 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+    'On a Citus coordinator: distributes sandbox_events and the per-sandbox rollups by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
