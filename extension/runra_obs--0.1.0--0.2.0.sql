@@ -657,6 +657,12 @@ COMMENT ON VIEW runra_obs.contact_point_list IS
 -- recounted by rebuilds and retention (60_rollups.sql), distributed with
 -- the other per-sandbox rollups on Citus (90_citus.sql).
 -- ---------------------------------------------------------------------------
+-- (the cost events that name their own agent, for "Cost per agent": few
+-- rows, where the type index would read every cost row of the range)
+CREATE INDEX rollup_1h_sandbox_agent_cost_idx ON runra_obs.rollup_1h_sandbox (bucket)
+    INCLUDE (sandbox_id, agent_id, cost)
+    WHERE event_type IN ('cost.runtime', 'cost.storage') AND agent_id <> '';
+
 CREATE TABLE runra_obs.rollup_sandbox (
     sandbox_id               text        PRIMARY KEY,
     first_bucket             timestamptz NOT NULL,
@@ -841,16 +847,15 @@ AS $$
         FROM runra_obs.consumers AS c,
              LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
         WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox'
-    ), active AS MATERIALIZED (
-        SELECT s.*,
-               s.first_bucket < from_bucket OR s.last_bucket > to_bucket
-               OR s.sandbox_id IN (SELECT (f.h).sandbox_id FROM unfolded AS f) AS at_edge
+    ), edge AS MATERIALIZED (
+        -- alive at the range's start or end (the index on last_bucket
+        -- finds the sandboxes of the range), or with events not folded
+        SELECT s.sandbox_id
         FROM runra_obs.rollup_sandbox AS s
         WHERE s.last_bucket >= from_bucket AND s.first_bucket <= to_bucket
-    ), edge AS MATERIALIZED (
-        SELECT a.sandbox_id FROM active AS a WHERE a.at_edge
+          AND (s.first_bucket < from_bucket OR s.last_bucket > to_bucket)
         UNION
-        SELECT (f.h).sandbox_id FROM unfolded AS f WHERE (f.h).bucket BETWEEN from_bucket AND to_bucket
+        SELECT (f.h).sandbox_id FROM unfolded AS f
     ), edge_hours AS (
         SELECT array_agg(x.h) AS hours
         FROM (SELECT ROW(r.bucket, r.sandbox_id, r.event_type, r.label, r.agent_id, r.events, r.cost,
@@ -868,12 +873,10 @@ AS $$
         UNION ALL
         SELECT (f.h).sandbox_id, (f.h).label FROM unfolded AS f WHERE (f.h).event_type = 'sandbox.created'
     )
-    SELECT a.sandbox_id, a.first_bucket, a.last_bucket, a.events, a.cost_events,
-           a.runtime_cost, a.storage_cost, a.cost, a.unattributed_cost_events, a.unattributed_cost,
-           a.image, a.busiest_agent, a.busiest_agent_calls, a.resource_events, a.over_90,
-           a.memory_peak, a.memory_limit, a.cpu_peak
-    FROM active AS a
-    WHERE NOT a.at_edge
+    SELECT s.*
+    FROM runra_obs.rollup_sandbox AS s
+    WHERE s.last_bucket >= from_bucket AND s.last_bucket <= to_bucket AND s.first_bucket >= from_bucket
+      AND NOT EXISTS (SELECT FROM unfolded AS f WHERE (f.h).sandbox_id = s.sandbox_id)
     UNION ALL
     SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
            t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,

@@ -6,6 +6,7 @@
 --   rollup_1h          every hour, all sandboxes together
 --   rollup_1h_sandbox  every hour, per sandbox
 --   ingest_1m          every minute of ingest time (not event time)
+--   (and one row per sandbox, grown by the same fold: 62_sandbox_totals.sql)
 --
 -- Each row counts the events of one bucket with the same event type and,
 -- as far as the table keeps them (_rollup_key), the same label (command,
@@ -156,7 +157,8 @@ ALTER TABLE runra_obs.rollup_1h_sandbox ADD COLUMN sandbox_id text NOT NULL;
 --   type and bucket: panels and compaction look rows up by them; the
 --   5-minute and per-sandbox ones carry the counts panels read, so those
 --   panels read the index only, not the wide rows;
---   sandbox and bucket: panels on chosen sandboxes;
+--   sandbox and bucket: panels on chosen sandboxes, and the sandboxes at
+--   a range's edges (62_sandbox_totals.sql);
 --   deltas (partial, holds only rows not yet compacted): compaction finds
 --   its work without reading the table;
 --   BRIN on bucket (a few pages): retention and rebuilds find old buckets.
@@ -167,6 +169,11 @@ CREATE INDEX rollup_1h_sandbox_type_bucket_idx
     ON runra_obs.rollup_1h_sandbox (event_type, bucket, sandbox_id, label, agent_id)
     INCLUDE (events, failures, cost, value_max, limit_max, over_90);
 CREATE INDEX rollup_1h_sandbox_sandbox_idx ON runra_obs.rollup_1h_sandbox (sandbox_id, bucket);
+-- (the cost events that name their own agent, for "Cost per agent": few
+-- rows, where the type index would read every cost row of the range)
+CREATE INDEX rollup_1h_sandbox_agent_cost_idx ON runra_obs.rollup_1h_sandbox (bucket)
+    INCLUDE (sandbox_id, agent_id, cost)
+    WHERE event_type IN ('cost.runtime', 'cost.storage') AND agent_id <> '';
 CREATE INDEX rollup_5m_delta_idx ON runra_obs.rollup_5m (bucket) WHERE NOT compacted;
 CREATE INDEX rollup_1h_delta_idx ON runra_obs.rollup_1h (bucket) WHERE NOT compacted;
 CREATE INDEX rollup_1h_sandbox_delta_idx ON runra_obs.rollup_1h_sandbox (bucket) WHERE NOT compacted;
