@@ -123,7 +123,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    failures text;
+    failures    text;
+    per_sandbox regclass;
 BEGIN
     IF runra_obs.citus_node_role() <> 'coordinator' THEN
         RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
@@ -145,14 +146,16 @@ BEGIN
         action := 'distributed by sandbox_id';
         RETURN NEXT;
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-                   WHERE logicalrelid = 'runra_obs.rollup_1h_sandbox'::regclass) THEN
-        PERFORM create_distributed_table('runra_obs.rollup_1h_sandbox', 'sandbox_id',
-                                         colocate_with => 'runra_obs.sandbox_events');
-        object := 'runra_obs.rollup_1h_sandbox';
-        action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
-        RETURN NEXT;
-    END IF;
+    FOREACH per_sandbox IN ARRAY ARRAY['runra_obs.rollup_1h_sandbox', 'runra_obs.rollup_sandbox',
+                                       'runra_obs.rollup_sandbox_agent']::regclass[] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = per_sandbox) THEN
+            PERFORM create_distributed_table(per_sandbox, 'sandbox_id',
+                                             colocate_with => 'runra_obs.sandbox_events');
+            object := per_sandbox::text;
+            action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
     -- no id from a worker's own sequence: nextval there fails at once
     SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
     INTO failures
@@ -176,7 +179,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events and rollup_1h_sandbox by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
+    'On a Citus coordinator: distributes sandbox_events and the per-sandbox rollups by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION runra_obs.run_maintenance(lock_timeout_ms integer DEFAULT 1000)
@@ -488,7 +491,8 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------
--- _fold_rollups() is PL/pgSQL, for Citus (extension/parts/60_rollups.sql).
+-- _fold_rollups() is PL/pgSQL, for Citus, and grows the per-sandbox totals
+-- (extension/parts/60_rollups.sql, 62_sandbox_totals.sql).
 -- ---------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
@@ -517,14 +521,69 @@ BEGIN
                    events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
                    value_count, value_sum, value_max, limit_max, over_90, compacted
             FROM r WHERE rollup = 'rollup_1h'
+        ), to_1h_sandbox AS (
+            INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, sandbox_id, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, compacted
+            FROM r WHERE rollup = 'rollup_1h_sandbox'
+        ),
+        -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
+        -- rows, in the same statement.  A rebuild (compacted) recounts its
+        -- sandboxes afterwards instead.
+        hours AS (
+            SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
+                                 value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
+            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT _fold_rollups.compacted
+        ), calls AS (
+            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+            SELECT c.sandbox_id, c.agent_id, c.tool_calls
+            FROM hours AS h, runra_obs._sandbox_agent_calls(h.hours) AS c
+            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+            RETURNING a.sandbox_id, a.agent_id, a.tool_calls
+        ), busiest AS (
+            -- tool calls only grow, so the busiest agent is the one it was
+            -- or one of the agents whose calls grew now (with their totals)
+            SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
+            FROM calls AS c
+            ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
         )
-        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
-            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-            value_count, value_sum, value_max, limit_max, over_90, compacted)
-        SELECT bucket, sandbox_id, event_type, label, agent_id,
-               events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-               value_count, value_sum, value_max, limit_max, over_90, compacted
-        FROM r WHERE rollup = 'rollup_1h_sandbox';
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM hours AS h
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
+             LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
+        ON CONFLICT (sandbox_id) DO UPDATE SET
+            first_bucket = least(s.first_bucket, excluded.first_bucket),
+            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
+            events = s.events + excluded.events,
+            cost_events = s.cost_events + excluded.cost_events,
+            -- (NULL + x is NULL; a sum of no costs stays NULL)
+            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
+            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
+            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
+            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
+            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
+                                         s.unattributed_cost, excluded.unattributed_cost),
+            image = greatest(s.image, excluded.image),
+            -- the busier of the two, by the order _sandbox_totals_of() uses
+            (busiest_agent, busiest_agent_calls) = (
+                SELECT w.agent, w.calls
+                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
+                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
+                WHERE w.agent IS NOT NULL
+                ORDER BY w.calls DESC, w.agent
+                LIMIT 1),
+            resource_events = s.resource_events + excluded.resource_events,
+            over_90 = s.over_90 + excluded.over_90,
+            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
+            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
+            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak);
 END
 $$;
 
@@ -900,100 +959,6 @@ GRANT EXECUTE ON FUNCTION
     runra_obs.sandbox_totals(timestamptz, timestamptz)
 TO runra_obs_reader;
 
-CREATE OR REPLACE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
-                                        from_time timestamptz, to_time timestamptz,
-                                        compacted boolean)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-        WITH r AS MATERIALIZED (
-            SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
-        ), to_5m AS (
-            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
-                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                value_count, value_sum, value_max, limit_max, over_90, compacted)
-            SELECT bucket, event_type, label, agent_id,
-                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
-            FROM r WHERE rollup = 'rollup_5m'
-        ), to_1h AS (
-            INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
-                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                value_count, value_sum, value_max, limit_max, over_90, compacted)
-            SELECT bucket, event_type, label, agent_id,
-                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
-            FROM r WHERE rollup = 'rollup_1h'
-        ), to_1h_sandbox AS (
-            INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
-                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                value_count, value_sum, value_max, limit_max, over_90, compacted)
-            SELECT bucket, sandbox_id, event_type, label, agent_id,
-                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
-            FROM r WHERE rollup = 'rollup_1h_sandbox'
-        ),
-        -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
-        -- rows, in the same statement.  A rebuild (compacted) recounts its
-        -- sandboxes afterwards instead.
-        hours AS (
-            SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
-                                 value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
-            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT _fold_rollups.compacted
-        ), calls AS (
-            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
-            SELECT c.sandbox_id, c.agent_id, c.tool_calls
-            FROM hours AS h, runra_obs._sandbox_agent_calls(h.hours) AS c
-            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
-            RETURNING a.sandbox_id, a.agent_id, a.tool_calls
-        ), busiest AS (
-            -- tool calls only grow, so the busiest agent is the one it was
-            -- or one of the agents whose calls grew now (with their totals)
-            SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
-            FROM calls AS c
-            ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
-        )
-        INSERT INTO runra_obs.rollup_sandbox AS s
-        SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
-               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
-               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
-               t.memory_peak, t.memory_limit, t.cpu_peak
-        FROM hours AS h
-             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
-             LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
-        ON CONFLICT (sandbox_id) DO UPDATE SET
-            first_bucket = least(s.first_bucket, excluded.first_bucket),
-            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
-            events = s.events + excluded.events,
-            cost_events = s.cost_events + excluded.cost_events,
-            -- (NULL + x is NULL; a sum of no costs stays NULL)
-            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
-            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
-            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
-            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
-            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
-                                         s.unattributed_cost, excluded.unattributed_cost),
-            image = greatest(s.image, excluded.image),
-            -- the busier of the two, by the order _sandbox_totals_of() uses
-            (busiest_agent, busiest_agent_calls) = (
-                SELECT w.agent, w.calls
-                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
-                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
-                WHERE w.agent IS NOT NULL
-                ORDER BY w.calls DESC, w.agent
-                LIMIT 1),
-            resource_events = s.resource_events + excluded.resource_events,
-            over_90 = s.over_90 + excluded.over_90,
-            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
-            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
-            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak);
-END
-$$;
-COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
-    'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
-
 CREATE OR REPLACE FUNCTION runra_obs._maintain_rollups()
 RETURNS text
 LANGUAGE plpgsql
@@ -1089,70 +1054,6 @@ END
 $$;
 COMMENT ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) IS
     'Recounts the rollups of a window (widened to whole hours) from the raw events the rollup consumer has passed; returns the events counted';
-
-CREATE OR REPLACE FUNCTION runra_obs.distribute(shard_count integer DEFAULT NULL)
-RETURNS TABLE (object text, action text)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    failures    text;
-    per_sandbox regclass;
-BEGIN
-    IF runra_obs.citus_node_role() <> 'coordinator' THEN
-        RAISE EXCEPTION 'runra_obs.distribute() runs on a Citus coordinator; this node is %',
-            CASE runra_obs.citus_node_role() WHEN 'none' THEN 'not running Citus' ELSE 'a Citus worker' END
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'CREATE EXTENSION citus on every node, add the workers with citus_add_node(), then call it on the coordinator.';
-    END IF;
-    IF shard_count IS NOT NULL AND shard_count < 1 THEN
-        RAISE EXCEPTION 'shard_count must be at least 1, not %', shard_count
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- the partitions' shells on the coordinator are created by Citus
-    -- alongside each new partition's shards; ids stay the coordinator's
-    IF NOT runra_obs._events_distributed() THEN
-        PERFORM create_distributed_table('runra_obs.sandbox_events', 'sandbox_id',
-                                         shard_count => coalesce(shard_count,
-                                             current_setting('citus.shard_count')::integer));
-        object := 'runra_obs.sandbox_events';
-        action := 'distributed by sandbox_id';
-        RETURN NEXT;
-    END IF;
-    FOREACH per_sandbox IN ARRAY ARRAY['runra_obs.rollup_1h_sandbox', 'runra_obs.rollup_sandbox',
-                                       'runra_obs.rollup_sandbox_agent']::regclass[] LOOP
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = per_sandbox) THEN
-            PERFORM create_distributed_table(per_sandbox, 'sandbox_id',
-                                             colocate_with => 'runra_obs.sandbox_events');
-            object := per_sandbox::text;
-            action := 'distributed by sandbox_id, colocated with runra_obs.sandbox_events';
-            RETURN NEXT;
-        END IF;
-    END LOOP;
-    -- no id from a worker's own sequence: nextval there fails at once
-    SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
-    INTO failures
-    FROM run_command_on_workers(
-             'ALTER SEQUENCE runra_obs.sandbox_events_id_seq MINVALUE 0 MAXVALUE 1 NO CYCLE') AS w
-    WHERE NOT w.success;
-    IF failures IS NULL THEN
-        SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
-        INTO failures
-        FROM run_command_on_workers(
-                 'SELECT pg_catalog.setval(''runra_obs.sandbox_events_id_seq'', 1, true)') AS w
-        WHERE NOT w.success;
-    END IF;
-    IF failures IS NOT NULL THEN
-        RAISE EXCEPTION 'runra_obs could not close the id sequence on every worker: %', failures
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    object := 'runra_obs.sandbox_events_id_seq';
-    action := 'closed on the workers: ids come from the coordinator';
-    RETURN NEXT;
-END
-$$;
-COMMENT ON FUNCTION runra_obs.distribute(integer) IS
-    'On a Citus coordinator: distributes sandbox_events and the per-sandbox rollups by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 
 -- the totals of what the rollups hold already
 SELECT runra_obs._recount_sandboxes(ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox));
