@@ -75,12 +75,30 @@ BEGIN
 END
 $$});
 
+# sandboxes whose totals (rollup_sandbox) differ from the raw events in
+# events or cost
+sql(q{
+CREATE FUNCTION public.totals_mismatches() RETURNS bigint LANGUAGE sql AS $$
+    WITH raw AS (
+        SELECT sandbox_id, count(*) AS events,
+               sum(runra_obs.event_cost(event_type, data))
+                   FILTER (WHERE event_type IN ('cost.runtime', 'cost.storage')) AS cost
+        FROM runra_obs.sandbox_events GROUP BY 1
+    ), kept AS (
+        SELECT sandbox_id, events, cost FROM runra_obs.rollup_sandbox
+    )
+    SELECT (SELECT count(*) FROM (TABLE raw EXCEPT ALL TABLE kept) AS a)
+         + (SELECT count(*) FROM (TABLE kept EXCEPT ALL TABLE raw) AS b)
+$$});
+
 sub exact
 {
 	my ($what) = @_;
 	wait_caught_up();
 	is(sql('SELECT public.rollup_mismatches(true) + public.rollup_mismatches(false)'), '0',
 		"$what: the rollups hold every committed event exactly once");
+	is(sql('SELECT public.totals_mismatches()'), '0',
+		"$what: so do the per-sandbox totals");
 }
 
 # ---- an open insert holds the watermark back, later commits included
