@@ -741,7 +741,7 @@ CREATE TABLE runra_obs.rollup_sandbox (
     memory_peak              numeric,
     memory_limit             numeric,
     cpu_peak                 numeric
-);
+) WITH (fillfactor = 70);
 -- readers look up the sandboxes active in a range by their last hour;
 -- rollup retention finds the ones it cut by their first
 CREATE INDEX rollup_sandbox_last_bucket_idx ON runra_obs.rollup_sandbox (last_bucket, first_bucket);
@@ -771,7 +771,7 @@ CREATE TABLE runra_obs.rollup_sandbox_agent (
     agent_id   text   NOT NULL,
     tool_calls bigint NOT NULL,
     PRIMARY KEY (sandbox_id, agent_id)
-);
+) WITH (fillfactor = 70);
 COMMENT ON TABLE runra_obs.rollup_sandbox_agent IS
     'Tool calls (tool.invoked events with an agentId) per sandbox and agent, kept by the rollup consumer; rollup_sandbox.busiest_agent is chosen from them';
 
