@@ -138,9 +138,12 @@ FROM runra_obs.rollup_sandbox WHERE sandbox_id IN ('sb_old', 'sb_gone') ORDER BY
 SELECT pg_temp.diffs() AS after_retention;
 
 -- The panels' question, as a reader: the top sandboxes by cost.
+-- (the first hour as a psql variable: the reader cannot read the temp
+-- table, and now() may be in the next hour by now)
+SELECT t AS base_t FROM base \gset
 SET ROLE runra_obs_reader;
 SELECT sandbox_id, cost
-FROM runra_obs.sandbox_totals(date_trunc('hour', now()) - interval '2 days', now())
+FROM runra_obs.sandbox_totals(:'base_t', :'base_t'::timestamptz + interval '1 day')
 WHERE cost_events > 0
 ORDER BY cost DESC, sandbox_id
 LIMIT 3;
