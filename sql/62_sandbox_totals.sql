@@ -112,6 +112,23 @@ SELECT pg_temp.diffs() AS late_unfolded;
 SELECT runra_obs.fold_rollups() > 0 AS folded;
 SELECT pg_temp.diffs() AS late_folded;
 SELECT busiest_agent, busiest_agent_calls FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_1';
+-- An agent whose calls grow but stay below the leader's leaves it the
+-- busiest (agent_1: 3 + 2); one that ties it with a name sorting first
+-- takes its place (agent_: 9, like agent_0).
+CREATE FUNCTION pg_temp.calls(agent text, n integer) RETURNS integer LANGUAGE sql AS $$
+    SELECT ingested FROM runra_obs.ingest((
+        SELECT jsonb_agg(jsonb_build_object(
+            'timestamp', to_char(base.t - interval '8 days' + i * interval '1 minute', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+            'sandboxId', 'sb_1', 'type', 'tool.invoked', 'data', jsonb_build_object('toolName', 'x', 'agentId', agent)))
+        FROM base, generate_series(1, n) AS i))
+$$;
+SELECT pg_temp.calls('agent_1', 2) AS ingested;
+SELECT runra_obs.fold_rollups() > 0 AS folded;
+SELECT busiest_agent, busiest_agent_calls FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_1';
+SELECT pg_temp.calls('agent_', 9) AS ingested;
+SELECT runra_obs.fold_rollups() > 0 AS folded;
+SELECT busiest_agent, busiest_agent_calls FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_1';
+SELECT pg_temp.diffs() AS busiest_changed;
 
 -- Compaction leaves the totals alone; a rebuild recounts its sandboxes.
 SELECT runra_obs._maintain_rollups() ~ '^rollups: [1-9][0-9]* delta rows compacted away' AS compacted;

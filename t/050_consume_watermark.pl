@@ -246,5 +246,27 @@ $second->('SELECT runra_obs.fold_rollups()');
 is($second->(q{SELECT sum(events) FROM runra_obs.rollup_1h_sandbox WHERE sandbox_id = 'sb_second'}),
 	'4', 'every event of the other database is folded');
 
+# ---- rollup retention never waits for the consumer's row: a fold holds it
+# while it reads sandbox_events, which run_maintenance may hold (a dropped
+# partition); waiting would deadlock.  Hours past rollup_retention stay
+# until a run finds the row free, then go with their totals recounted.
+sql(q{INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id, events,
+                                              failures, cost, duration_count, value_count, over_90, compacted)
+      VALUES (now() - interval '401 days', 'sb_expiring', 'cost.runtime', '', '', 2, 0, 5, 0, 0, 0, true),
+             (now() - interval '399 days', 'sb_expiring', 'cost.runtime', '', '', 1, 0, 3, 0, 0, 0, true);
+      SELECT runra_obs._recount_sandboxes(ARRAY['sb_expiring'])});
+my $fold = $node->background_psql('postgres');
+$fold->query_safe(q{BEGIN; SELECT FROM runra_obs.consumers WHERE name = 'rollups' FOR UPDATE});
+like(sql(q{SET statement_timeout = '5s'; SELECT runra_obs._maintain_rollups()}), qr/, 0 expired rows dropped$/,
+	'maintenance does not wait for the consumer row a fold holds');
+is(sql(q{SELECT events FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_expiring'}), '3',
+	'and leaves the hours past retention, and their totals, for later');
+$fold->query_safe('ROLLBACK');
+$fold->quit;
+like(sql(q{SELECT runra_obs._maintain_rollups()}), qr/, 1 expired rows dropped$/,
+	'the next run drops them');
+is(sql(q{SELECT events || ' ' || cost FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_expiring'}), '1 3',
+	'and recounts the sandbox from the hours it keeps');
+
 $node->stop;
 done_testing();

@@ -693,19 +693,6 @@ BEGIN
     PERFORM runra_obs._rollup_lock();
     DELETE FROM runra_obs.rollup_1h WHERE bucket < long_horizon;
     GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
-    -- A sandbox losing hours to retention is recounted from the hours it
-    -- keeps (or goes, with none left).  Holding the consumer's row: no fold
-    -- adds to its totals between the recount's read and its write.  Only
-    -- when there is such a sandbox, which is about once an hour.
-    -- (an array, not EXISTS: Citus cannot plan an empty target list)
-    cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
-    IF cardinality(cut) > 0 THEN
-        PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
-        cut := ARRAY(SELECT sandbox_id FROM runra_obs.rollup_sandbox WHERE first_bucket < long_horizon);
-    END IF;
-    DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
-    GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
-    PERFORM runra_obs._recount_sandboxes(cut);
     DELETE FROM runra_obs.rollup_5m WHERE bucket < short_horizon;
     GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
     DELETE FROM runra_obs.ingest_1m WHERE bucket < short_horizon;
@@ -716,6 +703,25 @@ BEGIN
             + runra_obs._compact_rollup('runra_obs.rollup_1h_sandbox',
                                         'bucket, sandbox_id, event_type, label, agent_id')
             + runra_obs._compact_ingest();
+
+    -- Per-sandbox hours past retention, last: a sandbox losing hours is
+    -- recounted from those it keeps (or goes, with none left), holding the
+    -- consumer's row so that no fold adds to its totals between the
+    -- recount's read and its write.  Only when there are such hours (about
+    -- once an hour), and never waiting for the row: run_maintenance may
+    -- hold sandbox_events (a partition dropped) while a fold holding the
+    -- row waits to read it.  A busy row leaves them for the next run.
+    -- (arrays, not EXISTS: Citus cannot plan an empty target list)
+    cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
+    IF cardinality(cut) > 0 THEN
+        PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF cardinality(cut) > 0 AND FOUND THEN
+        cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
+        DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
+        GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+        PERFORM runra_obs._recount_sandboxes(cut);
+    END IF;
     RETURN format('rollups: %s delta rows compacted away, %s expired rows dropped', merged, expired);
 END
 $$;
