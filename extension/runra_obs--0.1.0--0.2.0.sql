@@ -742,10 +742,12 @@ CREATE TABLE runra_obs.rollup_sandbox (
     memory_limit             numeric,
     cpu_peak                 numeric
 ) WITH (fillfactor = 70);
--- readers look up the sandboxes active in a range by their last hour;
--- rollup retention finds the ones it cut by their first
+-- Every fold updates the rows of the sandboxes it saw: room left on each
+-- page (fillfactor) lets most updates stay on their page (HOT: only
+-- last_bucket and first_bucket are indexed, and they change once an hour
+-- at most), so the table does not grow with updates between vacuums.
+-- Readers look up the sandboxes active in a range by their last hour.
 CREATE INDEX rollup_sandbox_last_bucket_idx ON runra_obs.rollup_sandbox (last_bucket, first_bucket);
-CREATE INDEX rollup_sandbox_first_bucket_idx ON runra_obs.rollup_sandbox (first_bucket);
 COMMENT ON TABLE runra_obs.rollup_sandbox IS
     'One row per sandbox: the sums of all its rollup_1h_sandbox rows (kept by the rollup consumer); read it through runra_obs.sandbox_totals(from, to)';
 COMMENT ON COLUMN runra_obs.rollup_sandbox.first_bucket IS 'The first hour (UTC) with an event of the sandbox';
@@ -824,27 +826,23 @@ AS $$
                min(h.bucket) AS first_bucket,
                max(h.bucket) AS last_bucket,
                runra_obs.total(h.events) AS events,
-               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')), 0)
-                   AS cost_events,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.is_cost), 0) AS cost_events,
                runra_obs.total(h.cost) FILTER (WHERE h.event_type = 'cost.runtime') AS runtime_cost,
                runra_obs.total(h.cost) FILTER (WHERE h.event_type = 'cost.storage') AS storage_cost,
-               runra_obs.total(h.cost) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')) AS cost,
-               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')
-                                                                AND h.agent_id = ''), 0)
+               runra_obs.total(h.cost) FILTER (WHERE h.is_cost) AS cost,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.is_cost AND h.agent_id = ''), 0)
                    AS unattributed_cost_events,
-               runra_obs.total(h.cost) FILTER (WHERE h.event_type IN ('cost.runtime', 'cost.storage')
-                                                 AND h.agent_id = '') AS unattributed_cost,
+               runra_obs.total(h.cost) FILTER (WHERE h.is_cost AND h.agent_id = '') AS unattributed_cost,
                max(h.label) FILTER (WHERE h.event_type = 'sandbox.created') AS image,
-               coalesce(runra_obs.total(h.events) FILTER (WHERE h.event_type IN ('resource.memory', 'resource.cpu',
-                                                                                  'resource.disk')), 0)
-                   AS resource_events,
-               coalesce(runra_obs.total(h.over_90) FILTER (WHERE h.event_type IN ('resource.memory', 'resource.cpu',
-                                                                                   'resource.disk')), 0)
-                   AS over_90,
+               coalesce(runra_obs.total(h.events) FILTER (WHERE h.is_resource), 0) AS resource_events,
+               coalesce(runra_obs.total(h.over_90) FILTER (WHERE h.is_resource), 0) AS over_90,
                max(h.value_max) FILTER (WHERE h.event_type = 'resource.memory') AS memory_peak,
                max(h.limit_max) FILTER (WHERE h.event_type = 'resource.memory') AS memory_limit,
                max(h.value_max) FILTER (WHERE h.event_type = 'resource.cpu') AS cpu_peak
-        FROM unnest(hours) AS h
+        FROM (SELECT u.*,
+                     u.event_type IN ('cost.runtime', 'cost.storage') AS is_cost,
+                     u.event_type IN ('resource.memory', 'resource.cpu', 'resource.disk') AS is_resource
+              FROM unnest(hours) AS u) AS h
         GROUP BY h.sandbox_id
     )
     SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
@@ -868,7 +866,7 @@ AS $$
 DECLARE
     hours runra_obs._sandbox_hour[];
 BEGIN
-    IF cardinality(sandboxes) IS NOT DISTINCT FROM 0 OR sandboxes IS NULL THEN
+    IF coalesce(cardinality(sandboxes), 0) = 0 THEN
         RETURN;
     END IF;
     hours := ARRAY(
@@ -998,12 +996,13 @@ BEGIN
     cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
     IF cardinality(cut) > 0 THEN
         PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE SKIP LOCKED;
-    END IF;
-    IF cardinality(cut) > 0 AND FOUND THEN
-        cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
-        DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
-        GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
-        PERFORM runra_obs._recount_sandboxes(cut);
+        IF FOUND THEN
+            -- (again: a fold may have added such hours before we held it)
+            cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
+            DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
+            GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+            PERFORM runra_obs._recount_sandboxes(cut);
+        END IF;
     END IF;
     RETURN format('rollups: %s delta rows compacted away, %s expired rows dropped', merged, expired);
 END

@@ -715,12 +715,13 @@ BEGIN
     cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
     IF cardinality(cut) > 0 THEN
         PERFORM FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE SKIP LOCKED;
-    END IF;
-    IF cardinality(cut) > 0 AND FOUND THEN
-        cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
-        DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
-        GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
-        PERFORM runra_obs._recount_sandboxes(cut);
+        IF FOUND THEN
+            -- (again: a fold may have added such hours before we held it)
+            cut := ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon);
+            DELETE FROM runra_obs.rollup_1h_sandbox WHERE bucket < long_horizon;
+            GET DIAGNOSTICS n = ROW_COUNT; expired := expired + n;
+            PERFORM runra_obs._recount_sandboxes(cut);
+        END IF;
     END IF;
     RETURN format('rollups: %s delta rows compacted away, %s expired rows dropped', merged, expired);
 END
