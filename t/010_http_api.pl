@@ -9,6 +9,7 @@ use HttpTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use RunraNode qw(ddl_beside_workers);
 
 # the rollup worker on: /metrics shows its consumer lag
 my ($node, $port) = start_http_node(name => 'http_api',
@@ -206,7 +207,7 @@ ok(($group_size // 0) >= 2,
 	'group commit: those that arrived meanwhile were one group (' . ($group_size // 'none') . ' of 7)');
 is(count_where("sandbox_id LIKE 'sb_neighbour_%' OR sandbox_id = 'sb_poison'"), 6,
 	'group commit: the six neighbours are stored, the poison is not');
-$node->safe_psql('postgres', 'DROP TRIGGER gate ON runra_obs.sandbox_events');
+ddl_beside_workers($node, 'DROP TRIGGER gate ON runra_obs.sandbox_events');
 
 # ---- privileges: tokens and keys are not for the API roles
 for my $role (qw(runra_obs_reader runra_obs_writer))

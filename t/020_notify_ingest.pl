@@ -7,6 +7,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use RunraNode qw(ddl_beside_workers);
 use notify::NotifyTest;
 
 my $node = notify_node('notify_ingest');
@@ -99,7 +100,7 @@ $node->poll_query_until('postgres', q{
   or die 'the poisonous payload was not kept';
 pass('a payload that cannot be stored is kept in rejected_events, the others are stored');
 like(status_row($node, 'last_error'), qr/sb_poison is not welcome/, 'worker_status shows the error');
-$node->safe_psql('postgres', 'DROP TRIGGER refuse_poison ON runra_obs.sandbox_events');
+ddl_beside_workers($node, 'DROP TRIGGER refuse_poison ON runra_obs.sandbox_events');
 
 # -- a write that fails on a lock timeout is retried, not rejected
 $node->safe_psql('postgres', q{ALTER SYSTEM SET lock_timeout = '200ms'});

@@ -14,6 +14,7 @@ use lib "$FindBin::RealBin/lib/http";
 use HttpTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use RunraNode qw(ddl_beside_workers);
 use forward::Receiver;
 use forward::Util qw(ingest_events event_at add_destination);
 
@@ -118,7 +119,7 @@ $node->safe_psql('postgres', q{
 	END $$;
 	CREATE TRIGGER refuse BEFORE INSERT ON runra_obs.sandbox_events FOR EACH ROW EXECUTE FUNCTION public.refuse();});
 is(post_events($port, $token, event_json([ event('sb_refused') ]))->{status}, 500, 'a write that fails: 500');
-$node->safe_psql('postgres', 'DROP TRIGGER refuse ON runra_obs.sandbox_events');
+ddl_beside_workers($node, 'DROP TRIGGER refuse ON runra_obs.sandbox_events');
 masked_ok(query(q{SELECT last_error FROM runra_obs.worker_status WHERE role = 'http'}),
 	'worker_status.last_error: the password and the api-key masked', 'pw-1212', 'k-5656');
 like(query(q{SELECT last_error FROM runra_obs.worker_status WHERE role = 'http'}),

@@ -9,7 +9,7 @@ use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
-our @EXPORT = qw(runra_node runra_node_init);
+our @EXPORT = qw(runra_node runra_node_init ddl_beside_workers);
 
 # The one shared_preload_libraries line of every test node ($preload: runra_obs
 # alone, or with the libraries it must come after, as Citus).
@@ -66,6 +66,23 @@ sub runra_node
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION runra_obs');
 	return $node;
+}
+
+# Runs $sql (DDL on a table the workers read, such as a test's trigger on
+# sandbox_events) in "postgres", again when PostgreSQL chose it as a
+# deadlock's victim.  DDL on a partitioned table locks its partitions in an
+# order a worker's reading transaction can cross, so either side may be
+# chosen; a worker retries on its own, and so does this.
+sub ddl_beside_workers
+{
+	my ($node, $sql) = @_;
+	for my $try (1 .. 5)
+	{
+		my ($rc, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 1);
+		return $out if $rc == 0;
+		die "ddl_beside_workers: $err" unless $err =~ /deadlock detected/;
+	}
+	die "ddl_beside_workers: still a deadlock victim after 5 tries: $sql";
 }
 
 1;
