@@ -78,7 +78,7 @@ sub ddl_beside_workers
 	my ($node, $sql) = @_;
 	for my $try (1 .. 5)
 	{
-		my ($rc, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 1);
+		my ($rc, $out, $err) = $node->psql('postgres', $sql);
 		return $out if $rc == 0;
 		die "ddl_beside_workers: $err" unless $err =~ /deadlock detected/;
 	}
