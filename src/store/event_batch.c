@@ -24,6 +24,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "commands/copy.h"
+#include "commands/copyfrom_internal.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -65,6 +66,8 @@ struct EventBatch
 	StringInfoData rejected;	/* COPY BINARY tuples for rejected_events */
 	int64		n_events;
 	int64		n_rejected;
+	int64		n_events_written;	/* of n_events, already written */
+	int64		n_rejected_written;
 	TimestampTz oldest_allowed; /* now() - runra_obs.retention */
 	PartitionRange *ranges;		/* sorted, merged where adjacent */
 	int			n_ranges;
@@ -351,10 +354,28 @@ read_queued_tuples(void *outbuf, int minread, int maxread)
 	return n;
 }
 
-/* Runs COPY rel (columns) FROM the buffer (FORMAT binary), as COPY would. */
+/*
+ * CopyFrom flushes its multi-insert buffers at 1000 tuples or at 64 kB of
+ * input lines, whichever comes first, counting each tuple's line_buf.len.
+ * Binary COPY has no line buffer, so that count stays 0 and every partition
+ * buffers 1000 tuples: with 4-5 day partitions in a batch, that is several
+ * thousand slots pinning the tuple descriptor, whose resource-owner
+ * bookkeeping grows quadratically with their number.
+ * Telling CopyFrom each tuple's average size makes it flush as it does for
+ * the same rows in text format.  Binary mode reads line_buf nowhere else
+ * (CopyFromErrorCallback checks opts.binary first).
+ */
+static void
+count_tuple_bytes_as_text_copy_does(CopyFromState cstate, StringInfo buf, int64 tuples)
+{
+	if (tuples > 0)
+		cstate->line_buf.len = (int) (buf->len / tuples);
+}
+
+/* Runs COPY rel (columns) FROM the buffer's tuples (FORMAT binary), as COPY would. */
 static uint64
 copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
-				 StringInfo buf)
+				 StringInfo buf, int64 tuples)
 {
 	ParseState *pstate = make_parsestate(NULL);
 	ParseNamespaceItem *nsitem;
@@ -392,6 +413,7 @@ copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
 		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_queued_tuples,
 							   attnames,
 							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
+		count_tuple_bytes_as_text_copy_does(cstate, buf, tuples);
 		processed = CopyFrom(cstate);
 		EndCopyFrom(cstate);
 	}
@@ -419,7 +441,9 @@ write_events(EventBatch *batch)
 		reset_copy_buffer(&batch->events);
 	}
 	else
-		copy_buffer_into(batch->events_rel, columns, lengthof(columns), &batch->events);
+		copy_buffer_into(batch->events_rel, columns, lengthof(columns), &batch->events,
+						 batch->n_events - batch->n_events_written);
+	batch->n_events_written = batch->n_events;
 }
 
 static void
@@ -431,7 +455,9 @@ write_rejected(EventBatch *batch)
 	if (batch->rejected.len <= COPY_BINARY_HEADER_LEN)
 		return;
 	rel = table_open(batch->rejected_relid, RowExclusiveLock);
-	copy_buffer_into(rel, columns, lengthof(columns), &batch->rejected);
+	copy_buffer_into(rel, columns, lengthof(columns), &batch->rejected,
+					 batch->n_rejected - batch->n_rejected_written);
+	batch->n_rejected_written = batch->n_rejected;
 	table_close(rel, NoLock);
 }
 
@@ -459,7 +485,7 @@ event_batch_finish(EventBatch *batch)
 int64
 event_batch_pending(EventBatch *batch)
 {
-	return batch->n_events;
+	return batch->n_events - batch->n_events_written;
 }
 
 /* ---- bodies ---- */
