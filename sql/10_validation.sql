@@ -125,3 +125,36 @@ VALUES ('sb_x', 'exec.started', '{}', '2001-01-01');
 INSERT INTO runra_obs.sandbox_events (sandbox_id, event_type, data, created_at)
 VALUES ('sb_sdk', 'exec.started', '{"command":"ls"}', now());
 SELECT count(*) FROM runra_obs.sandbox_events WHERE sandbox_id = 'sb_sdk';
+
+-- data is stored as the JSONB that jsonb_in makes of the same text (the
+-- parser builds it while validating): escapes, duplicate keys (the last
+-- wins), JSONB's key order, numbers as written, nesting, long strings
+CREATE TEMP TABLE data_cases (name text, data text);
+INSERT INTO data_cases VALUES
+  ('escapes',  '{"a\"b":"x\ny\t\u00e9\ud83d\ude00 \\ \/","\u0041":1,"":""}'),
+  ('dupkeys',  '{"k":1,"j":{"x":1,"x":[2]},"k":"last"}'),
+  ('order',    '{"bbb":1,"a":2,"cc":3,"B":4}'),
+  ('numbers',  '{"n":[0,-0,1.50,1e5,1E-5,-12345678901234567890.123456789,2.5e+3]}'),
+  ('bignum',   '{"n":1e1000,"m":-1e-1000}'),
+  ('mixed',    '{"arr":[1,"two",true,false,null,[],{},[[1.50]],{"z":1,"a":2}],"t":true,"f":false,"z":null}'),
+  ('spaces',   E'{ "a" : [ 1 , 2 ] ,\t"b" : { } }'),
+  ('empty',    '{}'),
+  ('long',     '{"s":"' || repeat('0123456789', 1000) || '","k":' || repeat('[', 40) || repeat(']', 40) || '}');
+SELECT string_agg('{"timestamp":"' || :'today' || 'T03:00:00Z","sandboxId":"sb_data_' || name
+                  || '","type":"exec.completed","data":' || data || '}', E'\n') AS body
+FROM data_cases \gset
+SELECT ingested, failed FROM runra_obs.ingest_jsonl(:'body');
+SELECT c.name, e.data::text = c.data::jsonb::text AND e.data = c.data::jsonb AS same_as_jsonb_in,
+       CASE WHEN length(e.data::text) < 120 THEN e.data::text ELSE length(e.data::text) || ' characters' END AS data
+FROM data_cases c LEFT JOIN runra_obs.sandbox_events e ON e.sandbox_id = 'sb_data_' || c.name
+ORDER BY c.name;
+-- a second data field replaces the first, as a duplicate key does; a bad
+-- number deep inside data rejects that event only, and the next line is
+-- built from scratch
+SELECT ingested, failed, failures FROM runra_obs.ingest_jsonl(
+    '{"timestamp":"' || :'today' || 'T03:00:01Z","sandboxId":"sb_data_twice","type":"exec.started","data":{"x":1},"data":{"y":[2]}}' || E'\n' ||
+    '{"timestamp":"' || :'today' || 'T03:00:01Z","sandboxId":"sb_data_null","type":"exec.started","data":{"x":1},"data":null}' || E'\n' ||
+    '{"timestamp":"' || :'today' || 'T03:00:02Z","sandboxId":"sb_data_bad","type":"exec.started","data":{"a":[1,{"b":[2,1e5000,3]}],"c":"after"}}' || E'\n' ||
+    '{"timestamp":"' || :'today' || 'T03:00:03Z","sandboxId":"sb_data_next","type":"exec.started","data":{"a":[1,{"b":[2]}]}}');
+SELECT sandbox_id, data FROM runra_obs.sandbox_events
+WHERE sandbox_id IN ('sb_data_twice', 'sb_data_null', 'sb_data_bad', 'sb_data_next') ORDER BY id;

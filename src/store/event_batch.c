@@ -7,7 +7,10 @@
  * partition routing, multi-insert buffering, index maintenance, defaults
  * (id, ingested_at), constraints and triggers (including the transition
  * tables that forwarding and rollups rely on).  Binary format means the
- * timestamp needs no second parse and the JSON needs no COPY escaping.
+ * timestamp needs no second parse and the data column is the JSONB that
+ * the parser (event_parse.c) built while validating: CopyFrom is given a
+ * receive function for it that takes those bytes as they are, where
+ * jsonb_recv would parse the text a second time.
  *
  * When Citus distributes the table, event_citus.c writes the same tuples
  * with an INSERT that Citus routes to the shards.
@@ -23,6 +26,7 @@
 #include "commands/dbcommands.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/copy.h"
 #include "commands/copyfrom_internal.h"
 #include "executor/executor.h"
@@ -240,6 +244,20 @@ event_batch_begin(const char *source)
 	return batch;
 }
 
+/*
+ * A queued data field back as a Jsonb: event_batch_append queues the body
+ * of the parser's Jsonb varlena (len bytes at bytes), without its header.
+ */
+Jsonb *
+event_batch_jsonb(const char *bytes, int len)
+{
+	Jsonb	   *jsonb = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(jsonb, VARHDRSZ + len);
+	memcpy(VARDATA(jsonb), bytes, len);
+	return jsonb;
+}
+
 /* Queues one valid event as a COPY BINARY tuple. */
 void
 event_batch_append(EventBatch *batch, const ValidEvent *event)
@@ -251,9 +269,8 @@ event_batch_append(EventBatch *batch, const ValidEvent *event)
 	put_int64(buf, event->created_at);
 	put_text(buf, event->sandbox_id, event->sandbox_id_len);
 	put_text(buf, event->event_type, event->event_type_len);
-	put_int32(buf, event->data_len + 1);
-	appendStringInfoChar(buf, 1);	/* jsonb binary format version */
-	appendBinaryStringInfo(buf, event->data, event->data_len);
+	put_int32(buf, VARSIZE(event->data) - VARHDRSZ);
+	appendBinaryStringInfo(buf, VARDATA(event->data), VARSIZE(event->data) - VARHDRSZ);
 	if (event->trace_id)
 		put_text(buf, event->trace_id, 32);
 	else
@@ -372,10 +389,38 @@ count_tuple_bytes_as_text_copy_does(CopyFromState cstate, StringInfo buf, int64 
 		cstate->line_buf.len = (int) (buf->len / tuples);
 }
 
-/* Runs COPY rel (columns) FROM the buffer's tuples (FORMAT binary), as COPY would. */
+/*
+ * The data column's receive function while the events are written: its
+ * bytes are a Jsonb that the parser built in this process (the body of the
+ * varlena, as event_batch_append queued it), taken as they are.
+ */
+static Datum
+receive_built_jsonb(PG_FUNCTION_ARGS)
+{
+	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
+	Jsonb	   *jsonb = event_batch_jsonb(buf->data + buf->cursor, buf->len - buf->cursor);
+
+	buf->cursor = buf->len;
+	PG_RETURN_POINTER(jsonb);
+}
+
+/* Makes COPY take the column's bytes as built JSONB (see receive_built_jsonb). */
+static void
+receive_column_as_built_jsonb(CopyFromState cstate, Relation rel, const char *column)
+{
+	AttrNumber	attnum = attnameAttNum(rel, column, false);
+
+	Assert(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid == JSONBOID);
+	cstate->in_functions[attnum - 1].fn_addr = receive_built_jsonb;
+}
+
+/*
+ * Runs COPY rel (columns) FROM the buffer's tuples (FORMAT binary), as COPY
+ * would; built_jsonb_column, if not NULL, holds JSONB the parser built.
+ */
 static uint64
 copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
-				 StringInfo buf, int64 tuples)
+				 StringInfo buf, int64 tuples, const char *built_jsonb_column)
 {
 	ParseState *pstate = make_parsestate(NULL);
 	ParseNamespaceItem *nsitem;
@@ -414,6 +459,8 @@ copy_buffer_into(Relation rel, const char *const *columns, int ncolumns,
 							   attnames,
 							   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
 		count_tuple_bytes_as_text_copy_does(cstate, buf, tuples);
+		if (built_jsonb_column)
+			receive_column_as_built_jsonb(cstate, rel, built_jsonb_column);
 		processed = CopyFrom(cstate);
 		EndCopyFrom(cstate);
 	}
@@ -442,7 +489,7 @@ write_events(EventBatch *batch)
 	}
 	else
 		copy_buffer_into(batch->events_rel, columns, lengthof(columns), &batch->events,
-						 batch->n_events - batch->n_events_written);
+						 batch->n_events - batch->n_events_written, "data");
 	batch->n_events_written = batch->n_events;
 }
 
@@ -456,7 +503,7 @@ write_rejected(EventBatch *batch)
 		return;
 	rel = table_open(batch->rejected_relid, RowExclusiveLock);
 	copy_buffer_into(rel, columns, lengthof(columns), &batch->rejected,
-					 batch->n_rejected - batch->n_rejected_written);
+					 batch->n_rejected - batch->n_rejected_written, NULL);
 	batch->n_rejected_written = batch->n_rejected;
 	table_close(rel, NoLock);
 }

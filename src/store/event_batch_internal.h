@@ -1,12 +1,14 @@
 /*
- * event_batch_internal.h — what the event parser (event_parse.c) needs from
- * the batch writer (event_batch.c), and nobody else.
+ * event_batch_internal.h — what the event parser (event_parse.c) and the
+ * Citus writer (event_citus.c) need from the batch writer (event_batch.c),
+ * and nobody else.
  */
 #ifndef RUNRA_OBS_EVENT_BATCH_INTERNAL_H
 #define RUNRA_OBS_EVENT_BATCH_INTERNAL_H
 
 #include "datatype/timestamp.h"
 #include "store/event_batch.h"
+#include "utils/jsonb.h"
 
 /* One validated event, pointing into the parser's buffers. */
 typedef struct ValidEvent
@@ -16,12 +18,12 @@ typedef struct ValidEvent
 	int			sandbox_id_len;
 	const char *event_type;
 	int			event_type_len;
-	const char *data;			/* JSON object text */
-	int			data_len;
+	const Jsonb *data;			/* the data object, built by the parser */
 	const char *trace_id;		/* 32 lowercase hex digits, or NULL */
 } ValidEvent;
 
 extern void event_batch_append(EventBatch *batch, const ValidEvent *event);
+extern Jsonb *event_batch_jsonb(const char *bytes, int len);
 extern void event_batch_reject(EventBatch *batch, int position,
 							   const char *reason, const char *raw, int raw_len);
 extern const char *event_batch_check_time(EventBatch *batch, TimestampTz ts);

@@ -10,7 +10,7 @@
  *     INSERT INTO runra_obs.sandbox_events (...) SELECT ... FROM unnest(...)
  *
  * through SPI, which Citus plans (pull to coordinator, then COPY into the
- * shards).  Same columns, same privilege checks (the current user's), same
+ * shards).  The data column is the JSONB the parser built, passed as it is.  Same columns, same privilege checks (the current user's), same
  * defaults (id and ingested_at evaluated on the coordinator).
  */
 #include "postgres.h"
@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 
+#include "store/event_batch_internal.h"
 #include "store/event_citus.h"
 
 /* the COPY BINARY header event_batch.c writes before its tuples */
@@ -33,7 +34,7 @@
 
 static const char insert_events_sql[] =
 "INSERT INTO runra_obs.sandbox_events (created_at, sandbox_id, event_type, data, trace_id)"
-" SELECT u.created_at, u.sandbox_id, u.event_type, u.data::pg_catalog.jsonb, u.trace_id"
+" SELECT u.created_at, u.sandbox_id, u.event_type, u.data, u.trace_id"
 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
 "                 pg_catalog.unnest($4), pg_catalog.unnest($5))"
 "      AS u(created_at, sandbox_id, event_type, data, trace_id)";
@@ -130,23 +131,24 @@ read_tuple(const char **p, int64 i, Datum **values, bool **nulls)
 
 		if (c == 3)
 		{
-			(*p)++;				/* data: jsonb's binary format version */
-			field_len--;
+			values[c][i] = PointerGetDatum(event_batch_jsonb(*p, field_len));
+			*p += field_len;
 		}
-		values[c][i] = read_text(p, field_len, &nulls[c][i]);
+		else
+			values[c][i] = read_text(p, field_len, &nulls[c][i]);
 	}
 }
 
 /*
  * Inserts the tuples that event_batch.c encoded in buf (COPY BINARY: the
  * header, then per tuple a field count of 5 and created_at, sandbox_id,
- * event_type, data in jsonb's binary format version 1, trace_id); returns
+ * event_type, data as the body of a Jsonb varlena, trace_id); returns
  * how many were stored.
  */
 uint64
 insert_distributed_events(const char *buf, int len)
 {
-	static const Oid types[N_EVENT_COLUMNS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	static const Oid types[N_EVENT_COLUMNS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
 	int64		n = count_tuples(buf, len);
 	Datum	   *values[N_EVENT_COLUMNS];
 	bool	   *nulls[N_EVENT_COLUMNS];

@@ -2,11 +2,12 @@
  * event_parse.c — reads event envelopes out of JSON text, in one pass.
  *
  * PostgreSQL's own JSON parser (common/jsonapi.h) walks the body and calls
- * back here.  We look only at the envelope (timestamp, sandboxId, type,
- * traceId, data) of each event, remember where its "data" object starts and
- * ends, and check every number and the nesting depth on the way.  The data
- * text itself is handed to the table as it is and becomes JSONB there, so
- * it is parsed into a tree only once.
+ * back here.  We read the envelope (timestamp, sandboxId, type, traceId,
+ * data) of each event, check every number, the nesting depth and the size
+ * on the way, and build the "data" object into JSONB as it goes by, with
+ * the same calls jsonb_in makes (pushJsonbValue, numeric_in).  The table
+ * is handed that JSONB as it is (event_batch.c), so each body is lexed
+ * once, not once to validate it and again to convert it.
  *
  * A body is one event object or an array of them.  Each event is validated
  * on its own; a bad event is rejected with a reason and its raw text, and
@@ -20,8 +21,10 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -69,11 +72,12 @@ typedef struct EventParse
 	bool		element_is_event;
 	char	   *event_start;
 	EnvelopeField field;		/* envelope field whose value is being read */
-	char	   *value_start;	/* where that field's value starts */
 	ValueKind	kind[FIELD_COUNT];
 	char	   *value[FIELD_COUNT]; /* de-escaped strings */
-	char	   *data_start;
-	char	   *data_end;
+	bool		building_data;	/* inside the data object, building its JSONB */
+	JsonbParseState *data_state;	/* pushJsonbValue's stack while building */
+	Size		data_size;		/* an upper bound of the JSONB's size so far */
+	Jsonb	   *data;			/* the data object, once it ended */
 	char	   *problem;		/* first structural problem of this event */
 	const char *time_text;		/* the event's time as sent, once it was read */
 	const EventBodyDialect *dialect;
@@ -298,7 +302,25 @@ check_identity(EventParse *parse, ValidEvent *event, const char **reason)
 	return true;
 }
 
-/* Fills in data: the object's text, {} when absent or null. */
+/* {} as JSONB, built once per process. */
+static Jsonb *
+empty_object(void)
+{
+	static Jsonb *empty = NULL;
+
+	if (empty == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		JsonbParseState *state = NULL;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		empty = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+		MemoryContextSwitchTo(old);
+	}
+	return empty;
+}
+
+/* Fills in data: the object as JSONB, {} when absent or null. */
 static bool
 check_data(EventParse *parse, ValidEvent *event, const char **reason)
 {
@@ -306,12 +328,11 @@ check_data(EventParse *parse, ValidEvent *event, const char **reason)
 	{
 		case VALUE_ABSENT:
 		case VALUE_NULL:
-			event->data = "{}";
-			event->data_len = 2;
+			event->data = empty_object();
 			return true;
 		case VALUE_OBJECT:
-			event->data = parse->data_start;
-			event->data_len = parse->data_end - parse->data_start;
+			Assert(parse->data != NULL);	/* no problem noted: it was built */
+			event->data = parse->data;
 			return true;
 		default:
 			*reason = "data must be a JSON object";
@@ -374,6 +395,10 @@ start_event(EventParse *parse)
 	parse->problem = NULL;
 	parse->time_text = NULL;
 	parse->field = FIELD_NONE;
+	parse->building_data = false;
+	parse->data_state = NULL;
+	parse->data_size = 0;
+	parse->data = NULL;
 	parse->event_start = parse->lex->token_start;
 }
 
@@ -388,17 +413,136 @@ check_depth(EventParse *parse)
 					 psprintf("%d", runra_max_json_depth));
 }
 
-/* Records that the envelope field being read holds an object or array. */
-static void
-note_container_value(EventParse *parse, ValueKind kind)
+/* ---- building the data object's JSONB ---- */
+
+/*
+ * The most one JSONB container can hold (its entries' offsets have 28
+ * bits).  Past it jsonb_in raises an error, which would fail the whole
+ * batch; here only the one event is rejected.
+ */
+#define DATA_MAX_SIZE ((Size) JENTRY_OFFLENMASK)
+
+/*
+ * Counts what a value adds to the JSONB at most (its bytes plus its entry,
+ * alignment and a numeric's header); true while the data still fits.
+ */
+static bool
+data_fits(EventParse *parse, Size bytes)
 {
+	parse->data_size += bytes + 16;
+	if (parse->data_size <= DATA_MAX_SIZE)
+		return true;
+	note_problem(parse, "data is larger than JSONB can store (%s MB)",
+				 psprintf("%d", (int) (DATA_MAX_SIZE / (1024 * 1024))));
+	parse->building_data = false;
+	return false;
+}
+
+/*
+ * Pushes one token of the data object, as jsonb_in does.  Once the event
+ * has a problem it will be rejected, so the rest is not built: a value
+ * nested too deep is never pushed.
+ */
+static void
+push_data(EventParse *parse, JsonbIteratorToken token, JsonbValue *value)
+{
+	if (parse->problem != NULL)
+	{
+		parse->building_data = false;
+		return;
+	}
+	pushJsonbValue(&parse->data_state, token, value);
+}
+
+/* A scalar of the data object: a member's value or an array's element. */
+static void
+push_data_scalar(EventParse *parse, char *token, JsonTokenType type)
+{
+	JsonbValue	v;
+
+	if (parse->problem != NULL || !data_fits(parse, strlen(token)))
+	{
+		parse->building_data = false;	/* a number that cannot be stored, say */
+		return;
+	}
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.len = strlen(token);
+			v.val.string.val = token;
+			break;
+		case JSON_TOKEN_NUMBER:
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																CStringGetDatum(token),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			break;
+		default:
+			v.type = jbvNull;
+			break;
+	}
+	push_data(parse, parse->data_state->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+}
+
+/* A key of the data object (or of an object inside it). */
+static void
+push_data_key(EventParse *parse, char *key)
+{
+	JsonbValue	v;
+
+	if (!data_fits(parse, strlen(key)))
+		return;
+	v.type = jbvString;
+	v.val.string.len = strlen(key);
+	v.val.string.val = key;
+	push_data(parse, WJB_KEY, &v);
+}
+
+/*
+ * An object or array starts at the current depth, inside an event.  In
+ * the place of the envelope's data field, an object starts the data.
+ */
+static void
+start_container(EventParse *parse, ValueKind kind)
+{
+	bool		is_object = (kind == VALUE_OBJECT);
+
 	if (parse->depth == parse->event_depth + 1 && parse->field != FIELD_NONE)
 	{
 		parse->kind[parse->field] = kind;
-		if (parse->field == FIELD_DATA)
-			parse->data_start = parse->lex->token_start;
+		parse->building_data = (parse->field == FIELD_DATA && is_object &&
+								parse->problem == NULL);
+	}
+	check_depth(parse);
+	if (parse->building_data && data_fits(parse, 0))
+		push_data(parse, is_object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
+}
+
+/* An object or array ends at the current depth; maybe the data object. */
+static void
+end_container(EventParse *parse, bool is_object)
+{
+	JsonbValue *value;
+
+	if (!parse->building_data)
+		return;
+	value = pushJsonbValue(&parse->data_state,
+						   is_object ? WJB_END_OBJECT : WJB_END_ARRAY, NULL);
+	if (parse->depth == parse->event_depth + 1)
+	{
+		parse->data = JsonbValueToJsonb(value);
+		parse->building_data = false;
 	}
 }
+
+/* ---- the parser's callbacks ---- */
 
 static void
 on_object_start(void *state)
@@ -412,10 +556,7 @@ on_object_start(void *state)
 		start_event(parse);
 	}
 	else if (parse->depth > parse->event_depth)
-	{
-		note_container_value(parse, VALUE_OBJECT);
-		check_depth(parse);
-	}
+		start_container(parse, VALUE_OBJECT);
 }
 
 static void
@@ -425,6 +566,8 @@ on_object_end(void *state)
 
 	if (parse->depth == parse->event_depth)
 		finish_event(parse, parse->event_start, parse->lex->prev_token_terminator);
+	else if (parse->depth > parse->event_depth)
+		end_container(parse, true);
 	parse->depth--;
 }
 
@@ -435,62 +578,17 @@ on_array_start(void *state)
 
 	parse->depth++;
 	if (parse->depth > parse->event_depth)
-	{
-		note_container_value(parse, VALUE_OTHER);
-		check_depth(parse);
-	}
+		start_container(parse, VALUE_OTHER);
 }
 
 static void
 on_array_end(void *state)
 {
-	((EventParse *) state)->depth--;
-}
+	EventParse *parse = state;
 
-/*
- * The value of the JSON string token text[0..len) (quotes included).  The
- * parser runs without de-escaping (which would copy every string of every
- * event character by character), so the few strings we need are read here:
- * copied as they are, or, when they hold an escape, de-escaped by the lexer.
- */
-static char *
-json_string_value(char *token, int len)
-{
-	JsonLexContext *lex;
-
-	if (memchr(token, '\\', len) == NULL)
-		return pnstrdup(token + 1, len - 2);
-	lex = makeJsonLexContextCstringLen(token, len, PG_UTF8, true);
-	if (json_lex(lex) != JSON_SUCCESS)
-		return pnstrdup(token + 1, len - 2);	/* cannot happen: parsed already */
-	return lex->strval->data;
-}
-
-/*
- * The key of the field whose value starts now.  The parser has just read
- * the colon after it; the key is the string token before that colon.
- */
-static char *
-current_key(EventParse *parse)
-{
-	char	   *input = parse->lex->input;
-	char	   *close = parse->lex->prev_token_terminator - 2;	/* before ':' */
-	char	   *open;
-
-	while (close > input && *close != '"')
-		close--;				/* white space between key and colon */
-	for (open = close - 1; open > input; open--)
-	{
-		int			backslashes = 0;
-
-		if (*open != '"')
-			continue;
-		while (open - backslashes - 1 >= input && open[-backslashes - 1] == '\\')
-			backslashes++;
-		if (backslashes % 2 == 0)
-			break;
-	}
-	return json_string_value(open, close + 1 - open);
+	if (parse->depth > parse->event_depth)
+		end_container(parse, false);
+	parse->depth--;
 }
 
 /* The envelope field of a key; _time only where the dialect allows it. */
@@ -504,16 +602,17 @@ lookup_field(EventParse *parse, const char *name)
 	return FIELD_NONE;
 }
 
+/* fname is de-escaped by the parser, as every string token is */
 static void
 on_field_start(void *state, char *fname, bool isnull)
 {
 	EventParse *parse = state;
 
+	if (parse->building_data)
+		push_data_key(parse, fname);
 	if (parse->depth != parse->event_depth)
 		return;
-	fname = current_key(parse);
 	parse->field = lookup_field(parse, fname);
-	parse->value_start = parse->lex->token_start;
 	if (parse->field == FIELD_NONE)
 		note_problem(parse,
 					 "unknown field \"%s\" (an event has timestamp, sandboxId, type, data and traceId)",
@@ -529,8 +628,6 @@ on_field_end(void *state, char *fname, bool isnull)
 
 	if (parse->depth != parse->event_depth)
 		return;
-	if (parse->field == FIELD_DATA)
-		parse->data_end = parse->lex->prev_token_terminator;
 	parse->field = FIELD_NONE;
 }
 
@@ -539,19 +636,18 @@ on_scalar(void *state, char *token, JsonTokenType type)
 {
 	EventParse *parse = state;
 
-	/* token is NULL for strings: the parser does not de-escape them */
 	if (type == JSON_TOKEN_NUMBER && !json_number_is_storable(token))
 		note_problem(parse,
 					 "number %s cannot be stored exactly (at most 131000 digits before the point, 16000 after, and an exponent within +-1000)",
 					 quoted(token));
+	if (parse->building_data)
+		push_data_scalar(parse, token, type);
 	if (parse->depth != parse->event_depth || parse->field == FIELD_NONE)
 		return;
 	if (type == JSON_TOKEN_STRING)
 	{
 		parse->kind[parse->field] = VALUE_STRING;
-		parse->value[parse->field] =
-			json_string_value(parse->value_start,
-							  parse->lex->prev_token_terminator - parse->value_start);
+		parse->value[parse->field] = token;	/* de-escaped, in the event's scratch */
 	}
 	else if (type != JSON_TOKEN_NULL)
 		parse->kind[parse->field] = VALUE_OTHER;
@@ -630,7 +726,7 @@ parse_event_body(EventBatch *batch, char *body, int len, bool one_event_only,
 								: "body must be a JSON object or an array of objects");
 		return false;
 	}
-	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, false);
+	parse.lex = makeJsonLexContextCstringLen(body, len, PG_UTF8, true);
 	parse.batch = batch;
 	parse.dialect = event_batch_dialect(batch);
 	parse.result = result;
