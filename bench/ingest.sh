@@ -17,7 +17,9 @@
 # connections to the 2 HTTP workers (bench/http_load.c).  The rollup
 # worker runs all along, as in production; it is let catch up before each
 # timed phase, and the time it takes to fold each phase is printed.  The
-# best round of each is reported, with the ratios to COPY.
+# best round of each is reported, with the ratios to COPY, and the ratios of
+# the median rounds (steadier on a noisy machine: one lucky COPY round moves
+# the best-of ratios by 0.1).
 set -euo pipefail
 events=${1:-1000000}
 rounds=${2:-3}
@@ -53,7 +55,14 @@ run_http() {
     echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/' | awk '{printf "%.0f", $1 * 1000}'
 }
 
-best_copy= ; best_ingest= ; best_http=
+# The best (smallest) and the median of a list of round times.
+best_of() { tr ' ' '\n' <<<"$1" | grep . | sort -g | head -1; }
+median_of() {
+    tr ' ' '\n' <<<"$1" | grep . | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+copy_ms= ; ingest_ms= ; http_ms=    # every round's times
 for r in $(seq "$rounds"); do
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
     catch_up >/dev/null
@@ -73,16 +82,17 @@ for r in $(seq "$rounds"); do
     [ "$n" = "$events" ] || { echo "HTTP stored $n of $events events" >&2; exit 1; }
     printf 'round %d: COPY %.0f ms (rollups caught up %ss later), ingest_jsonl %.0f ms (%s ids behind at the end, caught up %ss later), HTTP %.0f ms (caught up %ss later)\n' \
         "$r" "$c" "$fold_c" "$g" "$lag" "$fold_g" "$h" "$fold_h"
-    best_copy=$(echo "${best_copy:-$c} $c" | awk '{print ($1 < $2) ? $1 : $2}')
-    best_ingest=$(echo "${best_ingest:-$g} $g" | awk '{print ($1 < $2) ? $1 : $2}')
-    best_http=$(echo "${best_http:-$h} $h" | awk '{print ($1 < $2) ? $1 : $2}')
+    copy_ms+=" $c"; ingest_ms+=" $g"; http_ms+=" $h"
 done
+best_copy=$(best_of "$copy_ms"); best_ingest=$(best_of "$ingest_ms"); best_http=$(best_of "$http_ms")
 awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" -v h="$best_http" 'BEGIN {
     printf "COPY (ceiling): %9.0f events/s\n", n / (c / 1000);
     printf "ingest_jsonl:   %9.0f events/s\n", n / (g / 1000);
     printf "HTTP:           %9.0f events/s\n", n / (h / 1000);
     printf "ratio ingest_jsonl / COPY: %.2f\n", c / g;
     printf "ratio HTTP / COPY: %.2f\n", c / h }'
+awk -v c="$(median_of "$copy_ms")" -v g="$(median_of "$ingest_ms")" -v h="$(median_of "$http_ms")" 'BEGIN {
+    printf "median rounds: ratio ingest_jsonl / COPY: %.2f, HTTP / COPY: %.2f\n", c / g, c / h }'
 
 # Steady load at half the ceiling for STEADY_SECONDS: pgbench sends the
 # batches at a fixed rate while the rollup consumer's lag is sampled twice a
