@@ -14,12 +14,14 @@
 # share the batches, one statement and one transaction per batch, first as
 # COPY, then as ingest_jsonl; then the same
 # batches go to POST /v1/events as NDJSON, each once, over 4 keep-alive
-# connections to the 2 HTTP workers (bench/http_load.c).  The rollup
+# connections (HTTP_CONNECTIONS) to the 2 HTTP workers (bench/http_load.c).  The rollup
 # worker runs all along, as in production; it is let catch up before each
 # timed phase, and the time it takes to fold each phase is printed.  The
 # best round of each is reported, with the ratios to COPY, and the ratios of
 # the median rounds (steadier on a noisy machine: one lucky COPY round moves
 # the best-of ratios by 0.1).
+# The server's CPU per event, each way in and its fold together, is printed
+# too: unlike a rate, it hardly moves with the machine's other load.
 set -euo pipefail
 events=${1:-1000000}
 rounds=${2:-3}
@@ -27,6 +29,7 @@ sessions=${3:-2}
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib/fleet.sh"
 http_port=${BENCH_HTTP_PORT:-18787}
+http_connections=${HTTP_CONNECTIONS:-4}
 bench_cluster_start ingest "runra_obs.rollup_interval = '1s'" \
     "runra_obs.http_workers = 2" "runra_obs.http_port = $http_port"
 bench_machine
@@ -50,9 +53,23 @@ catch_up() {
 run_http() {
     local out
     out=$("$BENCH_DIR/http_load" "http://127.0.0.1:$http_port/v1/events" "$token" "@$BENCH_DIR/http.list" \
-          application/x-ndjson "$batches_n" 4)
+          application/x-ndjson "$batches_n" "$http_connections")
     case $out in *failed=0*) ;; *) echo "HTTP requests failed: $out" >&2; exit 1 ;; esac
     echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/' | awk '{printf "%.0f", $1 * 1000}'
+}
+
+# CPU the server has used so far, in clock ticks: every live child of the
+# postmaster, plus what its exited children (each batch's backends) used.
+# Rates on a shared 2-core VM move with its neighbours; CPU per event
+# mostly does not.  The maintenance worker is left out: its once-a-minute
+# compaction would land in whichever phase it hits.
+server_ticks() {
+    local pm=$(head -1 "$BENCH_DATA/postmaster.pid")
+    { sed 's/.*) //' "/proc/$pm/stat" | awk '{ print $14 + $15 }'
+      for c in $(cat /proc/$pm/task/*/children 2>/dev/null); do
+          grep -q 'runra_obs maintenance' "/proc/$c/cmdline" 2>/dev/null && continue
+          sed 's/.*) //' "/proc/$c/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+      done; } | awk '{ t += $1 } END { print t }'
 }
 
 # The best (smallest) and the median of a list of round times.
@@ -63,21 +80,28 @@ median_of() {
 }
 
 copy_ms= ; ingest_ms= ; http_ms=    # every round's times
+copy_cpu= ; ingest_cpu= ; http_cpu=   # and server ticks, ingest plus its fold
 for r in $(seq "$rounds"); do
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
     catch_up >/dev/null
+    t0=$(server_ticks)
     c=$(bench_run_sessions copy "$sessions")
     fold_c=$(catch_up)
+    copy_cpu+=" $(( $(server_ticks) - t0 ))"
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
+    t0=$(server_ticks)
     g=$(bench_run_sessions jsonl "$sessions")
     lag=$(bench_psql "SELECT ids_behind FROM runra_obs.consumer_status WHERE name = 'rollups'")
     fold_g=$(catch_up)
+    ingest_cpu+=" $(( $(server_ticks) - t0 ))"
     n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
     [ "$n" = "$events" ] || { echo "ingest_jsonl stored $n of $events events" >&2; exit 1; }
     ! grep -qv '^0$' "$BENCH_DIR"/jsonl.*.out || { echo "ingest_jsonl rejected events" >&2; exit 1; }
     bench_psql "TRUNCATE runra_obs.sandbox_events" "CHECKPOINT"
+    t0=$(server_ticks)
     h=$(run_http)
     fold_h=$(catch_up)
+    http_cpu+=" $(( $(server_ticks) - t0 ))"
     n=$(bench_psql "SELECT count(*) FROM runra_obs.sandbox_events")
     [ "$n" = "$events" ] || { echo "HTTP stored $n of $events events" >&2; exit 1; }
     printf 'round %d: COPY %.0f ms (rollups caught up %ss later), ingest_jsonl %.0f ms (%s ids behind at the end, caught up %ss later), HTTP %.0f ms (caught up %ss later)\n' \
@@ -93,6 +117,10 @@ awk -v n="$events" -v c="$best_copy" -v g="$best_ingest" -v h="$best_http" 'BEGI
     printf "ratio HTTP / COPY: %.2f\n", c / h }'
 awk -v c="$(median_of "$copy_ms")" -v g="$(median_of "$ingest_ms")" -v h="$(median_of "$http_ms")" 'BEGIN {
     printf "median rounds: ratio ingest_jsonl / COPY: %.2f, HTTP / COPY: %.2f\n", c / g, c / h }'
+awk -v n="$events" -v hz="$(getconf CLK_TCK)" -v c="$(median_of "$copy_cpu")" -v g="$(median_of "$ingest_cpu")" \
+    -v h="$(median_of "$http_cpu")" 'BEGIN { u = 1e6 / hz / n;
+    printf "server CPU per event, ingest and its fold (median rounds): COPY %.1f us, ingest_jsonl %.1f us, HTTP %.1f us; ratio COPY / ingest_jsonl %.2f, COPY / HTTP %.2f\n",
+           c * u, g * u, h * u, c / g, c / h }'
 
 # Steady load at half the ceiling for STEADY_SECONDS: pgbench sends the
 # batches at a fixed rate while the rollup consumer's lag is sampled twice a
