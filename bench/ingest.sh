@@ -12,16 +12,16 @@
 # seed's JSONL lines and as COPY text of the same rows, both cut into
 # 1000-event batches.  Each round empties the table, then SESSIONS sessions
 # share the batches, one statement and one transaction per batch, first as
-# COPY, then as ingest_jsonl; then the same
-# batches go to POST /v1/events as NDJSON, each once, over 4 keep-alive
-# connections (HTTP_CONNECTIONS) to the 2 HTTP workers (bench/http_load.c).  The rollup
-# worker runs all along, as in production; it is let catch up before each
-# timed phase, and the time it takes to fold each phase is printed.  The
-# best round of each is reported, with the ratios to COPY, and the ratios of
-# the median rounds (steadier on a noisy machine: one lucky COPY round moves
-# the best-of ratios by 0.1).
-# The server's CPU per event, each way in and its fold together, is printed
-# too: unlike a rate, it hardly moves with the machine's other load.
+# COPY, then as ingest_jsonl; then the same batches go to POST /v1/events as
+# NDJSON, each once, over 4 keep-alive connections (or HTTP_CONNECTIONS) to
+# the 2 HTTP workers (bench/http_load.c).  The rollup worker runs all along,
+# as in production; it is let catch up before each timed phase, and the
+# time it takes to fold each phase is printed.  The best round of each is
+# reported, with the ratios to COPY, and the ratios of the median rounds
+# (steadier on a noisy machine: one lucky COPY round moves the best-of
+# ratios by 0.1).  The server's CPU per event, each way in and its fold
+# together, is printed too: unlike a rate, it hardly moves with the
+# machine's other load.
 set -euo pipefail
 events=${1:-1000000}
 rounds=${2:-3}

@@ -10,8 +10,9 @@
  *     INSERT INTO runra_obs.sandbox_events (...) SELECT ... FROM unnest(...)
  *
  * through SPI, which Citus plans (pull to coordinator, then COPY into the
- * shards).  The data column is the JSONB the parser built, passed as it is.  Same columns, same privilege checks (the current user's), same
- * defaults (id and ingested_at evaluated on the coordinator).
+ * shards).  Same columns, same privilege checks (the current user's), same
+ * defaults (id and ingested_at evaluated on the coordinator); the data
+ * column is the JSONB the parser built, passed as it is.
  */
 #include "postgres.h"
 

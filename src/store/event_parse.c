@@ -176,6 +176,7 @@ note_problem(EventParse *parse, const char *fmt, const char *arg)
 {
 	if (parse->problem == NULL)
 		parse->problem = psprintf(fmt, arg);
+	parse->building_data = false;	/* it will be rejected: build no more */
 }
 
 /* A user-supplied string, cut short enough to quote in an error message. */
@@ -396,8 +397,6 @@ start_event(EventParse *parse)
 	parse->time_text = NULL;
 	parse->field = FIELD_NONE;
 	parse->building_data = false;
-	parse->data_state = NULL;
-	parse->data_size = 0;
 	parse->data = NULL;
 	parse->event_start = parse->lex->token_start;
 }
@@ -434,24 +433,7 @@ data_fits(EventParse *parse, Size bytes)
 		return true;
 	note_problem(parse, "data is larger than JSONB can store (%s MB)",
 				 psprintf("%d", (int) (DATA_MAX_SIZE / (1024 * 1024))));
-	parse->building_data = false;
 	return false;
-}
-
-/*
- * Pushes one token of the data object, as jsonb_in does.  Once the event
- * has a problem it will be rejected, so the rest is not built: a value
- * nested too deep is never pushed.
- */
-static void
-push_data(EventParse *parse, JsonbIteratorToken token, JsonbValue *value)
-{
-	if (parse->problem != NULL)
-	{
-		parse->building_data = false;
-		return;
-	}
-	pushJsonbValue(&parse->data_state, token, value);
 }
 
 /* A scalar of the data object: a member's value or an array's element. */
@@ -459,17 +441,15 @@ static void
 push_data_scalar(EventParse *parse, char *token, JsonTokenType type)
 {
 	JsonbValue	v;
+	Size		len = strlen(token);
 
-	if (parse->problem != NULL || !data_fits(parse, strlen(token)))
-	{
-		parse->building_data = false;	/* a number that cannot be stored, say */
+	if (!data_fits(parse, len))
 		return;
-	}
 	switch (type)
 	{
 		case JSON_TOKEN_STRING:
 			v.type = jbvString;
-			v.val.string.len = strlen(token);
+			v.val.string.len = len;
 			v.val.string.val = token;
 			break;
 		case JSON_TOKEN_NUMBER:
@@ -488,7 +468,8 @@ push_data_scalar(EventParse *parse, char *token, JsonTokenType type)
 			v.type = jbvNull;
 			break;
 	}
-	push_data(parse, parse->data_state->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+	pushJsonbValue(&parse->data_state,
+				   parse->data_state->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
 }
 
 /* A key of the data object (or of an object inside it). */
@@ -496,18 +477,22 @@ static void
 push_data_key(EventParse *parse, char *key)
 {
 	JsonbValue	v;
+	Size		len = strlen(key);
 
-	if (!data_fits(parse, strlen(key)))
+	if (!data_fits(parse, len))
 		return;
 	v.type = jbvString;
-	v.val.string.len = strlen(key);
+	v.val.string.len = len;
 	v.val.string.val = key;
-	push_data(parse, WJB_KEY, &v);
+	pushJsonbValue(&parse->data_state, WJB_KEY, &v);
 }
 
 /*
  * An object or array starts at the current depth, inside an event.  In
- * the place of the envelope's data field, an object starts the data.
+ * the place of the envelope's data field, an object starts the data
+ * (a later data field replaces an earlier one, as in jsonb_in).  Once the
+ * event has a problem nothing more is built (note_problem): a value nested
+ * too deep is never pushed.
  */
 static void
 start_container(EventParse *parse, ValueKind kind)
@@ -519,10 +504,13 @@ start_container(EventParse *parse, ValueKind kind)
 		parse->kind[parse->field] = kind;
 		parse->building_data = (parse->field == FIELD_DATA && is_object &&
 								parse->problem == NULL);
+		parse->data_state = NULL;
+		parse->data_size = 0;
 	}
 	check_depth(parse);
 	if (parse->building_data && data_fits(parse, 0))
-		push_data(parse, is_object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
+		pushJsonbValue(&parse->data_state,
+					   is_object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
 }
 
 /* An object or array ends at the current depth; maybe the data object. */
