@@ -131,6 +131,7 @@ extern void http_conn_notify(void *cls, struct MHD_Connection *conn, void **sock
 extern const char *http_conn_head_arrived(struct MHD_Connection *conn);
 extern void http_conn_request_done(struct MHD_Connection *conn);
 extern void http_conn_enforce_deadlines(void);
+extern bool http_conn_should_move(struct MHD_Connection *conn);
 
 /* http_shmem.c: the shared hash tables below, each under a lock of its own */
 typedef struct HttpSharedHash
@@ -255,6 +256,9 @@ typedef enum HttpRefusal
 /* http_metrics.c: counters in shared memory, shown by GET /metrics */
 extern void http_metrics_install_shmem(void);
 extern void http_metrics_worker_start(int worker_index);
+extern void http_metrics_set_listening(bool listening);
+extern void http_metrics_connection_spread(uint64 *open, int *workers);
+extern void http_metrics_count_moved(void);
 extern void http_metrics_count_status(HttpRoute route, unsigned int status);
 extern void http_metrics_count_bytes(size_t bytes);
 extern void http_metrics_count_connection(int delta);

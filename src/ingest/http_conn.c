@@ -20,6 +20,17 @@
  * Its head has the same deadline, so refused connections cannot hold the
  * reserve either.
  *
+ * Balance: the kernel hands each new connection to a worker at random
+ * (SO_REUSEPORT hashes the addresses and ports), and keep-alive
+ * connections stay where they landed.  A few busy clients can so all sit
+ * on one worker while the others idle: with 4 connections and 2 workers,
+ * one run in eight, and then ingest runs at half speed.  A worker that
+ * holds more than its share of the connections (those of the workers
+ * taking connections now, divided evenly, plus an eighth) asks one client
+ * at a time to reconnect, with Connection: close after its answer; the new
+ * connection lands at random again, so the shares even out within a few
+ * moves and then nothing moves.
+ *
  * Runs inside libmicrohttpd's callbacks: nothing here may throw.
  */
 #include "postgres.h"
@@ -41,12 +52,17 @@ typedef struct HttpConn
 	TimestampTz head_since;		/* waiting for a head since; 0 in a request */
 	bool		cut;			/* its socket was shut down at the deadline */
 	const char *refusal;		/* over a limit: answered 503 with this */
+	bool		moving;			/* its answer said Connection: close, to rebalance */
 	bool		counted;		/* in the per-address table under peer */
 	HttpPeerKey peer;
 } HttpConn;
 
+/* a worker over its share moves one connection per this long at most */
+#define MOVE_PERIOD_MS 200
+
 static HttpConn *conns = NULL;
 static int	n_conns = 0;
+static int	n_moving = 0;		/* of n_conns, told to reconnect, not yet closed */
 
 /* libmicrohttpd's connection limit: ours plus room to say 503. */
 unsigned int
@@ -128,6 +144,8 @@ conn_closed(HttpConn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	n_conns--;
+	if (c->moving)
+		n_moving--;
 	free(c);
 }
 
@@ -173,6 +191,45 @@ http_conn_request_done(struct MHD_Connection *conn)
 
 	if (c != NULL && !c->cut)
 		c->head_since = GetCurrentTimestamp();
+}
+
+/*
+ * Should the answer on conn ask the client to reconnect elsewhere?  True
+ * while this worker, not counting the connections already told to leave,
+ * holds more than its share, and for one answer per MOVE_PERIOD_MS at
+ * most: a moved connection is out of every count until its client
+ * reconnects, and deciding again before then would move too many.  Asked
+ * again for the same connection (a replaced answer), the answer stays the
+ * same.
+ */
+bool
+http_conn_should_move(struct MHD_Connection *conn)
+{
+	static TimestampTz last_move = 0;
+	HttpConn   *c = conn_state(conn);
+	TimestampTz now;
+	uint64		open;
+	int			workers;
+	int			share;
+
+	if (c == NULL)
+		return false;
+	if (c->moving)
+		return true;
+	now = GetCurrentTimestamp();
+	if (now - last_move < MOVE_PERIOD_MS * 1000)
+		return false;
+	http_metrics_connection_spread(&open, &workers);
+	if (workers < 2)
+		return false;
+	share = (int) ((open + workers - 1) / workers);
+	if (n_conns - n_moving <= share + share / 8)
+		return false;
+	c->moving = true;
+	n_moving++;
+	last_move = now;
+	http_metrics_count_moved();
+	return true;
 }
 
 /*

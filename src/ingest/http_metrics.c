@@ -4,8 +4,11 @@
  * The workers share one port, so a scrape lands on any of them: counters
  * live in shared memory and every worker shows the sum.  Updates are atomic
  * adds, safe from libmicrohttpd's callbacks.  Open connections are kept per
- * worker, so a worker that crashed and restarted starts its gauge at zero.
- * Answers are counted by route and status.
+ * worker, so a worker that crashed and restarted starts its gauge at zero,
+ * with a flag saying whether the worker takes connections now: together
+ * they are each worker's fair share of the connections (http_conn.c moves
+ * connections off a worker that holds more).  Answers are counted by route
+ * and status.
  */
 #include "postgres.h"
 
@@ -53,6 +56,8 @@ typedef struct HttpMetrics
 	pg_atomic_uint64 commit_sum_us;
 	pg_atomic_uint64 commit_count;
 	pg_atomic_uint64 open_connections[MAX_HTTP_WORKERS];
+	pg_atomic_uint64 listening[MAX_HTTP_WORKERS];	/* 1 while it takes connections */
+	pg_atomic_uint64 connections_moved;
 	pg_atomic_uint64 refused[REFUSED_COUNT];
 	pg_atomic_uint64 header_timeouts;
 	pg_atomic_uint64 worker_starts;
@@ -114,6 +119,54 @@ http_metrics_worker_start(int worker_index)
 	my_worker = worker_index % MAX_HTTP_WORKERS;
 	pg_atomic_write_u64(&metrics->open_connections[my_worker], 0);
 	pg_atomic_fetch_add_u64(&metrics->worker_starts, 1);
+}
+
+/* on_shmem_exit: however the worker leaves, it no longer takes connections. */
+static void
+stop_listening(int code, Datum arg)
+{
+	http_metrics_set_listening(false);
+}
+
+/*
+ * This worker takes new connections now (true), or no longer (false, from
+ * its shutdown, and in any case when it exits).
+ */
+void
+http_metrics_set_listening(bool listening)
+{
+	static bool registered = false;
+
+	if (listening && !registered)
+	{
+		on_shmem_exit(stop_listening, (Datum) 0);
+		registered = true;
+	}
+	pg_atomic_write_u64(&metrics->listening[my_worker], listening ? 1 : 0);
+}
+
+/*
+ * What a worker's fair share is made of: the connections open on the
+ * workers that take connections now, and how many workers those are.
+ */
+void
+http_metrics_connection_spread(uint64 *open, int *workers)
+{
+	*open = 0;
+	*workers = 0;
+	for (int i = 0; i < MAX_HTTP_WORKERS; i++)
+		if (pg_atomic_read_u64(&metrics->listening[i]) != 0)
+		{
+			*open += pg_atomic_read_u64(&metrics->open_connections[i]);
+			(*workers)++;
+		}
+}
+
+/* A connection was asked to reconnect, so that it lands on another worker. */
+void
+http_metrics_count_moved(void)
+{
+	pg_atomic_fetch_add_u64(&metrics->connections_moved, 1);
 }
 
 /* One answer sent, by route and status. */
@@ -209,6 +262,19 @@ render_requests(StringInfo out)
 		}
 }
 
+/* runra_obs_http_worker_connections: how the connections spread, by worker. */
+static void
+render_worker_connections(StringInfo out)
+{
+	appendStringInfoString(out,
+						   "# HELP runra_obs_http_worker_connections HTTP connections open now on each worker that takes connections.\n"
+						   "# TYPE runra_obs_http_worker_connections gauge\n");
+	for (int i = 0; i < MAX_HTTP_WORKERS; i++)
+		if (pg_atomic_read_u64(&metrics->listening[i]) != 0)
+			appendStringInfo(out, "runra_obs_http_worker_connections{worker=\"%d\"} " UINT64_FORMAT "\n",
+							 i, pg_atomic_read_u64(&metrics->open_connections[i]));
+}
+
 /* runra_obs_http_connections_refused_total, by limit. */
 static void
 render_refused(StringInfo out)
@@ -283,6 +349,9 @@ static const struct
 	{"runra_obs_http_header_timeouts_total",
 		"Connections closed because a request head did not arrive within runra_obs.http_header_timeout.",
 	offsetof(HttpMetrics, header_timeouts)},
+	{"runra_obs_http_connections_moved_total",
+		"Answers that asked the client to reconnect (Connection: close) because their worker held more than its share of the connections.",
+	offsetof(HttpMetrics, connections_moved)},
 	{"runra_obs_http_worker_starts_total",
 		"HTTP workers started since the server started (more than runra_obs.http_workers means restarts).",
 	offsetof(HttpMetrics, worker_starts)},
@@ -303,6 +372,7 @@ http_metrics_render(StringInfo out)
 	render_commit_histogram(out);
 	render_counter(out, "runra_obs_http_open_connections", "gauge",
 				   "HTTP connections open now, over all workers.", open);
+	render_worker_connections(out);
 	render_refused(out);
 	render_rate_limited(out);
 	/* how far each consumer of the event log is behind */

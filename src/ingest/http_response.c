@@ -154,6 +154,9 @@ set_answer(HttpRequest *req, unsigned int status, const char *text, size_t len,
 	add_status_headers(resp, status, NULL);
 	if (replayed)
 		MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+	/* after this answer, the client reconnects: it lands on a freer worker */
+	if (http_conn_should_move(req->conn))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	req->status = status;
 	req->response = resp;
 }

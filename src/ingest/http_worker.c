@@ -149,6 +149,8 @@ shut_down(WaitEventSet *set, MemoryContext loop_context)
 	TimestampTz until = GetCurrentTimestamp() + SHUTDOWN_FLUSH_MS * 1000;
 
 	runra_worker_set_state("stopping");
+	/* the others' shares no longer count this worker */
+	http_metrics_set_listening(false);
 	MemoryContextSwitchTo(loop_context);
 	for (;;)
 	{
@@ -184,6 +186,7 @@ runra_http_worker_main(Datum arg)
 	http_peers_worker_start(index);
 	http_tokens_reload();
 	http_server_start(index);
+	http_metrics_set_listening(true);
 	set = make_wait_set();
 	loop_context = AllocSetContextCreate(TopMemoryContext, "runra_obs http loop",
 										 ALLOCSET_DEFAULT_SIZES);

@@ -17,7 +17,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_http_node create_token event event_json post_events stored_events
   http_request gzip_text worker_pids wait_for_workers wait_for_http
-  start_children wait_children raw_connect raw_request read_until_closed metric_value);
+  start_children wait_children raw_connect raw_request read_until_closed read_response metric_value);
 
 # A RunraNode (t/lib/RunraNode.pm: every other worker off) with the
 # extension and N HTTP workers listening on a free port of 127.0.0.1.
@@ -172,6 +172,32 @@ sub read_until_closed
 		1;
 	};
 	return wantarray ? ($answer, $closed ? 1 : 0) : $answer;
+}
+
+# Reads one answer from a kept-alive connection: returns its status, its
+# headers (names in lower case) and its body, or dies after $seconds
+# (default 5).
+sub read_response
+{
+	my ($sock, $seconds) = @_;
+	my $data = '';
+	local $SIG{ALRM} = sub { die "no whole answer within the time\n" };
+	alarm($seconds // 5);
+	until ($data =~ /\r\n\r\n/)
+	{
+		sysread($sock, $data, 65536, length $data) or die "connection closed before an answer\n";
+	}
+	my ($head, $body) = split /\r\n\r\n/, $data, 2;
+	my ($status_line, @lines) = split /\r\n/, $head;
+	my %headers = map { /^([^:]+):\s*(.*)$/ ? (lc $1 => $2) : () } @lines;
+	my $length = $headers{'content-length'} // 0;
+	while (length($body) < $length)
+	{
+		sysread($sock, $body, 65536, length $body) or die "connection closed inside an answer\n";
+	}
+	alarm 0;
+	my ($status) = $status_line =~ /^HTTP\/1\.\d (\d{3})/;
+	return ($status, \%headers, $body);
 }
 
 # Sends raw bytes on a new connection and returns everything the server
