@@ -58,19 +58,9 @@ run_http() {
     echo "$out" | sed 's/.*seconds=\([0-9.]*\).*/\1/' | awk '{printf "%.0f", $1 * 1000}'
 }
 
-# CPU the server has used so far, in clock ticks: every live child of the
-# postmaster, plus what its exited children (each batch's backends) used.
-# Rates on a shared 2-core VM move with its neighbours; CPU per event
-# mostly does not.  The maintenance worker is left out: its once-a-minute
-# compaction would land in whichever phase it hits.
-server_ticks() {
-    local pm=$(head -1 "$BENCH_DATA/postmaster.pid")
-    { sed 's/.*) //' "/proc/$pm/stat" | awk '{ print $14 + $15 }'
-      for c in $(cat /proc/$pm/task/*/children 2>/dev/null); do
-          grep -q 'runra_obs maintenance' "/proc/$c/cmdline" 2>/dev/null && continue
-          sed 's/.*) //' "/proc/$c/stat" 2>/dev/null | awk '{ print $12 + $13 }'
-      done; } | awk '{ t += $1 } END { print t }'
-}
+# CPU the server has used so far, in clock ticks (bench_cpu_ticks): rates on
+# a shared 2-core VM move with its neighbours, CPU per event mostly does not.
+server_ticks() { bench_cpu_ticks "$BENCH_DATA" 'runra_obs maintenance'; }
 
 # The best (smallest) and the median of a list of round times.
 best_of() { tr ' ' '\n' <<<"$1" | grep . | sort -g | head -1; }

@@ -124,11 +124,14 @@ bench_cluster_stop() {
 # used so far: its postmaster's and every live child's user and system time,
 # with the children it has already reaped (cutime, cstime).  The difference
 # of two readings taken while no session comes or goes is what that server
-# spent in between, on whichever cores.
+# spent in between, on whichever cores.  A second argument leaves out the
+# children whose command line matches it (bench/ingest.sh: the maintenance
+# worker, whose once-a-minute compaction lands in whichever phase it hits).
 bench_cpu_ticks() {
-    local pm
+    local pm p skip=${2:-}
     pm=$(head -1 "$1/postmaster.pid")
     { echo "$pm"; ps -o pid= --ppid "$pm"; } | while read -r p; do
+        [ -n "$skip" ] && grep -q "$skip" "/proc/$p/cmdline" 2>/dev/null && continue
         cat "/proc/$p/stat" 2>/dev/null || true
     done | sed 's/^.*) //' | awk '{ t += $12 + $13 + $14 + $15 } END { print t + 0 }'
 }
