@@ -63,6 +63,7 @@ int			runra_rollup_retention_s = 400 * 86400;
 bool		runra_rollup_enabled = true;
 int			runra_rollup_interval_ms = 1000;
 int			runra_rollup_batch_size = 100000;
+int			runra_rollup_nice = 10;
 
 /* alerting */
 bool		runra_alert_enabled = true;
@@ -311,6 +312,13 @@ define_rollup_gucs(void)
 							"Most event ids the rollup worker folds in one transaction.",
 							NULL,
 							&runra_rollup_batch_size, 100000, 100, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.rollup_nice",
+							"CPU niceness of the rollup worker (0 to 19, as nice(1) counts).",
+							"When the CPUs are saturated, sessions that ingest go first and the rollups "
+							"fold later, in bigger and cheaper batches; answers stay exact, since "
+							"queries add the events not folded yet.",
+							&runra_rollup_nice, 10, 0, 19,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 

@@ -60,6 +60,7 @@ extern int	runra_alert_evaluation_timeout_ms;
 extern int	runra_alert_retention_s;
 extern int	runra_rollup_interval_ms;
 extern int	runra_rollup_batch_size;
+extern int	runra_rollup_nice;
 
 extern void runra_define_gucs(void);
 

@@ -99,6 +99,25 @@ show_position(void)
 	runra_worker_set_state(psprintf("caught up with the watermark at id " INT64_FORMAT, watermark));
 }
 
+/*
+ * Runs at runra_obs.rollup_nice, so that a saturated server spends its CPU
+ * on the sessions that ingest (whose senders wait for an answer) and folds
+ * later, in bigger batches, which cost less per event; queries add the
+ * events not folded yet, so nobody sees the lag in an answer.  A process
+ * cannot lower its own niceness: after the setting went down, the worker
+ * exits and the postmaster starts a new one.
+ */
+static void
+apply_nice(void)
+{
+	if (runra_worker_set_nice(runra_rollup_nice))
+		return;
+	ereport(LOG,
+			(errmsg("runra_obs rollup worker restarts to lower its niceness to %d (runra_obs.rollup_nice)",
+					runra_rollup_nice)));
+	proc_exit(1);
+}
+
 /* Sleeps until the next fold is due, a signal, or the postmaster's death. */
 static void
 wait_for_next_fold(void)
@@ -108,6 +127,7 @@ wait_for_next_fold(void)
 	ResetLatch(MyLatch);
 	runra_worker_absorb_barriers();
 	runra_worker_reload_if_needed();
+	apply_nice();
 }
 
 /* Entry point of the worker (registered in workers.c). */
@@ -128,6 +148,7 @@ runra_rollup_main(Datum arg)
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "runra_obs rollup loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	watermark_probe_init(&probe, probe_cxt);
+	apply_nice();
 	ereport(LOG, (errmsg("runra_obs rollup worker started in database \"%s\"", runra_database)));
 	while (!runra_got_sigterm)
 	{

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -409,6 +410,32 @@ runra_worker_absorb_barriers(void)
 {
 	if (ProcSignalBarrierPending)
 		ProcessProcSignalBarrier();
+}
+
+/*
+ * Gives the calling worker the CPU niceness nice (0 to 19).  Raising it is
+ * always allowed; lowering it again needs privileges a server seldom has,
+ * so false means the process cannot get there and a fresh one (forked by
+ * the postmaster at nice 0) must.
+ */
+bool
+runra_worker_set_nice(int nice)
+{
+	int			failure;
+
+	errno = 0;
+	if (getpriority(PRIO_PROCESS, 0) == nice && errno == 0)
+		return true;
+	if (setpriority(PRIO_PROCESS, 0, nice) == 0)
+		return true;
+	failure = errno;
+	if (failure == EACCES || failure == EPERM)
+		return false;
+	ereport(WARNING,
+			(errcode(ERRCODE_SYSTEM_ERROR),
+			 errmsg("runra_obs could not set the niceness of this worker to %d: %s",
+					nice, strerror(failure))));
+	return true;
 }
 
 /* Re-reads postgresql.conf after SIGHUP. */

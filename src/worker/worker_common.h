@@ -57,6 +57,7 @@ extern void runra_worker_setup_signals(void);
 #define RUNRA_WORKER_SEARCH_PATH "pg_catalog, pg_temp"
 
 extern void runra_worker_attach(const char *role);
+extern bool runra_worker_set_nice(int nice);
 extern bool runra_worker_wait_for_extension(void);
 extern void runra_worker_reload_if_needed(void);
 extern void runra_worker_absorb_barriers(void);
