@@ -268,5 +268,38 @@ like(sql(q{SELECT runra_obs._maintain_rollups()}), qr/, 1 expired rows dropped$/
 is(sql(q{SELECT events || ' ' || cost FROM runra_obs.rollup_sandbox WHERE sandbox_id = 'sb_expiring'}), '1 3',
 	'and recounts the sandbox from the hours it keeps');
 
+# ---- the worker runs at runra_obs.rollup_nice; a process cannot lower
+# its own niceness, so lowering the setting gets a new worker
+sub rollup_worker
+{
+	my $pid;
+	$node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'runra_obs rollups'})
+	  or die 'no rollup worker';
+	$pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'runra_obs rollups'});
+	open(my $stat, '<', "/proc/$pid/stat") or die "no /proc/$pid/stat: $!";
+	my @fields = split / /, (<$stat> =~ s/^.*\) //r);
+	close $stat;
+	return ($pid, $fields[16]);    # nice is field 19; fields[0] is field 3
+}
+my ($nice_pid, $nice) = rollup_worker();
+is($nice, '10', 'the rollup worker runs at the default niceness, 10');
+sql(q{ALTER SYSTEM SET runra_obs.rollup_nice = 15; SELECT pg_reload_conf()});
+let_it_tick();
+is((rollup_worker())[1], '15', 'a higher niceness applies at the next tick');
+sql(q{ALTER SYSTEM SET runra_obs.rollup_nice = 0; SELECT pg_reload_conf()});
+my $restarted = 0;
+for (1 .. 200)
+{
+	my ($pid, $now) = rollup_worker();
+	if ($pid != $nice_pid && $now eq '0') { $restarted = 1; last }
+	select(undef, undef, undef, 0.1);
+}
+ok($restarted, 'a lower one restarts the worker, which then runs at it');
+sql(ingest_sql('sb_after_nice', 5));
+wait_caught_up();
+is(folded_events('sb_after_nice'), '5', 'and the new worker folds');
+sql(q{ALTER SYSTEM RESET runra_obs.rollup_nice; SELECT pg_reload_conf()});
+
 $node->stop;
 done_testing();
