@@ -414,27 +414,35 @@ runra_worker_absorb_barriers(void)
 
 /*
  * Gives the calling worker the CPU niceness nice (0 to 19).  Raising it is
- * always allowed; lowering it again needs privileges a server seldom has,
- * so false means the process cannot get there and a fresh one (forked by
- * the postmaster at nice 0) must.
+ * always allowed; lowering it again needs privileges a server seldom has.
+ * Returns false when only a new process can get closer: one the postmaster
+ * forks starts at the postmaster's niceness, and below that nobody gets
+ * (a warning says so, once, and the worker stays where it is).
  */
 bool
 runra_worker_set_nice(int nice)
 {
+	static int	warned_for = -1;
+	int			current;
+	int			postmaster;
 	int			failure;
 
 	errno = 0;
-	if (getpriority(PRIO_PROCESS, 0) == nice && errno == 0)
-		return true;
-	if (setpriority(PRIO_PROCESS, 0, nice) == 0)
+	current = getpriority(PRIO_PROCESS, 0);
+	if ((current == nice && errno == 0) || setpriority(PRIO_PROCESS, 0, nice) == 0)
 		return true;
 	failure = errno;
-	if (failure == EACCES || failure == EPERM)
+	errno = 0;
+	postmaster = getpriority(PRIO_PROCESS, PostmasterPid);
+	if ((failure == EACCES || failure == EPERM) && errno == 0 && current > postmaster)
 		return false;
-	ereport(WARNING,
-			(errcode(ERRCODE_SYSTEM_ERROR),
-			 errmsg("runra_obs could not set the niceness of this worker to %d: %s",
-					nice, strerror(failure))));
+	if (warned_for != nice)
+		ereport(WARNING,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("runra_obs could not set the niceness of this worker to %d: %s",
+						nice, strerror(failure)),
+				 errdetail("It stays at %d; the postmaster runs at %d, and a worker cannot go below that without privileges.", current, postmaster)));
+	warned_for = nice;
 	return true;
 }
 
