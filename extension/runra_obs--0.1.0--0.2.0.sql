@@ -1065,3 +1065,262 @@ COMMENT ON FUNCTION runra_obs.rebuild_rollups(timestamptz, timestamptz) IS
 SELECT runra_obs._rollup_lock();
 SELECT FROM runra_obs.consumers WHERE name = 'rollups' FOR UPDATE;
 SELECT runra_obs._recount_sandboxes(ARRAY(SELECT DISTINCT sandbox_id FROM runra_obs.rollup_1h_sandbox));
+
+-- ---------------------------------------------------------------------------
+-- The API's bounds fold into constants (_shift, IMMUTABLE), and the live
+-- views are functions of the buckets and event types asked for, with the
+-- conditions inside both legs (extension/parts/60_rollups.sql and
+-- 70_api_rollups.sql); the rollup consumer never moves past the ids handed
+-- out.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION runra_obs._shift(instant timestamptz, span interval)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_shift';
+COMMENT ON FUNCTION runra_obs._shift(timestamptz, interval) IS
+    'Internal: instant + span for a span of hours, minutes and seconds (an error for days or months), IMMUTABLE';
+
+CREATE OR REPLACE FUNCTION runra_obs._rollup_lo(from_time timestamptz, to_time timestamptz, w interval)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE
+               WHEN w IS NULL
+                 OR coalesce(to_time, 'infinity') < runra_obs._shift(coalesce(from_time, '-infinity'), interval '3 hours')
+               THEN coalesce(to_time, 'infinity')
+               -- rounding up: the bucket of the last microsecond before from_time + w
+               ELSE date_bin(w, runra_obs._shift(coalesce(from_time, '-infinity'), w - interval '1 microsecond'),
+                             timestamptz '2000-01-01 00:00:00+00')
+           END;
+END;
+COMMENT ON FUNCTION runra_obs._rollup_lo(timestamptz, timestamptz, interval) IS
+    'Internal: start of the whole rollup buckets of width w in [from_time, to_time); to_time when the window is read raw';
+
+CREATE OR REPLACE FUNCTION runra_obs._rollup_hi(from_time timestamptz, to_time timestamptz, w interval)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE
+               WHEN w IS NULL
+                 OR coalesce(to_time, 'infinity') < runra_obs._shift(coalesce(from_time, '-infinity'), interval '3 hours')
+               THEN coalesce(to_time, 'infinity')
+               ELSE date_bin(w, coalesce(to_time, 'infinity'), timestamptz '2000-01-01 00:00:00+00')
+           END;
+END;
+COMMENT ON FUNCTION runra_obs._rollup_hi(timestamptz, timestamptz, interval) IS
+    'Internal: end of the whole rollup buckets of width w in [from_time, to_time); to_time when the window is read raw';
+
+REVOKE ALL ON FUNCTION runra_obs._shift(timestamptz, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION runra_obs._shift(timestamptz, interval) TO runra_obs_reader;
+
+CREATE FUNCTION runra_obs._rollup_5m_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_5m AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+           u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+           u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_5m'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_5m_live with bucket in [lo, hi) and event_type in types (NULL: any)';
+CREATE OR REPLACE VIEW runra_obs.rollup_5m_live WITH (security_invoker = true) AS
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
+       duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
+       limit_max, over_90
+FROM runra_obs._rollup_5m_live('-infinity', 'infinity', NULL);
+CREATE FUNCTION runra_obs._rollup_1h_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_1h AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+           u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+           u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_1h_live with bucket in [lo, hi) and event_type in types (NULL: any)';
+CREATE OR REPLACE VIEW runra_obs.rollup_1h_live WITH (security_invoker = true) AS
+SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
+       duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
+       limit_max, over_90
+FROM runra_obs._rollup_1h_live('-infinity', 'infinity', NULL);
+CREATE FUNCTION runra_obs._rollup_1h_sandbox_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, sandbox_id text, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.sandbox_id, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_1h_sandbox AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures,
+           u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist,
+           u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_1h_sandbox_live with bucket in [lo, hi) and event_type in types (NULL: any)';
+CREATE OR REPLACE VIEW runra_obs.rollup_1h_sandbox_live WITH (security_invoker = true) AS
+SELECT bucket, sandbox_id, event_type, label, agent_id, events, failures, cost,
+       duration_count, duration_sum, duration_max, duration_hist, value_count, value_sum,
+       value_max, limit_max, over_90
+FROM runra_obs._rollup_1h_sandbox_live('-infinity', 'infinity', NULL);
+REVOKE ALL ON FUNCTION
+    runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[])
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[])
+TO runra_obs_reader;
+
+CREATE OR REPLACE FUNCTION runra_obs._cost_parts(from_time timestamptz, to_time timestamptz, w interval)
+RETURNS TABLE ("time" timestamptz, sandbox_id text, runtime_cost numeric, storage_cost numeric,
+               reported_total_cost numeric, runtime_ms numeric)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c."time", c.sandbox_id, c.runtime_cost, c.storage_cost, c.reported_total_cost, c.runtime_ms
+    FROM runra_obs._cost_events(from_time, runra_obs._rollup_lo(from_time, to_time, w)) AS c
+    UNION ALL
+    SELECT c."time", c.sandbox_id, c.runtime_cost, c.storage_cost, c.reported_total_cost, c.runtime_ms
+    FROM runra_obs._cost_events(runra_obs._rollup_hi(from_time, to_time, w), to_time) AS c
+    UNION ALL
+    SELECT r.bucket,
+           r.sandbox_id,
+           CASE WHEN r.event_type = 'cost.runtime' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.storage' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.total' THEN r.cost END,
+           CASE WHEN r.event_type = 'cost.runtime' THEN r.duration_sum END
+    FROM runra_obs._rollup_1h_sandbox_live(runra_obs._rollup_lo(from_time, to_time, w),
+                                           runra_obs._rollup_hi(from_time, to_time, w),
+                                           ARRAY['cost.runtime', 'cost.storage', 'cost.total']) AS r
+    WHERE w = interval '1 hour';
+END;
+CREATE OR REPLACE FUNCTION runra_obs.error_rate(from_time timestamptz DEFAULT now() - interval '24 hours',
+                                                to_time timestamptz DEFAULT now(),
+                                                bucket interval DEFAULT '5 minutes')
+RETURNS TABLE ("time" timestamptz, executions bigint, failures bigint,
+               rate double precision, threshold double precision, above_threshold boolean)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT per_bucket."time",
+           per_bucket.executions,
+           per_bucket.failures,
+           per_bucket.failures::double precision / per_bucket.executions,
+           per_bucket.threshold,
+           per_bucket.failures::double precision / per_bucket.executions > per_bucket.threshold
+    FROM (
+        SELECT runra_obs._bucket(bucket, x."time") AS "time",
+               sum(x.executions)::bigint AS executions,
+               sum(x.failures)::bigint AS failures,
+               coalesce(nullif(current_setting('runra_obs.error_rate_threshold', true), '')::double precision,
+                        0.05) AS threshold
+        FROM (
+            SELECT o."time", 1::bigint AS executions, CASE WHEN o.failed THEN 1::bigint ELSE 0 END AS failures
+            FROM runra_obs._exec_events(from_time,
+                                        runra_obs._rollup_lo(from_time, to_time,
+                                                             runra_obs._rollup_width(error_rate.bucket, interval '5 minutes'))) AS o
+            UNION ALL
+            SELECT o."time", 1, CASE WHEN o.failed THEN 1 ELSE 0 END
+            FROM runra_obs._exec_events(runra_obs._rollup_hi(from_time, to_time,
+                                                             runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')),
+                                        to_time) AS o
+            UNION ALL
+            -- (the width each rollup leg is given is NULL when its rollup
+            -- cannot serve the buckets, so its range is empty: Citus plans
+            -- and runs every leg of a union, even one under a false condition)
+            SELECT r.bucket, r.events, r.failures
+            FROM runra_obs._rollup_1h_live(
+                     runra_obs._rollup_lo(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '1 hour' THEN interval '1 hour' END),
+                     runra_obs._rollup_hi(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '1 hour' THEN interval '1 hour' END),
+                     ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
+            WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '1 hour'
+            UNION ALL
+            SELECT r.bucket, r.events, r.failures
+            FROM runra_obs._rollup_5m_live(
+                     runra_obs._rollup_lo(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '5 minutes' THEN interval '5 minutes' END),
+                     runra_obs._rollup_hi(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '5 minutes' THEN interval '5 minutes' END),
+                     ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
+            WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '5 minutes'
+        ) AS x
+        GROUP BY 1
+    ) AS per_bucket
+    ORDER BY per_bucket."time";
+END;
+CREATE OR REPLACE FUNCTION runra_obs._consume_rollups(up_to bigint, max_ids bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pos    bigint;
+    target bigint;
+BEGIN
+    SELECT c.position INTO STRICT pos
+    FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
+    -- never past the ids handed out: a watermark computed before the
+    -- extension was dropped and created again (the caller's transaction
+    -- waited for this row through both) counts the old sequence's ids
+    target := least(up_to, pos + max_ids,
+                    coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0));
+    IF target <= pos THEN
+        RETURN pos;
+    END IF;
+    PERFORM runra_obs._fold_rollups(pos, target, '-infinity', 'infinity', false);
+    INSERT INTO runra_obs.ingest_1m (bucket, events, transactions, delay_sum_s, delay_max_s)
+    SELECT * FROM runra_obs._ingest_rows(pos, target);
+    UPDATE runra_obs.consumers SET position = target, moved_at = now() WHERE name = 'rollups';
+    RETURN target;
+END
+$$;

@@ -42,8 +42,9 @@ $$;
 
 -- Whether the function and its helpers were inlined: no function scan and
 -- no call of a runra_obs function is left in the plan, but the live views'
--- _rollup_rows() (the rollup rows of the events not folded yet) and
--- json_numeric(), which is C (the SQL functions around it are inlined).
+-- _rollup_rows() (the rollup rows of the events not folded yet),
+-- json_numeric() and _shift(), which are C (the SQL functions around them
+-- are inlined).
 CREATE FUNCTION pg_temp.inlined(query text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -52,7 +53,7 @@ DECLARE
     line text;
 BEGIN
     FOR line IN EXECUTE 'EXPLAIN (COSTS OFF, VERBOSE) ' || query LOOP
-        line := regexp_replace(line, 'Function Scan on runra_obs\._rollup_rows u|runra_obs\.(_rollup_rows|json_numeric)\(', '', 'g');
+        line := regexp_replace(line, 'Function Scan on runra_obs\._rollup_rows u|runra_obs\.(_rollup_rows|json_numeric|_shift)\(', '', 'g');
         IF line ~ 'Function Scan' OR line ~ 'runra_obs\.\w+\(' THEN
             RETURN false;
         END IF;

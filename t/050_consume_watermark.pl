@@ -301,5 +301,23 @@ wait_caught_up();
 is(folded_events('sb_after_nice'), '5', 'and the new worker folds');
 sql(q{ALTER SYSTEM RESET runra_obs.rollup_nice; SELECT pg_reload_conf()});
 
+# ---- the extension dropped and created again while the worker's probe
+# waits for a writer: the value it read is of the old sequence, and ids
+# start again at 1 (published, it let the new consumer skip those ids)
+sql(ingest_sql('sb_before_drop', 50));
+wait_caught_up();
+my $dropper = $node->background_psql('postgres');
+$dropper->query_safe(q{BEGIN});
+$dropper->query_safe(ingest_sql('sb_dropped', 5));
+let_it_tick();    # the worker's probe now waits for this transaction
+$dropper->query_safe(q{DROP EXTENSION runra_obs CASCADE});
+$dropper->query_safe(q{CREATE EXTENSION runra_obs});
+$dropper->query_safe(q{COMMIT});
+$dropper->quit;
+let_it_tick();
+sql(ingest_sql('sb_recreated', 7));
+wait_caught_up();
+is(folded_events('sb_recreated'), '7', 'a re-created extension folds its first events');
+
 $node->stop;
 done_testing();

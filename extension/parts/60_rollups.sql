@@ -487,7 +487,11 @@ DECLARE
 BEGIN
     SELECT c.position INTO STRICT pos
     FROM runra_obs.consumers AS c WHERE c.name = 'rollups' FOR UPDATE;
-    target := least(up_to, pos + max_ids);
+    -- never past the ids handed out: a watermark computed before the
+    -- extension was dropped and created again (the caller's transaction
+    -- waited for this row through both) counts the old sequence's ids
+    target := least(up_to, pos + max_ids,
+                    coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0));
     IF target <= pos THEN
         RETURN pos;
     END IF;
@@ -527,42 +531,107 @@ COMMENT ON FUNCTION runra_obs.fold_rollups() IS
 -- rows of the events after the consumer's position, computed at query
 -- time (about a second of events when the worker keeps up).  Always
 -- aggregate, as with the tables.
+--
+-- Each is a function of the buckets [lo, hi) and the event types (NULL:
+-- all) asked for, with the conditions inside both legs: Citus plans a
+-- union of a Citus table and the coordinator's consumers row leg by leg,
+-- before conditions outside it reach the legs, so a condition on a view
+-- pulled every rollup row of every shard (or of a coordinator table) into
+-- an intermediate result first.  The API reads the functions; the views
+-- are the functions over all buckets.
+CREATE FUNCTION runra_obs._rollup_5m_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_5m AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+           u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+           u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_5m'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_5m_live with bucket in [lo, hi) and event_type in types (NULL: any)';
 CREATE VIEW runra_obs.rollup_5m_live WITH (security_invoker = true) AS
 SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
        duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
        limit_max, over_90
-FROM runra_obs.rollup_5m
-UNION ALL
-SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
-       u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
-       u.value_sum, u.value_max, u.limit_max, u.over_90
-FROM runra_obs.consumers AS c,
-     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
-WHERE c.name = 'rollups' AND u.rollup = 'rollup_5m';
+FROM runra_obs._rollup_5m_live('-infinity', 'infinity', NULL);
+CREATE FUNCTION runra_obs._rollup_1h_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_1h AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
+           u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
+           u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_1h_live with bucket in [lo, hi) and event_type in types (NULL: any)';
 CREATE VIEW runra_obs.rollup_1h_live WITH (security_invoker = true) AS
 SELECT bucket, event_type, label, agent_id, events, failures, cost, duration_count,
        duration_sum, duration_max, duration_hist, value_count, value_sum, value_max,
        limit_max, over_90
-FROM runra_obs.rollup_1h
-UNION ALL
-SELECT u.bucket, u.event_type, u.label, u.agent_id, u.events, u.failures, u.cost,
-       u.duration_count, u.duration_sum, u.duration_max, u.duration_hist, u.value_count,
-       u.value_sum, u.value_max, u.limit_max, u.over_90
-FROM runra_obs.consumers AS c,
-     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
-WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h';
+FROM runra_obs._rollup_1h_live('-infinity', 'infinity', NULL);
+CREATE FUNCTION runra_obs._rollup_1h_sandbox_live(lo timestamptz, hi timestamptz, types text[])
+RETURNS TABLE (bucket timestamptz, sandbox_id text, event_type text, label text, agent_id text,
+               events bigint, failures bigint, cost numeric, duration_count bigint,
+               duration_sum numeric, duration_max numeric, duration_hist bigint[],
+               value_count bigint, value_sum numeric, value_max numeric, limit_max numeric,
+               over_90 bigint)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.bucket, r.sandbox_id, r.event_type, r.label, r.agent_id, r.events, r.failures, r.cost,
+           r.duration_count, r.duration_sum, r.duration_max, r.duration_hist, r.value_count,
+           r.value_sum, r.value_max, r.limit_max, r.over_90
+    FROM runra_obs.rollup_1h_sandbox AS r
+    WHERE r.bucket >= lo AND r.bucket < hi
+      AND (types IS NULL OR r.event_type = ANY (types))
+    UNION ALL
+    SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures,
+           u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist,
+           u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90
+    FROM runra_obs.consumers AS c,
+         LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
+    WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox'
+      AND u.bucket >= lo AND u.bucket < hi
+      AND (types IS NULL OR u.event_type = ANY (types));
+END;
+COMMENT ON FUNCTION runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[]) IS
+    'Internal: the rows of rollup_1h_sandbox_live with bucket in [lo, hi) and event_type in types (NULL: any)';
 CREATE VIEW runra_obs.rollup_1h_sandbox_live WITH (security_invoker = true) AS
 SELECT bucket, sandbox_id, event_type, label, agent_id, events, failures, cost,
        duration_count, duration_sum, duration_max, duration_hist, value_count, value_sum,
        value_max, limit_max, over_90
-FROM runra_obs.rollup_1h_sandbox
-UNION ALL
-SELECT u.bucket, u.sandbox_id, u.event_type, u.label, u.agent_id, u.events, u.failures,
-       u.cost, u.duration_count, u.duration_sum, u.duration_max, u.duration_hist,
-       u.value_count, u.value_sum, u.value_max, u.limit_max, u.over_90
-FROM runra_obs.consumers AS c,
-     LATERAL runra_obs._rollup_rows(c.position, 9223372036854775807, '-infinity', 'infinity') AS u
-WHERE c.name = 'rollups' AND u.rollup = 'rollup_1h_sandbox';
+FROM runra_obs._rollup_1h_sandbox_live('-infinity', 'infinity', NULL);
 CREATE VIEW runra_obs.ingest_1m_live WITH (security_invoker = true) AS
 SELECT bucket, events, transactions, delay_sum_s, delay_max_s
 FROM runra_obs.ingest_1m
@@ -794,6 +863,9 @@ REVOKE ALL ON FUNCTION
     runra_obs._rollup_columns(),
     runra_obs._rollup_key(text, text, text),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
+    runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[]),
     runra_obs._ingest_rows(bigint, bigint),
     runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean),
     runra_obs._consume_rollups(bigint, bigint),
@@ -809,6 +881,9 @@ GRANT EXECUTE ON FUNCTION
     runra_obs._histogram_final(bigint[]),
     runra_obs._rollup_key(text, text, text),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
+    runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),
+    runra_obs._rollup_1h_sandbox_live(timestamptz, timestamptz, text[]),
     runra_obs._ingest_rows(bigint, bigint)
 TO runra_obs_reader;
 REVOKE ALL ON FUNCTION

@@ -52,21 +52,31 @@ END;
 COMMENT ON FUNCTION runra_obs._rollup_width(interval, interval) IS
     'Internal: the rollup width (1 hour, or 5 minutes if finest allows) whose buckets each fall in one bucket of the given width; NULL when none does';
 
+-- An instant moved by a span of hours, minutes and seconds, IMMUTABLE
+-- where timestamptz + interval is STABLE (src/rollup/time_shift.c), so
+-- that the bounds below fold into constants at plan time when the window
+-- is given as constants: each raw edge then prunes its partitions when it
+-- is planned, which on Citus every worker does for each of its shards.
+CREATE FUNCTION runra_obs._shift(instant timestamptz, span interval)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'runra_shift';
+COMMENT ON FUNCTION runra_obs._shift(timestamptz, interval) IS
+    'Internal: instant + span for a span of hours, minutes and seconds (an error for days or months), IMMUTABLE';
+
 -- Where the whole rollup buckets of width w in [from_time, to_time) begin:
 -- from_time rounded up to w; to_time when the window is read raw (shorter
--- than 3 hours, or w NULL); -infinity for an unbounded start.  STABLE, not
--- IMMUTABLE, as timestamptz + interval is: an IMMUTABLE function with a
--- STABLE body would not be inlined.
+-- than 3 hours, or w NULL); -infinity for an unbounded start.
 CREATE FUNCTION runra_obs._rollup_lo(from_time timestamptz, to_time timestamptz, w interval)
 RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT CASE
                WHEN w IS NULL
-                 OR coalesce(to_time, 'infinity') < coalesce(from_time, '-infinity') + interval '3 hours'
+                 OR coalesce(to_time, 'infinity') < runra_obs._shift(coalesce(from_time, '-infinity'), interval '3 hours')
                THEN coalesce(to_time, 'infinity')
                -- rounding up: the bucket of the last microsecond before from_time + w
-               ELSE date_bin(w, coalesce(from_time, '-infinity') + w - interval '1 microsecond',
+               ELSE date_bin(w, runra_obs._shift(coalesce(from_time, '-infinity'), w - interval '1 microsecond'),
                              timestamptz '2000-01-01 00:00:00+00')
            END;
 END;
@@ -77,11 +87,11 @@ COMMENT ON FUNCTION runra_obs._rollup_lo(timestamptz, timestamptz, interval) IS
 -- w at most an hour and the window at least 3 hours, lo < hi.)
 CREATE FUNCTION runra_obs._rollup_hi(from_time timestamptz, to_time timestamptz, w interval)
 RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT CASE
                WHEN w IS NULL
-                 OR coalesce(to_time, 'infinity') < coalesce(from_time, '-infinity') + interval '3 hours'
+                 OR coalesce(to_time, 'infinity') < runra_obs._shift(coalesce(from_time, '-infinity'), interval '3 hours')
                THEN coalesce(to_time, 'infinity')
                ELSE date_bin(w, coalesce(to_time, 'infinity'), timestamptz '2000-01-01 00:00:00+00')
            END;
@@ -114,11 +124,10 @@ BEGIN ATOMIC
            CASE WHEN r.event_type = 'cost.storage' THEN r.cost END,
            CASE WHEN r.event_type = 'cost.total' THEN r.cost END,
            CASE WHEN r.event_type = 'cost.runtime' THEN r.duration_sum END
-    FROM runra_obs.rollup_1h_sandbox_live AS r
-    WHERE w = interval '1 hour'
-      AND r.event_type IN ('cost.runtime', 'cost.storage', 'cost.total')
-      AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, w)
-      AND r.bucket < runra_obs._rollup_hi(from_time, to_time, w);
+    FROM runra_obs._rollup_1h_sandbox_live(runra_obs._rollup_lo(from_time, to_time, w),
+                                           runra_obs._rollup_hi(from_time, to_time, w),
+                                           ARRAY['cost.runtime', 'cost.storage', 'cost.total']) AS r
+    WHERE w = interval '1 hour';
 END;
 COMMENT ON FUNCTION runra_obs._cost_parts(timestamptz, timestamptz, interval) IS
     'Internal: the cost rows of [from_time, to_time): raw cost events at the edges, rollup_1h_sandbox rows for the whole hours (w = 1 hour; any other w reads raw)';
@@ -212,19 +221,30 @@ BEGIN ATOMIC
                                                              runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')),
                                         to_time) AS o
             UNION ALL
+            -- (the width each rollup leg is given is NULL when its rollup
+            -- cannot serve the buckets, so its range is empty: Citus plans
+            -- and runs every leg of a union, even one under a false condition)
             SELECT r.bucket, r.events, r.failures
-            FROM runra_obs.rollup_1h_live AS r
+            FROM runra_obs._rollup_1h_live(
+                     runra_obs._rollup_lo(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '1 hour' THEN interval '1 hour' END),
+                     runra_obs._rollup_hi(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '1 hour' THEN interval '1 hour' END),
+                     ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '1 hour'
-              AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
-              AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, interval '1 hour')
-              AND r.bucket < runra_obs._rollup_hi(from_time, to_time, interval '1 hour')
             UNION ALL
             SELECT r.bucket, r.events, r.failures
-            FROM runra_obs.rollup_5m_live AS r
+            FROM runra_obs._rollup_5m_live(
+                     runra_obs._rollup_lo(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '5 minutes' THEN interval '5 minutes' END),
+                     runra_obs._rollup_hi(from_time, to_time,
+                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
+                                               = interval '5 minutes' THEN interval '5 minutes' END),
+                     ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '5 minutes'
-              AND r.event_type IN ('exec.completed', 'exec.failed', 'exec.timed_out')
-              AND r.bucket >= runra_obs._rollup_lo(from_time, to_time, interval '5 minutes')
-              AND r.bucket < runra_obs._rollup_hi(from_time, to_time, interval '5 minutes')
         ) AS x
         GROUP BY 1
     ) AS per_bucket
@@ -236,6 +256,7 @@ COMMENT ON FUNCTION runra_obs.error_rate(timestamptz, timestamptz, interval) IS
 -- The reader gets the three functions, and the helpers too: a function
 -- called inside an inlined function is checked against the caller.
 REVOKE ALL ON FUNCTION runra_obs._rollup_width(interval, interval),
+                       runra_obs._shift(timestamptz, interval),
                        runra_obs._rollup_lo(timestamptz, timestamptz, interval),
                        runra_obs._rollup_hi(timestamptz, timestamptz, interval),
                        runra_obs._cost_parts(timestamptz, timestamptz, interval),
@@ -243,6 +264,7 @@ REVOKE ALL ON FUNCTION runra_obs._rollup_width(interval, interval),
                        runra_obs.cost_over_time(timestamptz, timestamptz, interval),
                        runra_obs.error_rate(timestamptz, timestamptz, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION runra_obs._rollup_width(interval, interval),
+                          runra_obs._shift(timestamptz, interval),
                           runra_obs._rollup_lo(timestamptz, timestamptz, interval),
                           runra_obs._rollup_hi(timestamptz, timestamptz, interval),
                           runra_obs._cost_parts(timestamptz, timestamptz, interval),

@@ -130,9 +130,8 @@ watermark_shmem_startup(void)
  * it hands out ids one at a time and in increasing order.
  */
 static int64
-sequence_last_value(void)
+sequence_last_value(Oid seqoid)
 {
-	Oid			seqoid = runra_relation_oid("sandbox_events_id_seq");
 	HeapTuple	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seqoid));
 	Form_pg_sequence seq;
 	LOCAL_FCINFO(fcinfo, 1);
@@ -346,7 +345,8 @@ watermark_probe_init(WatermarkProbe *probe, MemoryContext cxt)
 static void
 start_probe(WatermarkProbe *probe)
 {
-	probe->candidate = sequence_last_value();
+	probe->sequence = runra_relation_oid("sandbox_events_id_seq");
+	probe->candidate = sequence_last_value(probe->sequence);
 	if (probe->waiting)
 		pfree(probe->waiting);
 	note_writers(probe);
@@ -364,6 +364,16 @@ start_probe(WatermarkProbe *probe)
 static bool
 finish_probe(WatermarkProbe *probe, int64 *known)
 {
+	/*
+	 * A probe begun before the extension was dropped and created again read
+	 * the old sequence: its value says nothing of the new one's ids (it let
+	 * the new rollup consumer skip every event below it, never folded).
+	 */
+	if (probe->sequence != runra_relation_oid("sandbox_events_id_seq"))
+	{
+		probe->active = false;
+		return true;
+	}
 	if (!writers_ended(probe, false))
 		return false;
 	if (probe->candidate > *known && !citus_commits_settled(probe))

@@ -23,6 +23,7 @@ typedef struct WatermarkProbe
 	MemoryContext cxt;
 	bool		active;
 	int64		candidate;
+	Oid			sequence;		/* the id sequence candidate was read from */
 	int			nwaiting;
 	VirtualTransactionId *waiting;
 	bool		citus;			/* sandbox_events is distributed */
