@@ -1269,28 +1269,20 @@ BEGIN ATOMIC
                                                              runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')),
                                         to_time) AS o
             UNION ALL
-            -- (the width each rollup leg is given is NULL when its rollup
-            -- cannot serve the buckets, so its range is empty: Citus plans
-            -- and runs every leg of a union, even one under a false condition)
+            -- (each rollup leg is given its width only when its rollup serves
+            -- the buckets, else NULL and so an empty range: Citus plans and
+            -- runs every leg of a union, even one under a false condition)
             SELECT r.bucket, r.events, r.failures
             FROM runra_obs._rollup_1h_live(
-                     runra_obs._rollup_lo(from_time, to_time,
-                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
-                                               = interval '1 hour' THEN interval '1 hour' END),
-                     runra_obs._rollup_hi(from_time, to_time,
-                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
-                                               = interval '1 hour' THEN interval '1 hour' END),
+                     runra_obs._rollup_lo(from_time, to_time, runra_obs._rollup_width(error_rate.bucket, interval '1 hour')),
+                     runra_obs._rollup_hi(from_time, to_time, runra_obs._rollup_width(error_rate.bucket, interval '1 hour')),
                      ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '1 hour'
             UNION ALL
             SELECT r.bucket, r.events, r.failures
             FROM runra_obs._rollup_5m_live(
-                     runra_obs._rollup_lo(from_time, to_time,
-                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
-                                               = interval '5 minutes' THEN interval '5 minutes' END),
-                     runra_obs._rollup_hi(from_time, to_time,
-                                          CASE WHEN runra_obs._rollup_width(error_rate.bucket, interval '5 minutes')
-                                               = interval '5 minutes' THEN interval '5 minutes' END),
+                     runra_obs._rollup_lo(from_time, to_time, nullif(runra_obs._rollup_width(error_rate.bucket, interval '5 minutes'), interval '1 hour')),
+                     runra_obs._rollup_hi(from_time, to_time, nullif(runra_obs._rollup_width(error_rate.bucket, interval '5 minutes'), interval '1 hour')),
                      ARRAY['exec.completed', 'exec.failed', 'exec.timed_out']) AS r
             WHERE runra_obs._rollup_width(error_rate.bucket, interval '5 minutes') = interval '5 minutes'
         ) AS x

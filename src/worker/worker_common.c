@@ -424,7 +424,6 @@ runra_worker_set_nice(int nice)
 {
 	static int	warned_for = -1;
 	int			current;
-	int			postmaster;
 	int			failure;
 
 	errno = 0;
@@ -432,16 +431,22 @@ runra_worker_set_nice(int nice)
 	if ((current == nice && errno == 0) || setpriority(PRIO_PROCESS, 0, nice) == 0)
 		return true;
 	failure = errno;
-	errno = 0;
-	postmaster = getpriority(PRIO_PROCESS, PostmasterPid);
-	if ((failure == EACCES || failure == EPERM) && errno == 0 && current > postmaster)
-		return false;
+	if (failure == EACCES || failure == EPERM)
+	{
+		int			postmaster;
+
+		errno = 0;
+		postmaster = getpriority(PRIO_PROCESS, PostmasterPid);
+		if (errno == 0 && current > postmaster)
+			return false;
+	}
 	if (warned_for != nice)
 		ereport(WARNING,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("runra_obs could not set the niceness of this worker to %d: %s",
 						nice, strerror(failure)),
-				 errdetail("It stays at %d; the postmaster runs at %d, and a worker cannot go below that without privileges.", current, postmaster)));
+				 errdetail("It stays at %d (below the postmaster's niceness only a privileged process can go).",
+						   current)));
 	warned_for = nice;
 	return true;
 }
