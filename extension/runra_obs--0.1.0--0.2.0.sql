@@ -1316,3 +1316,310 @@ BEGIN
     RETURN target;
 END
 $$;
+
+-- 2026-12-04: on Citus the rollup consumer's fold groups the new events on
+-- the shards (_fold_rollups_on_shards); the facts, the measures and the
+-- totals' upsert it shares with the one-node fold are one definition each.
+CREATE FUNCTION runra_obs._rollup_facts_sql(time_bounded boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'SELECT date_bin(''5 minutes'', e.created_at, timestamptz ''2000-01-01 00:00+00'') AS bucket_5m,
+               date_bin(''1 hour'', e.created_at, timestamptz ''2000-01-01 00:00+00'') AS bucket_1h,
+               e.sandbox_id,
+               e.event_type,
+               runra_obs.event_label(e.event_type, e.data) AS label,
+               runra_obs.event_agent(e.data) AS agent_id,
+               runra_obs.event_failed(e.event_type, e.data) AS failed,
+               runra_obs.event_cost(e.event_type, e.data) AS cost,
+               runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
+               runra_obs.event_value(e.event_type, e.data) AS value,
+               runra_obs.event_limit(e.event_type, e.data) AS lim
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.id > $1 AND e.id <= $2'
+        || CASE WHEN time_bounded THEN ' AND e.created_at >= $3 AND e.created_at < $4' ELSE '' END
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_facts_sql(boolean) IS
+    'Internal: the query of the facts the rollups count of the events with ids in ($1, $2] (and created_at in [$3, $4) when time_bounded), as SQL';
+CREATE FUNCTION runra_obs._rollup_measures_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'count(*) AS events,
+           count(*) FILTER (WHERE f.failed) AS failures,
+           sum(f.cost) AS cost,
+           count(f.duration_ms) AS duration_count,
+           sum(f.duration_ms) AS duration_sum,
+           max(f.duration_ms) AS duration_max,
+           runra_obs.duration_histogram(f.duration_ms::float8) AS duration_hist,
+           count(f.value) AS value_count,
+           sum(f.value) AS value_sum,
+           max(f.value) AS value_max,
+           max(f.lim) AS limit_max,
+           count(*) FILTER (WHERE f.value > 0.9 * f.lim) AS over_90'
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_measures_sql() IS
+    'Internal: the measures of a rollup row aggregated from the facts of its events (aliased f), as SQL';
+CREATE OR REPLACE FUNCTION runra_obs._rollup_rows(after_id bigint, up_to_id bigint,
+                                       from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (rollup text, bucket timestamptz, sandbox_id text, event_type text, label text,
+               agent_id text, events bigint, failures bigint, cost numeric,
+               duration_count bigint, duration_sum numeric, duration_max numeric,
+               duration_hist bigint[], value_count bigint, value_sum numeric, value_max numeric,
+               limit_max numeric, over_90 bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $$
+BEGIN
+    -- (a function, not a scan of the sequence: under enable_seqscan = off a
+    -- scan is costed so high that JIT compiles it, 60 ms a call)
+    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($rows$
+    WITH facts AS MATERIALIZED (%s
+    ), keyed AS (
+        SELECT f.*,
+               runra_obs._rollup_key('rollup_5m', f.event_type, f.label) AS label_5m,
+               runra_obs._rollup_key('rollup_1h_sandbox', f.event_type, f.label) AS label_sandbox
+        FROM facts AS f
+    )
+    -- In each grouping set the columns of the other sets are NULL, and no
+    -- key is ever NULL itself, so coalesce picks the key of the row's set.
+    SELECT CASE WHEN grouping(f.bucket_5m) = 0 THEN 'rollup_5m'
+                WHEN grouping(f.sandbox_id) = 0 THEN 'rollup_1h_sandbox'
+                ELSE 'rollup_1h' END,
+           coalesce(f.bucket_5m, f.bucket_1h),
+           f.sandbox_id,
+           f.event_type,
+           coalesce(f.label_5m, f.label, f.label_sandbox),
+           coalesce(f.agent_id, ''),
+           %s
+    FROM keyed AS f
+    GROUP BY GROUPING SETS (
+        (f.bucket_5m, f.event_type, f.label_5m),
+        (f.bucket_1h, f.event_type, f.label, f.agent_id),
+        (f.bucket_1h, f.sandbox_id, f.event_type, f.label_sandbox, f.agent_id))
+    $rows$, runra_obs._rollup_facts_sql(from_time > '-infinity' OR to_time < 'infinity'),
+            runra_obs._rollup_measures_sql())
+    USING after_id, up_to_id, from_time, to_time;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz) IS
+    'Internal: the rollup rows (for rollup_5m, rollup_1h and rollup_1h_sandbox) of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
+CREATE FUNCTION runra_obs._sandbox_totals_upsert_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'ON CONFLICT (sandbox_id) DO UPDATE SET
+            first_bucket = least(s.first_bucket, excluded.first_bucket),
+            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
+            events = s.events + excluded.events,
+            cost_events = s.cost_events + excluded.cost_events,
+            -- (NULL + x is NULL; a sum of no costs stays NULL)
+            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
+            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
+            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
+            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
+            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
+                                         s.unattributed_cost, excluded.unattributed_cost),
+            image = greatest(s.image, excluded.image),
+            -- the busier of the two, by the order _sandbox_totals_of() uses
+            (busiest_agent, busiest_agent_calls) = (
+                SELECT w.agent, w.calls
+                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
+                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
+                WHERE w.agent IS NOT NULL
+                ORDER BY w.calls DESC, w.agent
+                LIMIT 1),
+            resource_events = s.resource_events + excluded.resource_events,
+            over_90 = s.over_90 + excluded.over_90,
+            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
+            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
+            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak)'
+$$;
+COMMENT ON FUNCTION runra_obs._sandbox_totals_upsert_sql() IS
+    'Internal: the ON CONFLICT clause that adds a fold''s totals of a sandbox to its rollup_sandbox row, as SQL';
+CREATE FUNCTION runra_obs._fold_rollups_on_shards(after_id bigint, up_to_id bigint,
+                                                  from_time timestamptz, to_time timestamptz,
+                                                  compacted boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    facts text := runra_obs._rollup_facts_sql(from_time > '-infinity' OR to_time < 'infinity');
+    -- the fold's rollup_1h_sandbox rows of the events matching a condition
+    -- on their facts (%s)
+    hours text := format($hours$
+        SELECT f.bucket_1h AS bucket, f.sandbox_id, f.event_type,
+               runra_obs._rollup_key('rollup_1h_sandbox', f.event_type, f.label) AS label,
+               f.agent_id, %s
+        FROM (%s) AS f
+        WHERE %%s
+        GROUP BY 1, 2, 3, 4, 5$hours$, runra_obs._rollup_measures_sql(), facts);
+    -- those rows of each sandbox as one array
+    per_sandbox text := $sandbox$
+        SELECT h.sandbox_id,
+               array_agg(ROW(h.bucket, h.sandbox_id, h.event_type, h.label, h.agent_id, h.events,
+                             h.cost, h.value_max, h.limit_max, h.over_90)::runra_obs._sandbox_hour) AS hours
+        FROM (%s) AS h
+        GROUP BY h.sandbox_id$sandbox$;
+BEGIN
+    -- One connection per worker, its shards' tasks one after the other:
+    -- at Citus's defaults every step would open up to 16 connections per
+    -- worker and close 15 at commit (forking backends each second).  And
+    -- the plan of one node on every shard: the id range read through the
+    -- index on id (_rollup_rows says why).  Both until this function
+    -- returns (its SET clause ends them), on the workers until commit.
+    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size', '1', true);
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    SET LOCAL enable_seqscan = off;
+
+    -- (the target's sandbox_id taken from the events' own, never from a
+    -- function's result: only then does Citus push the insert down)
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90, compacted)
+        SELECT h.*, $5 FROM (%s) AS h$fold$, format(hours, 'true'))
+    USING after_id, up_to_id, from_time, to_time, compacted;
+
+    EXECUTE format($fold$
+        WITH fine AS MATERIALIZED (
+            SELECT f.bucket_5m, f.event_type, f.label, f.agent_id, %1$s
+            FROM (%2$s) AS f
+            GROUP BY 1, 2, 3, 4
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %3$s)
+            SELECT fine.bucket_5m, fine.event_type,
+                   runra_obs._rollup_key('rollup_5m', fine.event_type, fine.label), '', %4$s, $5
+            FROM fine
+            GROUP BY 1, 2, 3
+        )
+        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %3$s)
+        SELECT date_bin('1 hour', fine.bucket_5m, timestamptz '2000-01-01 00:00+00'),
+               fine.event_type, fine.label, fine.agent_id, %4$s, $5
+        FROM fine
+        GROUP BY 1, 2, 3, 4$fold$,
+        runra_obs._rollup_measures_sql(), facts, runra_obs._rollup_columns(),
+        runra_obs._rollup_merge_measures())
+    USING after_id, up_to_id, from_time, to_time, compacted;
+
+    -- a rebuild recounts its sandboxes afterwards instead
+    IF compacted THEN
+        RETURN;
+    END IF;
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+        SELECT g.sandbox_id, c.agent_id, c.tool_calls
+        FROM (%s) AS g, runra_obs._sandbox_agent_calls(g.hours) AS c
+        ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+        $fold$, format(per_sandbox, format(hours, 'f.event_type = ''tool.invoked''')))
+    USING after_id, up_to_id, from_time, to_time;
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT g.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM (%s) AS g
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(g.hours) AS t
+             LEFT JOIN LATERAL (
+                 SELECT a.agent_id, a.tool_calls
+                 FROM runra_obs.rollup_sandbox_agent AS a
+                 WHERE a.sandbox_id = g.sandbox_id
+                 ORDER BY a.tool_calls DESC, a.agent_id
+                 LIMIT 1) AS b ON true
+        %s$fold$, format(per_sandbox, format(hours, 'true')), runra_obs._sandbox_totals_upsert_sql())
+    USING after_id, up_to_id, from_time, to_time;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean) IS
+    'Internal: _fold_rollups() on Citus: the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time), grouped on the shards';
+CREATE OR REPLACE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
+                                        from_time timestamptz, to_time timestamptz,
+                                        compacted boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF runra_obs._events_distributed() THEN
+        PERFORM runra_obs._fold_rollups_on_shards(after_id, up_to_id, from_time, to_time, compacted);
+        RETURN;
+    END IF;
+    EXECUTE format($fold$
+        WITH r AS MATERIALIZED (
+            SELECT * FROM runra_obs._rollup_rows($1, $2, $3, $4)
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, $5
+            FROM r WHERE rollup = 'rollup_5m'
+        ), to_1h AS (
+            INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, $5
+            FROM r WHERE rollup = 'rollup_1h'
+        ), to_1h_sandbox AS (
+            INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+                events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                value_count, value_sum, value_max, limit_max, over_90, compacted)
+            SELECT bucket, sandbox_id, event_type, label, agent_id,
+                   events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+                   value_count, value_sum, value_max, limit_max, over_90, $5
+            FROM r WHERE rollup = 'rollup_1h_sandbox'
+        ),
+        -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
+        -- rows, in the same statement.  A rebuild (compacted) recounts its
+        -- sandboxes afterwards instead.
+        hours AS (
+            SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
+                                 value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
+            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT $5
+        ), calls AS (
+            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+            SELECT c.sandbox_id, c.agent_id, c.tool_calls
+            FROM hours AS h, runra_obs._sandbox_agent_calls(h.hours) AS c
+            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+            RETURNING a.sandbox_id, a.agent_id, a.tool_calls
+        ), busiest AS (
+            -- tool calls only grow, so the busiest agent is the one it was
+            -- or one of the agents whose calls grew now (with their totals)
+            SELECT DISTINCT ON (c.sandbox_id) c.sandbox_id, c.agent_id, c.tool_calls
+            FROM calls AS c
+            ORDER BY c.sandbox_id, c.tool_calls DESC, c.agent_id
+        )
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT t.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM hours AS h
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
+             LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
+        %s
+    $fold$, runra_obs._sandbox_totals_upsert_sql())
+    USING after_id, up_to_id, from_time, to_time, compacted;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
+    'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
+REVOKE ALL ON FUNCTION
+    runra_obs._rollup_facts_sql(boolean),
+    runra_obs._rollup_measures_sql(),
+    runra_obs._sandbox_totals_upsert_sql(),
+    runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    runra_obs._rollup_facts_sql(boolean),
+    runra_obs._rollup_measures_sql()
+TO runra_obs_reader;

@@ -134,7 +134,7 @@ sub fleet_events
 		  : $kind == 2 ? { timestamp => $ts, sandboxId => $sb, type => 'resource.memory',
 				data => { memoryUsedMb => 400 + $i % 200, memoryLimitMb => 512 } }
 		  : $kind == 3 ? { timestamp => $ts, sandboxId => $sb, type => 'tool.invoked',
-				data => { toolName => 'grep', agentId => 'agent' . ($i % 3) } }
+				data => { toolName => 'grep', agentId => 'agent' . (int($i / 7) % 3) } }
 		  : $kind == 4 ? { timestamp => $ts, sandboxId => $sb, type => 'sandbox.created',
 				data => { image => 'python:3.12' } }
 		  : { timestamp => $ts, sandboxId => $sb, type => 'exec.started', data => { command => "cmd" . ($i % 4) } };
@@ -249,10 +249,36 @@ sub same_answers
 }
 same_answers('raw events');
 
+# Folded in steps of 97 ids, as the worker folds a busy log, so that the
+# totals of a sandbox and its busiest agent grow over several folds: on
+# Citus the shards group the events, and their rows must be those one
+# server's single statement writes.
+my $fold_in_steps = q{DO $$ BEGIN
+	WHILE runra_obs._consume_rollups(runra_obs.safe_watermark(), 97) < runra_obs.safe_watermark() LOOP
+	END LOOP; END $$};
+$_->safe_psql('postgres', $fold_in_steps) for ($single, $coordinator);
 is($coordinator->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()'), $total,
 	'the rollup consumer folds every event on Citus');
-$single->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()');
+is($single->safe_psql('postgres', 'SELECT runra_obs.fold_rollups()'), $total, 'and on one server');
 same_answers('folded into rollups');
+my $measures = 'sum(events), sum(failures), sum(cost), sum(duration_count), sum(duration_sum), '
+  . 'max(duration_max), runra_obs.histogram_merge(duration_hist), sum(value_count), sum(value_sum), '
+  . 'max(value_max), max(limit_max), sum(over_90)';
+foreach my $q (
+	"SELECT bucket, event_type, label, agent_id, $measures FROM runra_obs.rollup_5m GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+	"SELECT bucket, event_type, label, agent_id, $measures FROM runra_obs.rollup_1h GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+	"SELECT bucket, sandbox_id, event_type, label, agent_id, $measures FROM runra_obs.rollup_1h_sandbox "
+	  . "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+	'SELECT * FROM runra_obs.rollup_sandbox ORDER BY sandbox_id',
+	'SELECT * FROM runra_obs.rollup_sandbox_agent ORDER BY sandbox_id, agent_id')
+{
+	my ($table) = $q =~ /FROM (runra_obs\.\w+)/;
+	my $want = $single->safe_psql('postgres', $q);
+	isnt($want, '', "$table has rows to compare");
+	is($coordinator->safe_psql('postgres', $q), $want, "$table: the rows one server folds, folded on the shards");
+}
+like($single->safe_psql('postgres', 'SELECT count(DISTINCT busiest_agent) FROM runra_obs.rollup_sandbox'),
+	qr/^[2-5]$/, 'the sandboxes have different busiest agents');
 
 # the histogram aggregates merge partial histograms: the fleet's p95 over
 # the per-sandbox rollups is aggregated on each shard, then combined

@@ -254,17 +254,68 @@ $$;
 COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
     'The label a rollup table keeps for an event: rollup_5m only commands, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
 
+-- The facts of each event that the rollups count, as the text of a query
+-- over the events with ids in ($1, $2] and, when time_bounded, created_at
+-- in [$3, $4).  One definition for the fold on one node (_rollup_rows)
+-- and on Citus's shards (_fold_rollups_on_shards, 90_citus.sql).  The
+-- time bounds go in only when a rebuild gives them: -infinity..infinity
+-- would make a created_at index look useful.
+CREATE FUNCTION runra_obs._rollup_facts_sql(time_bounded boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'SELECT date_bin(''5 minutes'', e.created_at, timestamptz ''2000-01-01 00:00+00'') AS bucket_5m,
+               date_bin(''1 hour'', e.created_at, timestamptz ''2000-01-01 00:00+00'') AS bucket_1h,
+               e.sandbox_id,
+               e.event_type,
+               runra_obs.event_label(e.event_type, e.data) AS label,
+               runra_obs.event_agent(e.data) AS agent_id,
+               runra_obs.event_failed(e.event_type, e.data) AS failed,
+               runra_obs.event_cost(e.event_type, e.data) AS cost,
+               runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
+               runra_obs.event_value(e.event_type, e.data) AS value,
+               runra_obs.event_limit(e.event_type, e.data) AS lim
+        FROM runra_obs.sandbox_events AS e
+        WHERE e.id > $1 AND e.id <= $2'
+        || CASE WHEN time_bounded THEN ' AND e.created_at >= $3 AND e.created_at < $4' ELSE '' END
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_facts_sql(boolean) IS
+    'Internal: the query of the facts the rollups count of the events with ids in ($1, $2] (and created_at in [$3, $4) when time_bounded), as SQL';
+
+-- The measures of a rollup row, aggregated from facts (aliased f) as
+-- _rollup_facts_sql() names them, as SQL.
+CREATE FUNCTION runra_obs._rollup_measures_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'count(*) AS events,
+           count(*) FILTER (WHERE f.failed) AS failures,
+           sum(f.cost) AS cost,
+           count(f.duration_ms) AS duration_count,
+           sum(f.duration_ms) AS duration_sum,
+           max(f.duration_ms) AS duration_max,
+           runra_obs.duration_histogram(f.duration_ms::float8) AS duration_hist,
+           count(f.value) AS value_count,
+           sum(f.value) AS value_sum,
+           max(f.value) AS value_max,
+           max(f.lim) AS limit_max,
+           count(*) FILTER (WHERE f.value > 0.9 * f.lim) AS over_90'
+$$;
+COMMENT ON FUNCTION runra_obs._rollup_measures_sql() IS
+    'Internal: the measures of a rollup row aggregated from the facts of its events (aliased f), as SQL';
+
 -- The rollup rows of the events with ids in (after_id, up_to_id] and
 -- created_at in [from_time, to_time), for the three tables at once: each
 -- event's facts are read once and grouped three ways (GROUPING SETS);
--- `rollup` names the table a row is for.  The consumer's fold, rebuilds and
--- the live views all use this one statement.  It is planned with its
--- bounds as values (a generic plan would read the id range through the
--- created_at indexes of every partition) and without sequential scans, so
--- the id range is read through the index on id, even in a partition
--- without statistics yet (where any id range looks like a third of it).  It is not run at all when no event was stored
--- after after_id, which is what a live view finds when the worker keeps up
--- and nobody is writing.
+-- `rollup` names the table a row is for.  The consumer's fold on one
+-- node, rebuilds and the live views all use this one statement.  It is
+-- planned with its bounds as values (a generic plan would read the id
+-- range through the created_at indexes of every partition) and without
+-- sequential scans, so the id range is read through the index on id, even
+-- in a partition without statistics yet (where any id range looks like a
+-- third of it).  It is not run at all when no event was stored after
+-- after_id, which is what a live view finds when the worker keeps up and
+-- nobody is writing.
 CREATE FUNCTION runra_obs._rollup_rows(after_id bigint, up_to_id bigint,
                                        from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (rollup text, bucket timestamptz, sandbox_id text, event_type text, label text,
@@ -282,23 +333,8 @@ BEGIN
     IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
         RETURN;
     END IF;
-    -- The time bounds go into the statement only when a rebuild gives them:
-    -- -infinity..infinity would make a created_at index look useful.
     RETURN QUERY EXECUTE format($rows$
-    WITH facts AS MATERIALIZED (
-        SELECT date_bin('5 minutes', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_5m,
-               date_bin('1 hour', e.created_at, timestamptz '2000-01-01 00:00+00') AS bucket_1h,
-               e.sandbox_id,
-               e.event_type,
-               runra_obs.event_label(e.event_type, e.data) AS label,
-               runra_obs.event_agent(e.data) AS agent_id,
-               runra_obs.event_failed(e.event_type, e.data) AS failed,
-               runra_obs.event_cost(e.event_type, e.data) AS cost,
-               runra_obs.event_duration_ms(e.event_type, e.data) AS duration_ms,
-               runra_obs.event_value(e.event_type, e.data) AS value,
-               runra_obs.event_limit(e.event_type, e.data) AS lim
-        FROM runra_obs.sandbox_events AS e
-        WHERE e.id > $1 AND e.id <= $2 %s
+    WITH facts AS MATERIALIZED (%s
     ), keyed AS (
         SELECT f.*,
                runra_obs._rollup_key('rollup_5m', f.event_type, f.label) AS label_5m,
@@ -307,33 +343,22 @@ BEGIN
     )
     -- In each grouping set the columns of the other sets are NULL, and no
     -- key is ever NULL itself, so coalesce picks the key of the row's set.
-    SELECT CASE WHEN grouping(k.bucket_5m) = 0 THEN 'rollup_5m'
-                WHEN grouping(k.sandbox_id) = 0 THEN 'rollup_1h_sandbox'
+    SELECT CASE WHEN grouping(f.bucket_5m) = 0 THEN 'rollup_5m'
+                WHEN grouping(f.sandbox_id) = 0 THEN 'rollup_1h_sandbox'
                 ELSE 'rollup_1h' END,
-           coalesce(k.bucket_5m, k.bucket_1h),
-           k.sandbox_id,
-           k.event_type,
-           coalesce(k.label_5m, k.label, k.label_sandbox),
-           coalesce(k.agent_id, ''),
-           count(*),
-           count(*) FILTER (WHERE k.failed),
-           sum(k.cost),
-           count(k.duration_ms),
-           sum(k.duration_ms),
-           max(k.duration_ms),
-           runra_obs.duration_histogram(k.duration_ms::float8),
-           count(k.value),
-           sum(k.value),
-           max(k.value),
-           max(k.lim),
-           count(*) FILTER (WHERE k.value > 0.9 * k.lim)
-    FROM keyed AS k
+           coalesce(f.bucket_5m, f.bucket_1h),
+           f.sandbox_id,
+           f.event_type,
+           coalesce(f.label_5m, f.label, f.label_sandbox),
+           coalesce(f.agent_id, ''),
+           %s
+    FROM keyed AS f
     GROUP BY GROUPING SETS (
-        (k.bucket_5m, k.event_type, k.label_5m),
-        (k.bucket_1h, k.event_type, k.label, k.agent_id),
-        (k.bucket_1h, k.sandbox_id, k.event_type, k.label_sandbox, k.agent_id))
-    $rows$, CASE WHEN from_time > '-infinity' OR to_time < 'infinity'
-                 THEN 'AND e.created_at >= $3 AND e.created_at < $4' ELSE '' END)
+        (f.bucket_5m, f.event_type, f.label_5m),
+        (f.bucket_1h, f.event_type, f.label, f.agent_id),
+        (f.bucket_1h, f.sandbox_id, f.event_type, f.label_sandbox, f.agent_id))
+    $rows$, runra_obs._rollup_facts_sql(from_time > '-infinity' OR to_time < 'infinity'),
+            runra_obs._rollup_measures_sql())
     USING after_id, up_to_id, from_time, to_time;
 END
 $$;
@@ -373,7 +398,8 @@ COMMENT ON FUNCTION runra_obs._ingest_rows(bigint, bigint) IS
 -- Inserts the rollup rows of a range of events; compacted says what they
 -- are (false for the consumer's deltas, true when rebuilt).  PL/pgSQL, so
 -- that Citus can plan the statement (it cannot plan a non-inlined SQL
--- function's statements: their parameters have no values yet).
+-- function's statements: their parameters have no values yet).  On Citus
+-- the shards do the work (_fold_rollups_on_shards, 90_citus.sql).
 CREATE FUNCTION runra_obs._fold_rollups(after_id bigint, up_to_id bigint,
                                         from_time timestamptz, to_time timestamptz,
                                         compacted boolean)
@@ -382,15 +408,20 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF runra_obs._events_distributed() THEN
+        PERFORM runra_obs._fold_rollups_on_shards(after_id, up_to_id, from_time, to_time, compacted);
+        RETURN;
+    END IF;
+    EXECUTE format($fold$
         WITH r AS MATERIALIZED (
-            SELECT * FROM runra_obs._rollup_rows(after_id, up_to_id, from_time, to_time)
+            SELECT * FROM runra_obs._rollup_rows($1, $2, $3, $4)
         ), to_5m AS (
             INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id,
                 events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
                 value_count, value_sum, value_max, limit_max, over_90, compacted)
             SELECT bucket, event_type, label, agent_id,
                    events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
+                   value_count, value_sum, value_max, limit_max, over_90, $5
             FROM r WHERE rollup = 'rollup_5m'
         ), to_1h AS (
             INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id,
@@ -398,7 +429,7 @@ BEGIN
                 value_count, value_sum, value_max, limit_max, over_90, compacted)
             SELECT bucket, event_type, label, agent_id,
                    events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
+                   value_count, value_sum, value_max, limit_max, over_90, $5
             FROM r WHERE rollup = 'rollup_1h'
         ), to_1h_sandbox AS (
             INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
@@ -406,7 +437,7 @@ BEGIN
                 value_count, value_sum, value_max, limit_max, over_90, compacted)
             SELECT bucket, sandbox_id, event_type, label, agent_id,
                    events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
-                   value_count, value_sum, value_max, limit_max, over_90, compacted
+                   value_count, value_sum, value_max, limit_max, over_90, $5
             FROM r WHERE rollup = 'rollup_1h_sandbox'
         ),
         -- The per-sandbox totals (62_sandbox_totals.sql) grow by the same
@@ -415,7 +446,7 @@ BEGIN
         hours AS (
             SELECT array_agg(ROW(bucket, sandbox_id, event_type, label, agent_id, events, cost,
                                  value_max, limit_max, over_90)::runra_obs._sandbox_hour) AS hours
-            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT _fold_rollups.compacted
+            FROM r WHERE rollup = 'rollup_1h_sandbox' AND NOT $5
         ), calls AS (
             INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
             SELECT c.sandbox_id, c.agent_id, c.tool_calls
@@ -437,32 +468,9 @@ BEGIN
         FROM hours AS h
              CROSS JOIN LATERAL runra_obs._sandbox_totals_of(h.hours) AS t
              LEFT JOIN busiest AS b ON b.sandbox_id = t.sandbox_id
-        ON CONFLICT (sandbox_id) DO UPDATE SET
-            first_bucket = least(s.first_bucket, excluded.first_bucket),
-            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
-            events = s.events + excluded.events,
-            cost_events = s.cost_events + excluded.cost_events,
-            -- (NULL + x is NULL; a sum of no costs stays NULL)
-            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
-            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
-            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
-            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
-            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
-                                         s.unattributed_cost, excluded.unattributed_cost),
-            image = greatest(s.image, excluded.image),
-            -- the busier of the two, by the order _sandbox_totals_of() uses
-            (busiest_agent, busiest_agent_calls) = (
-                SELECT w.agent, w.calls
-                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
-                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
-                WHERE w.agent IS NOT NULL
-                ORDER BY w.calls DESC, w.agent
-                LIMIT 1),
-            resource_events = s.resource_events + excluded.resource_events,
-            over_90 = s.over_90 + excluded.over_90,
-            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
-            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
-            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak);
+        %s
+    $fold$, runra_obs._sandbox_totals_upsert_sql())
+    USING after_id, up_to_id, from_time, to_time, compacted;
 END
 $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
@@ -862,6 +870,8 @@ REVOKE ALL ON FUNCTION
     runra_obs._rollup_merge_measures(),
     runra_obs._rollup_columns(),
     runra_obs._rollup_key(text, text, text),
+    runra_obs._rollup_facts_sql(boolean),
+    runra_obs._rollup_measures_sql(),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
     runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
     runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),
@@ -880,6 +890,8 @@ GRANT EXECUTE ON FUNCTION
     runra_obs._histogram_merge(bigint[], bigint[]),
     runra_obs._histogram_final(bigint[]),
     runra_obs._rollup_key(text, text, text),
+    runra_obs._rollup_facts_sql(boolean),
+    runra_obs._rollup_measures_sql(),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
     runra_obs._rollup_5m_live(timestamptz, timestamptz, text[]),
     runra_obs._rollup_1h_live(timestamptz, timestamptz, text[]),

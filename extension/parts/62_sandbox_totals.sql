@@ -156,6 +156,45 @@ $$;
 COMMENT ON FUNCTION runra_obs._sandbox_totals_of(runra_obs._sandbox_hour[]) IS
     'Internal: the rollup_sandbox row of each sandbox in some hourly rows';
 
+-- How a fold's totals of a sandbox are added to its rollup_sandbox row,
+-- as SQL: the ON CONFLICT clause of an INSERT INTO runra_obs.rollup_sandbox
+-- AS s of the fold's totals, whose busiest agent is one whose tool calls
+-- grew now, with its total calls.  The fold on one node and on Citus's
+-- shards both end with it.
+CREATE FUNCTION runra_obs._sandbox_totals_upsert_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT 'ON CONFLICT (sandbox_id) DO UPDATE SET
+            first_bucket = least(s.first_bucket, excluded.first_bucket),
+            last_bucket = greatest(s.last_bucket, excluded.last_bucket),
+            events = s.events + excluded.events,
+            cost_events = s.cost_events + excluded.cost_events,
+            -- (NULL + x is NULL; a sum of no costs stays NULL)
+            runtime_cost = coalesce(s.runtime_cost + excluded.runtime_cost, s.runtime_cost, excluded.runtime_cost),
+            storage_cost = coalesce(s.storage_cost + excluded.storage_cost, s.storage_cost, excluded.storage_cost),
+            cost = coalesce(s.cost + excluded.cost, s.cost, excluded.cost),
+            unattributed_cost_events = s.unattributed_cost_events + excluded.unattributed_cost_events,
+            unattributed_cost = coalesce(s.unattributed_cost + excluded.unattributed_cost,
+                                         s.unattributed_cost, excluded.unattributed_cost),
+            image = greatest(s.image, excluded.image),
+            -- the busier of the two, by the order _sandbox_totals_of() uses
+            (busiest_agent, busiest_agent_calls) = (
+                SELECT w.agent, w.calls
+                FROM (VALUES (s.busiest_agent, s.busiest_agent_calls),
+                             (excluded.busiest_agent, excluded.busiest_agent_calls)) AS w (agent, calls)
+                WHERE w.agent IS NOT NULL
+                ORDER BY w.calls DESC, w.agent
+                LIMIT 1),
+            resource_events = s.resource_events + excluded.resource_events,
+            over_90 = s.over_90 + excluded.over_90,
+            memory_peak = greatest(s.memory_peak, excluded.memory_peak),
+            memory_limit = greatest(s.memory_limit, excluded.memory_limit),
+            cpu_peak = greatest(s.cpu_peak, excluded.cpu_peak)'
+$$;
+COMMENT ON FUNCTION runra_obs._sandbox_totals_upsert_sql() IS
+    'Internal: the ON CONFLICT clause that adds a fold''s totals of a sandbox to its rollup_sandbox row, as SQL';
+
 -- Recounts the totals of some sandboxes from their hourly rows, after a
 -- change that the fold's running sums cannot follow (a rebuilt window,
 -- hours past retention).  The caller holds the rollup consumer's row, so
@@ -250,6 +289,7 @@ COMMENT ON FUNCTION runra_obs.sandbox_totals(timestamptz, timestamptz) IS
 REVOKE ALL ON FUNCTION
     runra_obs._sandbox_agent_calls(runra_obs._sandbox_hour[]),
     runra_obs._sandbox_totals_of(runra_obs._sandbox_hour[]),
+    runra_obs._sandbox_totals_upsert_sql(),
     runra_obs._recount_sandboxes(text[]),
     runra_obs.sandbox_totals(timestamptz, timestamptz)
 FROM PUBLIC;

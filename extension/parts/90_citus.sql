@@ -205,3 +205,121 @@ $$;
 COMMENT ON FUNCTION runra_obs.distribute(integer) IS
     'On a Citus coordinator: distributes sandbox_events and the per-sandbox rollups by sandbox_id (colocated; shard_count shards per day partition, default citus.shard_count) and closes the workers'' id sequences; safe to call again';
 REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
+
+-- The rollup consumer's fold on Citus: the shards do the work.  Each
+-- statement below reads the new events on every shard and groups them
+-- there, so the coordinator only sends them and merges the fleet rows
+-- (one process on one core could fold about 80k events/s when the
+-- coordinator grouped every event: docs/citus.md).
+--   1. the hourly rows of each sandbox, inserted into the colocated shard
+--      of rollup_1h_sandbox (Citus pushes the whole INSERT ... SELECT down);
+--   2. the fleet rows: every shard groups its events by 5 minutes, event
+--      type, label and agent, the coordinator merges those partial rows
+--      into rollup_5m and rollup_1h (which stay on the coordinator);
+--   3. unless rebuilding, the per-sandbox totals (62_sandbox_totals.sql),
+--      on the shards again: tool calls per agent, then each sandbox's
+--      totals with its busiest agent read back from the agents' rows (the
+--      one statement of one node uses the RETURNING of the first instead,
+--      which Citus cannot push down).
+-- The same events are read three or four times, on the workers, where
+-- adding nodes adds cores; the rows are those of the one-node fold, by
+-- the same definitions (_rollup_facts_sql, _rollup_measures_sql,
+-- _sandbox_agent_calls, _sandbox_totals_of, _sandbox_totals_upsert_sql).
+CREATE FUNCTION runra_obs._fold_rollups_on_shards(after_id bigint, up_to_id bigint,
+                                                  from_time timestamptz, to_time timestamptz,
+                                                  compacted boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    facts text := runra_obs._rollup_facts_sql(from_time > '-infinity' OR to_time < 'infinity');
+    -- the fold's rollup_1h_sandbox rows of the events matching a condition
+    -- on their facts (%s)
+    hours text := format($hours$
+        SELECT f.bucket_1h AS bucket, f.sandbox_id, f.event_type,
+               runra_obs._rollup_key('rollup_1h_sandbox', f.event_type, f.label) AS label,
+               f.agent_id, %s
+        FROM (%s) AS f
+        WHERE %%s
+        GROUP BY 1, 2, 3, 4, 5$hours$, runra_obs._rollup_measures_sql(), facts);
+    -- those rows of each sandbox as one array
+    per_sandbox text := $sandbox$
+        SELECT h.sandbox_id,
+               array_agg(ROW(h.bucket, h.sandbox_id, h.event_type, h.label, h.agent_id, h.events,
+                             h.cost, h.value_max, h.limit_max, h.over_90)::runra_obs._sandbox_hour) AS hours
+        FROM (%s) AS h
+        GROUP BY h.sandbox_id$sandbox$;
+BEGIN
+    -- One connection per worker, its shards' tasks one after the other:
+    -- at Citus's defaults every step would open up to 16 connections per
+    -- worker and close 15 at commit (forking backends each second).  And
+    -- the plan of one node on every shard: the id range read through the
+    -- index on id (_rollup_rows says why).  Both until this function
+    -- returns (its SET clause ends them), on the workers until commit.
+    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size', '1', true);
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    SET LOCAL enable_seqscan = off;
+
+    -- (the target's sandbox_id taken from the events' own, never from a
+    -- function's result: only then does Citus push the insert down)
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
+            events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
+            value_count, value_sum, value_max, limit_max, over_90, compacted)
+        SELECT h.*, $5 FROM (%s) AS h$fold$, format(hours, 'true'))
+    USING after_id, up_to_id, from_time, to_time, compacted;
+
+    EXECUTE format($fold$
+        WITH fine AS MATERIALIZED (
+            SELECT f.bucket_5m, f.event_type, f.label, f.agent_id, %1$s
+            FROM (%2$s) AS f
+            GROUP BY 1, 2, 3, 4
+        ), to_5m AS (
+            INSERT INTO runra_obs.rollup_5m (bucket, event_type, label, agent_id, %3$s)
+            SELECT fine.bucket_5m, fine.event_type,
+                   runra_obs._rollup_key('rollup_5m', fine.event_type, fine.label), '', %4$s, $5
+            FROM fine
+            GROUP BY 1, 2, 3
+        )
+        INSERT INTO runra_obs.rollup_1h (bucket, event_type, label, agent_id, %3$s)
+        SELECT date_bin('1 hour', fine.bucket_5m, timestamptz '2000-01-01 00:00+00'),
+               fine.event_type, fine.label, fine.agent_id, %4$s, $5
+        FROM fine
+        GROUP BY 1, 2, 3, 4$fold$,
+        runra_obs._rollup_measures_sql(), facts, runra_obs._rollup_columns(),
+        runra_obs._rollup_merge_measures())
+    USING after_id, up_to_id, from_time, to_time, compacted;
+
+    -- a rebuild recounts its sandboxes afterwards instead
+    IF compacted THEN
+        RETURN;
+    END IF;
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+        SELECT g.sandbox_id, c.agent_id, c.tool_calls
+        FROM (%s) AS g, runra_obs._sandbox_agent_calls(g.hours) AS c
+        ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+        $fold$, format(per_sandbox, format(hours, 'f.event_type = ''tool.invoked''')))
+    USING after_id, up_to_id, from_time, to_time;
+    EXECUTE format($fold$
+        INSERT INTO runra_obs.rollup_sandbox AS s
+        SELECT g.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+               t.memory_peak, t.memory_limit, t.cpu_peak
+        FROM (%s) AS g
+             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(g.hours) AS t
+             LEFT JOIN LATERAL (
+                 SELECT a.agent_id, a.tool_calls
+                 FROM runra_obs.rollup_sandbox_agent AS a
+                 WHERE a.sandbox_id = g.sandbox_id
+                 ORDER BY a.tool_calls DESC, a.agent_id
+                 LIMIT 1) AS b ON true
+        %s$fold$, format(per_sandbox, format(hours, 'true')), runra_obs._sandbox_totals_upsert_sql())
+    USING after_id, up_to_id, from_time, to_time;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean) IS
+    'Internal: _fold_rollups() on Citus: the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time), grouped on the shards';
+REVOKE ALL ON FUNCTION runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean) FROM PUBLIC;
