@@ -378,6 +378,8 @@ END {
     co = (cpu("citus.jsonl", 0) + cpu("citus.fold", 0)) / n("citus.jsonl")
     wk = (cpus("citus.jsonl", 1, 2) + cpus("citus.fold", 1, 2)) / n("citus.jsonl")
     fold_co = cpu("citus.fold", 0) / n("citus.fold")
+    fold_wk = cpus("citus.fold", 1, 2) / n("citus.fold")   # both workers' CPU per event folded
+    fold_1 = cpu("single.fold", 0) / n("single.fold")
     wal_w = (part("citus.jsonl", 1, 2) + part("citus.jsonl", 2, 2)) / n("citus.jsonl")
     seq = f["seq.ids"] / (f["seq.ms"] / 1000)
     print "\n== capacity on paper =="
@@ -387,8 +389,11 @@ END {
     printf "  Citus:     %6.0f events/s per core ingesting, %6.0f with the fold, over all 3 nodes (%.2f of one node's)\n",
         1 / cc, 1 / (co + wk), s1 / (co + wk)
     printf "             coordinator %.1f us and workers %.1f us CPU per event (ingest and fold)\n", co * 1e6, wk * 1e6
-    printf "             one coordinator core routes %.0f events/s; the fold alone, one process, at most %.0f events/s on its coordinator core\n",
-        1 / co, 1 / fold_co
+    printf "             one coordinator core routes %.0f events/s\n", 1 / co
+    # the fold on Citus: one process on the coordinator, and on each worker
+    # one backend (one connection per worker) folding that worker's shards
+    printf "  the fold, one process: on one node at most %.0f events/s; on Citus its coordinator part at most %.0f events/s, and each worker's at most %.0f events/s of that worker's shards\n",
+        1 / fold_1, 1 / fold_co, 1 / fold_wk
     printf "  the id sequence: %.1f M nextval/s in %d sessions on one node\n", seq / 1e6, sessions
     wal_1 = part("single.jsonl", 0, 2) / n("single.jsonl")
     printf "a fleet of R events/s, nodes of %d cores at most %.0f%% busy (CPU only; the figures above scaled linearly):\n",
@@ -402,9 +407,11 @@ END {
         printf "    Citus: a coordinator of %.0f cores (%s), %d worker%s (%.0f cores), %.0f MB/s of WAL a worker\n",
             cc_cores, (cc_cores <= node_cores) ? "fits one node" : sprintf("%.1f nodes' worth: runra_obs takes ingest on one coordinator only", cc_cores / node_cores),
             workers, (workers == 1) ? "" : "s", w_cores, R * wal_w / workers / 1e6
-        printf "    the fold, one process on one core: %.1f cores' work on Citus (coordinator CPU alone), %.1f on one node: %s\n",
-            R * fold_co, R * cpu("single.fold", 0) / n("single.fold"),
-            (R * fold_co <= busy && R * cpu("single.fold", 0) / n("single.fold") <= busy) ? "keeps up" : "falls behind"
+        fold_workers = ceil(R * fold_wk / busy)
+        printf "    the fold: on one node %.1f cores' work for one process (%s); on Citus %.1f on the coordinator (%s) and %.1f on the workers, one process each: %s\n",
+            R * fold_1, (R * fold_1 <= busy) ? "keeps up" : "falls behind",
+            R * fold_co, (R * fold_co <= busy) ? "keeps up" : "falls behind", R * fold_wk,
+            (fold_workers <= workers) ? "keeps up" : sprintf("keeps up from %d workers", fold_workers)
         printf "    ids: %.0f%% of the rate the one sequence gave %d sessions here\n", R / seq * 100, sessions
     }
 }

@@ -1467,13 +1467,16 @@ DECLARE
         FROM (%s) AS h
         GROUP BY h.sandbox_id$sandbox$;
 BEGIN
-    -- One connection per worker, its shards' tasks one after the other:
-    -- at Citus's defaults every step would open up to 16 connections per
-    -- worker and close 15 at commit (forking backends each second).  And
-    -- the plan of one node on every shard: the id range read through the
-    -- index on id (_rollup_rows says why).  Both until this function
-    -- returns (its SET clause ends them), on the workers until commit.
-    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size', '1', true);
+    -- runra_obs.rollup_shard_connections connections per worker (one by
+    -- default: its shards folded one after the other), which the rollup
+    -- worker keeps open between folds: at Citus's defaults every step
+    -- would open up to 16 connections per worker and close 15 at commit
+    -- (forking backends each second).  And the plan of one node on every
+    -- shard: the id range read through the index on id (_rollup_rows says
+    -- why).  Both until this function returns (its SET clause ends them),
+    -- on the workers until commit.
+    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size',
+                                  pg_catalog.current_setting('runra_obs.rollup_shard_connections'), true);
     PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
     SET LOCAL enable_seqscan = off;
 

@@ -64,6 +64,7 @@ bool		runra_rollup_enabled = true;
 int			runra_rollup_interval_ms = 1000;
 int			runra_rollup_batch_size = 100000;
 int			runra_rollup_nice = 10;
+int			runra_rollup_shard_connections = 1;
 
 /* alerting */
 bool		runra_alert_enabled = true;
@@ -319,6 +320,13 @@ define_rollup_gucs(void)
 							"fold later, in bigger and cheaper batches; answers stay exact, since "
 							"queries add the events not folded yet.",
 							&runra_rollup_nice, 10, 0, 19,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("runra_obs.rollup_shard_connections",
+							"Connections to each Citus worker that a rollup fold uses.",
+							"On Citus the shards fold their own events; a worker's shards are folded "
+							"over this many connections at once (each a backend there), kept open "
+							"between the rollup worker's folds.",
+							&runra_rollup_shard_connections, 1, 1, 64,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 

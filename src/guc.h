@@ -61,6 +61,7 @@ extern int	runra_alert_retention_s;
 extern int	runra_rollup_interval_ms;
 extern int	runra_rollup_batch_size;
 extern int	runra_rollup_nice;
+extern int	runra_rollup_shard_connections;
 
 extern void runra_define_gucs(void);
 

@@ -33,7 +33,8 @@ my $cluster = citus_cluster('store',
 		"runra_obs.notify_channel = 'runra_events'",
 		"runra_obs.notify_flush_ms = 50",
 		"runra_obs.forward_enabled = on",
-		"runra_obs.forward_poll_interval = '200ms'"]);
+		"runra_obs.forward_poll_interval = '200ms'",
+		"runra_obs.rollup_shard_connections = 2"]);    # each worker's shards folded two at a time
 my $coordinator = $cluster->coordinator;
 my @workers = $cluster->workers;
 

@@ -15,9 +15,8 @@
 -- rollups, rejected events and the configuration stay on the coordinator,
 -- where every runra_obs worker runs: they are small, written by one
 -- process, and read with the distributed tables by queries Citus plans as
--- joins of local and distributed tables.  The rollup consumer's fold reads
--- the new events with a distributed query and groups them on the
--- coordinator, then writes the per-sandbox rows to their shards.
+-- joins of local and distributed tables.  The rollup consumer's fold groups
+-- the new events on the shards (_fold_rollups_on_shards, at the end).
 --
 -- The API's SQL functions are inlined before Citus plans a query that
 -- calls them (src/citus/inline.c), so Citus sees the distributed tables.
@@ -251,13 +250,16 @@ DECLARE
         FROM (%s) AS h
         GROUP BY h.sandbox_id$sandbox$;
 BEGIN
-    -- One connection per worker, its shards' tasks one after the other:
-    -- at Citus's defaults every step would open up to 16 connections per
-    -- worker and close 15 at commit (forking backends each second).  And
-    -- the plan of one node on every shard: the id range read through the
-    -- index on id (_rollup_rows says why).  Both until this function
-    -- returns (its SET clause ends them), on the workers until commit.
-    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size', '1', true);
+    -- runra_obs.rollup_shard_connections connections per worker (one by
+    -- default: its shards folded one after the other), which the rollup
+    -- worker keeps open between folds: at Citus's defaults every step
+    -- would open up to 16 connections per worker and close 15 at commit
+    -- (forking backends each second).  And the plan of one node on every
+    -- shard: the id range read through the index on id (_rollup_rows says
+    -- why).  Both until this function returns (its SET clause ends them),
+    -- on the workers until commit.
+    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size',
+                                  pg_catalog.current_setting('runra_obs.rollup_shard_connections'), true);
     PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
     SET LOCAL enable_seqscan = off;
 

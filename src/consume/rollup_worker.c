@@ -20,6 +20,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "consume/watermark.h"
@@ -37,6 +38,25 @@ typedef struct FoldStep
 	int64		position;		/* the consumer's position after the step */
 } FoldStep;
 
+/*
+ * On Citus the fold runs on the shards over runra_obs.rollup_shard_connections
+ * connections per worker (_fold_rollups_on_shards sets Citus's pool size);
+ * this keeps them open at commit, which Citus would otherwise close down to
+ * one a worker, forking backends there on every fold.  Until the end of the
+ * transaction, so that a changed setting applies at the next step.
+ */
+static void
+keep_shard_connections(void)
+{
+	char		connections[16];
+
+	if (GetConfigOption("citus.max_cached_conns_per_worker", true, false) == NULL)
+		return;
+	snprintf(connections, sizeof(connections), "%d", runra_rollup_shard_connections);
+	(void) set_config_option("citus.max_cached_conns_per_worker", connections,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
 /* The work of one fold transaction (see worker_xact.h). */
 static void
 fold_step(void *arg)
@@ -46,6 +66,7 @@ fold_step(void *arg)
 	Oid			types[2] = {INT8OID, INT8OID};
 	bool		isnull;
 
+	keep_shard_connections();
 	step->watermark = watermark_advance(step->probe);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
