@@ -331,6 +331,11 @@ function cpu(p, i)    { return part(p, i, 1) / k }              # seconds of CPU
 function cpus(p, lo, hi,   i, t) { for (i = lo; i <= hi; i++) t += cpu(p, i); return t }
 function us(p, i)     { return cpu(p, i) / n(p) * 1e6 }          # CPU microseconds per event
 function ceil(x)      { return (x == int(x)) ? x : int(x) + 1 }
+# whether W workers' fold backends, c on each, keep up with `work` cores of folding
+function fold_keeps_up(work, c, w,   need) {
+    need = ceil(work / (c * busy))
+    return (need <= w) ? sprintf("keeps up on %d worker%s", w, (w == 1) ? "" : "s") : sprintf("needs %d workers", need)
+}
 function used(p, hi)  { return cpus(p, 0, hi) / (ms(p) / 1000) }
 function machine(p)   { return f[p ".machine"] / k / (ms(p) / 1000) }
 function line(label, p, hi,   i) {
@@ -407,11 +412,12 @@ END {
         printf "    Citus: a coordinator of %.0f cores (%s), %d worker%s (%.0f cores), %.0f MB/s of WAL a worker\n",
             cc_cores, (cc_cores <= node_cores) ? "fits one node" : sprintf("%.1f nodes' worth: runra_obs takes ingest on one coordinator only", cc_cores / node_cores),
             workers, (workers == 1) ? "" : "s", w_cores, R * wal_w / workers / 1e6
-        fold_workers = ceil(R * fold_wk / busy)
-        printf "    the fold: on one node %.1f cores' work for one process (%s); on Citus %.1f on the coordinator (%s) and %.1f on the workers, one process each: %s\n",
+        # a worker folds its shards over runra_obs.rollup_shard_connections
+        # backends: with c of them, W workers keep up once R * fold_wk / W <= c * busy
+        printf "    the fold: on one node %.1f cores' work for one process (%s); on Citus %.1f on the coordinator's one process (%s) and %.1f on the workers: %s with 1 connection a worker (runra_obs.rollup_shard_connections), %s with 4\n",
             R * fold_1, (R * fold_1 <= busy) ? "keeps up" : "falls behind",
             R * fold_co, (R * fold_co <= busy) ? "keeps up" : "falls behind", R * fold_wk,
-            (fold_workers <= workers) ? "keeps up" : sprintf("keeps up from %d workers", fold_workers)
+            fold_keeps_up(R * fold_wk, 1, workers), fold_keeps_up(R * fold_wk, 4, workers)
         printf "    ids: %.0f%% of the rate the one sequence gave %d sessions here\n", R / seq * 100, sessions
     }
 }
