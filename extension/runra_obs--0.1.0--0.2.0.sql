@@ -1451,30 +1451,41 @@ AS $$
 DECLARE
     facts text := runra_obs._rollup_facts_sql(from_time > '-infinity' OR to_time < 'infinity');
     -- the fold's rollup_1h_sandbox rows of the events matching a condition
-    -- on their facts (%s)
-    hours text := format($hours$
+    -- on their facts: format(hours, measures, facts, condition), one
+    -- format() each time, so that no text put in is read as a format
+    hours constant text := $hours$
         SELECT f.bucket_1h AS bucket, f.sandbox_id, f.event_type,
                runra_obs._rollup_key('rollup_1h_sandbox', f.event_type, f.label) AS label,
                f.agent_id, %s
         FROM (%s) AS f
-        WHERE %%s
-        GROUP BY 1, 2, 3, 4, 5$hours$, runra_obs._rollup_measures_sql(), facts);
+        WHERE %s
+        GROUP BY 1, 2, 3, 4, 5$hours$;
     -- those rows of each sandbox as one array
-    per_sandbox text := $sandbox$
+    per_sandbox constant text := $sandbox$
         SELECT h.sandbox_id,
                array_agg(ROW(h.bucket, h.sandbox_id, h.event_type, h.label, h.agent_id, h.events,
                              h.cost, h.value_max, h.limit_max, h.over_90)::runra_obs._sandbox_hour) AS hours
         FROM (%s) AS h
         GROUP BY h.sandbox_id$sandbox$;
+    measures constant text := runra_obs._rollup_measures_sql();
+    -- what the caller's transaction had, given back at the end: a SET
+    -- LOCAL made in a function lasts to the end of the transaction (only
+    -- the settings a function's own SET clause names are restored)
+    seqscan_was text := pg_catalog.current_setting('enable_seqscan');
+    pool_was text := pg_catalog.current_setting('citus.max_adaptive_executor_pool_size');
+    propagate_was text := pg_catalog.current_setting('citus.propagate_set_commands');
 BEGIN
+    -- no event after after_id: nothing to send to the shards
+    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+        RETURN;
+    END IF;
     -- runra_obs.rollup_shard_connections connections per worker (one by
     -- default: its shards folded one after the other), which the rollup
     -- worker keeps open between folds: at Citus's defaults every step
     -- would open up to 16 connections per worker and close 15 at commit
     -- (forking backends each second).  And the plan of one node on every
     -- shard: the id range read through the index on id (_rollup_rows says
-    -- why).  Both until this function returns (its SET clause ends them),
-    -- on the workers until commit.
+    -- why), sent to the workers as a SET LOCAL of their transactions.
     PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size',
                                   pg_catalog.current_setting('runra_obs.rollup_shard_connections'), true);
     PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
@@ -1486,7 +1497,7 @@ BEGIN
         INSERT INTO runra_obs.rollup_1h_sandbox (bucket, sandbox_id, event_type, label, agent_id,
             events, failures, cost, duration_count, duration_sum, duration_max, duration_hist,
             value_count, value_sum, value_max, limit_max, over_90, compacted)
-        SELECT h.*, $5 FROM (%s) AS h$fold$, format(hours, 'true'))
+        SELECT h.*, $5 FROM (%s) AS h$fold$, format(hours, measures, facts, 'true'))
     USING after_id, up_to_id, from_time, to_time, compacted;
 
     EXECUTE format($fold$
@@ -1506,37 +1517,40 @@ BEGIN
                fine.event_type, fine.label, fine.agent_id, %4$s, $5
         FROM fine
         GROUP BY 1, 2, 3, 4$fold$,
-        runra_obs._rollup_measures_sql(), facts, runra_obs._rollup_columns(),
-        runra_obs._rollup_merge_measures())
+        measures, facts, runra_obs._rollup_columns(), runra_obs._rollup_merge_measures())
     USING after_id, up_to_id, from_time, to_time, compacted;
 
     -- a rebuild recounts its sandboxes afterwards instead
-    IF compacted THEN
-        RETURN;
+    IF NOT compacted THEN
+        EXECUTE format($fold$
+            INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
+            SELECT g.sandbox_id, c.agent_id, c.tool_calls
+            FROM (%s) AS g, runra_obs._sandbox_agent_calls(g.hours) AS c
+            ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
+            $fold$, format(per_sandbox, format(hours, measures, facts, 'f.event_type = ''tool.invoked''')))
+        USING after_id, up_to_id, from_time, to_time;
+        EXECUTE format($fold$
+            INSERT INTO runra_obs.rollup_sandbox AS s
+            SELECT g.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
+                   t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
+                   t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
+                   t.memory_peak, t.memory_limit, t.cpu_peak
+            FROM (%s) AS g
+                 CROSS JOIN LATERAL runra_obs._sandbox_totals_of(g.hours) AS t
+                 LEFT JOIN LATERAL (
+                     SELECT a.agent_id, a.tool_calls
+                     FROM runra_obs.rollup_sandbox_agent AS a
+                     WHERE a.sandbox_id = g.sandbox_id
+                     ORDER BY a.tool_calls DESC, a.agent_id
+                     LIMIT 1) AS b ON true
+            %s$fold$, format(per_sandbox, format(hours, measures, facts, 'true')),
+            runra_obs._sandbox_totals_upsert_sql())
+        USING after_id, up_to_id, from_time, to_time;
     END IF;
-    EXECUTE format($fold$
-        INSERT INTO runra_obs.rollup_sandbox_agent AS a (sandbox_id, agent_id, tool_calls)
-        SELECT g.sandbox_id, c.agent_id, c.tool_calls
-        FROM (%s) AS g, runra_obs._sandbox_agent_calls(g.hours) AS c
-        ON CONFLICT (sandbox_id, agent_id) DO UPDATE SET tool_calls = a.tool_calls + excluded.tool_calls
-        $fold$, format(per_sandbox, format(hours, 'f.event_type = ''tool.invoked''')))
-    USING after_id, up_to_id, from_time, to_time;
-    EXECUTE format($fold$
-        INSERT INTO runra_obs.rollup_sandbox AS s
-        SELECT g.sandbox_id, t.first_bucket, t.last_bucket, t.events, t.cost_events,
-               t.runtime_cost, t.storage_cost, t.cost, t.unattributed_cost_events, t.unattributed_cost,
-               t.image, b.agent_id, b.tool_calls, t.resource_events, t.over_90,
-               t.memory_peak, t.memory_limit, t.cpu_peak
-        FROM (%s) AS g
-             CROSS JOIN LATERAL runra_obs._sandbox_totals_of(g.hours) AS t
-             LEFT JOIN LATERAL (
-                 SELECT a.agent_id, a.tool_calls
-                 FROM runra_obs.rollup_sandbox_agent AS a
-                 WHERE a.sandbox_id = g.sandbox_id
-                 ORDER BY a.tool_calls DESC, a.agent_id
-                 LIMIT 1) AS b ON true
-        %s$fold$, format(per_sandbox, format(hours, 'true')), runra_obs._sandbox_totals_upsert_sql())
-    USING after_id, up_to_id, from_time, to_time;
+
+    EXECUTE format('SET LOCAL enable_seqscan = %s', seqscan_was);
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', propagate_was, true);
+    PERFORM pg_catalog.set_config('citus.max_adaptive_executor_pool_size', pool_was, true);
 END
 $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean) IS

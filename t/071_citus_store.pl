@@ -265,19 +265,25 @@ same_answers('folded into rollups');
 my $measures = 'sum(events), sum(failures), sum(cost), sum(duration_count), sum(duration_sum), '
   . 'max(duration_max), runra_obs.histogram_merge(duration_hist), sum(value_count), sum(value_sum), '
   . 'max(value_max), max(limit_max), sum(over_90)';
-foreach my $q (
+my @rollup_tables = (
 	"SELECT bucket, event_type, label, agent_id, $measures FROM runra_obs.rollup_5m GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
 	"SELECT bucket, event_type, label, agent_id, $measures FROM runra_obs.rollup_1h GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
 	"SELECT bucket, sandbox_id, event_type, label, agent_id, $measures FROM runra_obs.rollup_1h_sandbox "
 	  . "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
 	'SELECT * FROM runra_obs.rollup_sandbox ORDER BY sandbox_id',
-	'SELECT * FROM runra_obs.rollup_sandbox_agent ORDER BY sandbox_id, agent_id')
+	'SELECT * FROM runra_obs.rollup_sandbox_agent ORDER BY sandbox_id, agent_id');
+sub same_rollups
 {
-	my ($table) = $q =~ /FROM (runra_obs\.\w+)/;
-	my $want = $single->safe_psql('postgres', $q);
-	isnt($want, '', "$table has rows to compare");
-	is($coordinator->safe_psql('postgres', $q), $want, "$table: the rows one server folds, folded on the shards");
+	my ($when) = @_;
+	foreach my $q (@rollup_tables)
+	{
+		my ($table) = $q =~ /FROM (runra_obs\.\w+)/;
+		my $want = $single->safe_psql('postgres', $q);
+		isnt($want, '', "$table has rows to compare ($when)");
+		is($coordinator->safe_psql('postgres', $q), $want, "$table: the rows one server has ($when)");
+	}
 }
+same_rollups('folded on the shards');
 like($single->safe_psql('postgres', 'SELECT count(DISTINCT busiest_agent) FROM runra_obs.rollup_sandbox'),
 	qr/^[2-5]$/, 'the sandboxes have different busiest agents');
 
@@ -299,6 +305,14 @@ like($coordinator->safe_psql('postgres', 'SELECT runra_obs._maintain_rollups()')
 	qr/^rollups: \d+ delta rows compacted away/, 'and compacting the rollups works there');
 $single->safe_psql('postgres', 'SELECT runra_obs._maintain_rollups()');
 same_answers('rebuilt and compacted');
+same_rollups('rebuilt and compacted');
+# a fold leaves the settings of its caller's transaction as they were
+is($coordinator->safe_psql('postgres', q{
+	BEGIN;
+	SELECT runra_obs.rebuild_rollups(now() - interval '1 hour', now());
+	SELECT current_setting('enable_seqscan') || ' ' || current_setting('citus.max_adaptive_executor_pool_size')
+	       || ' ' || current_setting('citus.propagate_set_commands');
+	COMMIT;}) =~ s/^\d+\n//r, 'on 16 none', 'and a rebuild leaves its caller\'s settings as they were');
 
 # -- alert rules of every kind that reads events find the same series
 my @rules = (

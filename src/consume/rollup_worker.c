@@ -42,15 +42,17 @@ typedef struct FoldStep
  * On Citus the fold runs on the shards over runra_obs.rollup_shard_connections
  * connections per worker (_fold_rollups_on_shards sets Citus's pool size);
  * this keeps them open at commit, which Citus would otherwise close down to
- * one a worker, forking backends there on every fold.  Until the end of the
+ * citus.max_cached_conns_per_worker (one by default), forking backends there
+ * on every fold.  Never fewer than that setting keeps; until the end of the
  * transaction, so that a changed setting applies at the next step.
  */
 static void
 keep_shard_connections(void)
 {
+	const char *cached = GetConfigOption("citus.max_cached_conns_per_worker", true, false);
 	char		connections[16];
 
-	if (GetConfigOption("citus.max_cached_conns_per_worker", true, false) == NULL)
+	if (cached == NULL || atoi(cached) >= runra_rollup_shard_connections)
 		return;
 	snprintf(connections, sizeof(connections), "%d", runra_rollup_shard_connections);
 	(void) set_config_option("citus.max_cached_conns_per_worker", connections,
