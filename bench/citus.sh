@@ -6,6 +6,8 @@
 #   bench/citus.sh [EVENTS] [ROUNDS] [SESSIONS]
 #                  defaults: 200000 events, 2 rounds, 2 sessions
 #   CITUS_SHARDS=32         shards per day partition (distribute(shard_count))
+#   CITUS_FOLD_CONNECTIONS=1  runra_obs.rollup_shard_connections: connections
+#                           to each worker the timed fold uses
 #   CAPACITY_NODE_CORES=16  cores of one node of the fleet's cluster, and
 #   CAPACITY_BUSY=0.7       how busy its cores may be, for the estimate
 #
@@ -58,6 +60,7 @@ events=${1:-200000}
 rounds=${2:-2}
 sessions=${3:-2}
 shards=${CITUS_SHARDS:-32}
+fold_connections=${CITUS_FOLD_CONNECTIONS:-1}
 node_cores=${CAPACITY_NODE_CORES:-16}
 busy=${CAPACITY_BUSY:-0.7}
 . "$(dirname "$0")/lib.sh"
@@ -71,7 +74,8 @@ started=$SECONDS
 default_batches=10
 
 # Settings of every server, one node and Citus nodes alike.
-common_conf=("runra_obs.rollup_enabled = off" "runra_obs.retention = '9d'" "jit = off" "autovacuum = off")
+common_conf=("runra_obs.rollup_enabled = off" "runra_obs.retention = '9d'" "jit = off" "autovacuum = off"
+             "runra_obs.rollup_shard_connections = $fold_connections")
 # What the ingest sessions on Citus say first.
 citus_ingest_set="SET citus.max_adaptive_executor_pool_size = 1;"
 
@@ -321,6 +325,7 @@ same=no
 [ "${fig[single.md5_raw]}" = "${fig[citus.md5_raw]}" ] && [ "${fig[single.md5_raw]}" = "${fig[citus.md5_rollups]}" ] &&
     [ "${fig[single.md5_raw]}" = "${fig[single.md5_rollups]}" ] && same=yes
 awk -v k="$tick" -v cores="$(nproc)" -v node_cores="$node_cores" -v busy="$busy" -v same="$same" \
+    -v fold_connections="$fold_connections" \
     -v sessions="$sessions" -v rounds="$rounds" -v shards="$shards" -f - "$work/figures" <<'AWK'
 { v = $0; sub(/^[^ ]* /, "", v); f[$1] = v }
 function ms(p)        { return f[p ".ms"] }
@@ -352,7 +357,8 @@ END {
     line("\\copy (the ceiling)", "single.copy", 0)
     line("ingest_jsonl", "single.jsonl", 0)
     line("rollup fold (fold_rollups)", "single.fold", 0)
-    printf "Citus, coordinator + 2 workers on the same %d cores, %d shards a day:\n", cores, shards
+    printf "Citus, coordinator + 2 workers on the same %d cores, %d shards a day, the fold over %d connection%s a worker:\n",
+        cores, shards, fold_connections, (fold_connections == 1) ? "" : "s"
     line("\\copy through Citus (its ceiling)", "citus.copy", 2)
     line("ingest_jsonl", "citus.jsonl", 2)
     line("ingest_jsonl, Citus defaults", "citus.jsonl_default", 2)
