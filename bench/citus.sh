@@ -402,8 +402,8 @@ END {
     printf "             coordinator %.1f us and workers %.1f us CPU per event (ingest and fold)\n", co * 1e6, wk * 1e6
     printf "             one coordinator core routes %.0f events/s\n", 1 / co
     # the fold on Citus: one process on the coordinator, and on each worker
-    # one backend (one connection per worker) folding that worker's shards
-    printf "  the fold, one process: on one node at most %.0f events/s; on Citus its coordinator part at most %.0f events/s, and each worker's at most %.0f events/s of that worker's shards\n",
+    # a backend per connection folding that worker's shards
+    printf "  the fold: on one node one process, at most %.0f events/s; on Citus the coordinator's one process at most %.0f events/s, and each connection to a worker at most %.0f events/s of that worker's shards\n",
         1 / fold_1, 1 / fold_co, 1 / fold_wk
     printf "  the id sequence: %.1f M nextval/s in %d sessions on one node\n", seq / 1e6, sessions
     wal_1 = part("single.jsonl", 0, 2) / n("single.jsonl")

@@ -1304,8 +1304,7 @@ BEGIN
     -- never past the ids handed out: a watermark computed before the
     -- extension was dropped and created again (the caller's transaction
     -- waited for this row through both) counts the old sequence's ids
-    target := least(up_to, pos + max_ids,
-                    coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0));
+    target := least(up_to, pos + max_ids, runra_obs._last_event_id());
     IF target <= pos THEN
         RETURN pos;
     END IF;
@@ -1318,8 +1317,42 @@ END
 $$;
 
 -- 2026-12-04: on Citus the rollup consumer's fold groups the new events on
--- the shards (_fold_rollups_on_shards); the facts, the measures and the
--- totals' upsert it shares with the one-node fold are one definition each.
+-- the shards (_fold_rollups_on_shards); the facts, the measures, the
+-- totals' upsert and the last id handed out (_last_event_id) it shares
+-- with the one-node fold are one definition each.
+CREATE FUNCTION runra_obs._last_event_id()
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(pg_catalog.pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0)
+$$;
+COMMENT ON FUNCTION runra_obs._last_event_id() IS
+    'Internal: the last id runra_obs.sandbox_events_id_seq handed out, 0 before the first';
+CREATE OR REPLACE FUNCTION runra_obs._ingest_rows(after_id bigint, up_to_id bigint)
+RETURNS TABLE (bucket timestamptz, events bigint, transactions bigint,
+               delay_sum_s double precision, delay_max_s double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $$
+BEGIN
+    IF after_id >= runra_obs._last_event_id() THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE $rows$
+    SELECT date_bin('1 minute', e.ingested_at, timestamptz '2000-01-01 00:00+00'),
+           count(*),
+           count(DISTINCT e.ingested_at),
+           sum(extract(epoch FROM e.ingested_at - e.created_at))::double precision,
+           max(extract(epoch FROM e.ingested_at - e.created_at))::double precision
+    FROM runra_obs.sandbox_events AS e
+    WHERE e.id > $1 AND e.id <= $2
+    GROUP BY 1
+    $rows$ USING after_id, up_to_id;
+END
+$$;
+COMMENT ON FUNCTION runra_obs._ingest_rows(bigint, bigint) IS
+    'Internal: the runra_obs.ingest_1m rows of the events with ids in (after_id, up_to_id]';
 CREATE FUNCTION runra_obs._rollup_facts_sql(time_bounded boolean)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -1372,9 +1405,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$
 BEGIN
-    -- (a function, not a scan of the sequence: under enable_seqscan = off a
-    -- scan is costed so high that JIT compiles it, 60 ms a call)
-    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+    IF after_id >= runra_obs._last_event_id() THEN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE format($rows$
@@ -1476,7 +1507,7 @@ DECLARE
     propagate_was text := pg_catalog.current_setting('citus.propagate_set_commands');
 BEGIN
     -- no event after after_id: nothing to send to the shards
-    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+    IF after_id >= runra_obs._last_event_id() THEN
         RETURN;
     END IF;
     -- runra_obs.rollup_shard_connections connections per worker (one by
@@ -1631,12 +1662,14 @@ $$;
 COMMENT ON FUNCTION runra_obs._fold_rollups(bigint, bigint, timestamptz, timestamptz, boolean) IS
     'Internal: inserts the rollup rows of the events with ids in (after_id, up_to_id] and created_at in [from_time, to_time)';
 REVOKE ALL ON FUNCTION
+    runra_obs._last_event_id(),
     runra_obs._rollup_facts_sql(boolean),
     runra_obs._rollup_measures_sql(),
     runra_obs._sandbox_totals_upsert_sql(),
     runra_obs._fold_rollups_on_shards(bigint, bigint, timestamptz, timestamptz, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+    runra_obs._last_event_id(),
     runra_obs._rollup_facts_sql(boolean),
     runra_obs._rollup_measures_sql()
 TO runra_obs_reader;

@@ -254,6 +254,20 @@ $$;
 COMMENT ON FUNCTION runra_obs._rollup_key(text, text, text) IS
     'The label a rollup table keeps for an event: rollup_5m only commands, rollup_1h every label, rollup_1h_sandbox only images and termination reasons';
 
+-- The last event id handed out (0 before the first): no event was stored
+-- after an id at or above it, so the folds and the live views skip their
+-- statements.  A function of the sequence, not a scan of it: under
+-- enable_seqscan = off (_rollup_rows) a scan is costed so high that JIT
+-- compiles it, 60 ms a call.
+CREATE FUNCTION runra_obs._last_event_id()
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(pg_catalog.pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0)
+$$;
+COMMENT ON FUNCTION runra_obs._last_event_id() IS
+    'Internal: the last id runra_obs.sandbox_events_id_seq handed out, 0 before the first';
+
 -- The facts of each event that the rollups count, as the text of a query
 -- over the events with ids in ($1, $2] and, when time_bounded, created_at
 -- in [$3, $4).  One definition for the fold on one node (_rollup_rows)
@@ -328,9 +342,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$
 BEGIN
-    -- (a function, not a scan of the sequence: under enable_seqscan = off a
-    -- scan is costed so high that JIT compiles it, 60 ms a call)
-    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+    IF after_id >= runra_obs._last_event_id() THEN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE format($rows$
@@ -375,9 +387,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$
 BEGIN
-    -- (a function, not a scan of the sequence: under enable_seqscan = off a
-    -- scan is costed so high that JIT compiles it, 60 ms a call)
-    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+    IF after_id >= runra_obs._last_event_id() THEN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE $rows$
@@ -498,8 +508,7 @@ BEGIN
     -- never past the ids handed out: a watermark computed before the
     -- extension was dropped and created again (the caller's transaction
     -- waited for this row through both) counts the old sequence's ids
-    target := least(up_to, pos + max_ids,
-                    coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0));
+    target := least(up_to, pos + max_ids, runra_obs._last_event_id());
     IF target <= pos THEN
         RETURN pos;
     END IF;
@@ -870,6 +879,7 @@ REVOKE ALL ON FUNCTION
     runra_obs._rollup_merge_measures(),
     runra_obs._rollup_columns(),
     runra_obs._rollup_key(text, text, text),
+    runra_obs._last_event_id(),
     runra_obs._rollup_facts_sql(boolean),
     runra_obs._rollup_measures_sql(),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),
@@ -890,6 +900,7 @@ GRANT EXECUTE ON FUNCTION
     runra_obs._histogram_merge(bigint[], bigint[]),
     runra_obs._histogram_final(bigint[]),
     runra_obs._rollup_key(text, text, text),
+    runra_obs._last_event_id(),
     runra_obs._rollup_facts_sql(boolean),
     runra_obs._rollup_measures_sql(),
     runra_obs._rollup_rows(bigint, bigint, timestamptz, timestamptz),

@@ -209,8 +209,8 @@ REVOKE ALL ON FUNCTION runra_obs.distribute(integer) FROM PUBLIC;
 -- The rollup consumer's fold on Citus: the shards do the work.  Each
 -- statement below reads the new events on every shard and groups them
 -- there, so the coordinator only sends them and merges the fleet rows
--- (one process on one core could fold about 80k events/s when the
--- coordinator grouped every event: docs/citus.md).
+-- (when it grouped every event, its one process folded at most 50-115k
+-- events/s: docs/citus.md).
 --   1. the hourly rows of each sandbox, inserted into the colocated shard
 --      of rollup_1h_sandbox (Citus pushes the whole INSERT ... SELECT down);
 --   2. the fleet rows: every shard groups its events by 5 minutes, event
@@ -260,7 +260,7 @@ DECLARE
     propagate_was text := pg_catalog.current_setting('citus.propagate_set_commands');
 BEGIN
     -- no event after after_id: nothing to send to the shards
-    IF after_id >= coalesce(pg_sequence_last_value('runra_obs.sandbox_events_id_seq'::regclass), 0) THEN
+    IF after_id >= runra_obs._last_event_id() THEN
         RETURN;
     END IF;
     -- runra_obs.rollup_shard_connections connections per worker (one by
